@@ -1,0 +1,3 @@
+from agentsaga.cli import main
+
+main()

@@ -1,0 +1,234 @@
+"""One exception hierarchy for agentsaga.
+
+Every error a user can see is an ``AgentsagaError``. Each takes structured fields and
+builds its message in ``__init__`` so it can be stored (as JSON) and shown again, and each
+carries the process exit code the CLI uses for it. Foreign errors (SDK, git, sqlite) are
+translated where they enter, most specific first, chained with ``raise ... from exc``.
+
+    AgentsagaError                      exit 1
+    ├── UserInputError                  exit 2
+    │   ├── PipelineError               file:line:col: message
+    │   ├── ExpressionError             bad ${{ }} syntax or evaluation
+    │   ├── ConfigError                 .agentsaga.yml, flags
+    │   └── RunNotFound                 unknown or ambiguous run id
+    ├── StepFailed                      a step failed (exit 1, run resumable)
+    │   ├── BudgetExceeded              a call would cross the budget; never retried
+    │   ├── EditError                   edit blocks that do not parse or apply
+    │   │   └── EditPathError           an edit path outside the workspace
+    │   └── StepTimeout
+    ├── CompensationFailed              exit 3
+    ├── ProviderError                   an LLM call failed
+    │   ├── ProviderAuthError           401/403, missing key: never retried
+    │   ├── ProviderBadRequest          400/404/422: never retried
+    │   ├── ProviderSpendLimit          billing / quota: never retried
+    │   ├── ProviderRateLimited         429: retried, honours retry-after
+    │   ├── ProviderOverloaded          529: retried
+    │   ├── ProviderServerError         5xx: retried
+    │   ├── ProviderTimeout             retried
+    │   └── ProviderConnectionError     retried
+    ├── GitError                        a git operation failed
+    │   └── GitUnsafe                   the repository is in a state we refuse to touch
+    ├── StoreError                      the state database failed
+    ├── RunLocked                       exit 4: another live process owns the run
+    └── Interrupted                     exit 130: Ctrl-C
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentsagaError(Exception):
+    """Root of every error agentsaga raises on purpose."""
+
+    exit_code = 1
+    #: Whether the engine may retry a step that failed with this error.
+    retryable = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": self.message}
+
+
+class UserInputError(AgentsagaError):
+    exit_code = 2
+    retryable = False
+
+
+class PipelineError(UserInputError):
+    """A pipeline that cannot be loaded; the message starts with ``file:line:col``."""
+
+    def __init__(self, file: str, line: int, col: int, problem: str) -> None:
+        self.file, self.line, self.col, self.problem = file, line, col, problem
+        super().__init__(f"{file}:{line}:{col}: {problem}")
+
+
+class ExpressionError(UserInputError):
+    """A ``${{ }}`` expression that does not parse or cannot be evaluated.
+
+    ``offset`` is the character offset of the problem inside ``source``.
+    """
+
+    def __init__(self, source: str, offset: int, problem: str) -> None:
+        self.source, self.offset, self.problem = source, offset, problem
+        super().__init__(f"{problem} (in {source!r} at character {offset + 1})")
+
+
+class ConfigError(UserInputError):
+    pass
+
+
+class RunNotFound(UserInputError):
+    def __init__(self, run_ref: str, candidates: list[str] | None = None) -> None:
+        self.run_ref = run_ref
+        self.candidates = candidates or []
+        if self.candidates:
+            shown = ", ".join(self.candidates[:5])
+            msg = f"run id prefix {run_ref!r} is ambiguous: {shown}; give more characters"
+        else:
+            msg = f"no run {run_ref!r} in this store; 'agentsaga runs' lists them"
+        super().__init__(msg)
+
+
+class StepFailed(AgentsagaError):
+    """A step did not succeed. ``kind`` classifies the failure for ``on_failure: when``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "error",
+        output: dict[str, Any] | None = None,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.output = output
+        self.retryable = retryable
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["kind"] = self.kind
+        return data
+
+
+class BudgetExceeded(StepFailed):
+    def __init__(self, what: str, would_be: float, limit: float, unit: str) -> None:
+        self.what, self.would_be, self.limit, self.unit = what, would_be, limit, unit
+        super().__init__(
+            f"budget exceeded: {what} would reach {would_be:g} {unit}, over the limit of "
+            f"{limit:g} {unit}; no request was sent. Raise it with "
+            f"'agentsaga resume <run-id> --budget {unit}=N'",
+            kind="budget",
+            retryable=False,
+        )
+
+
+class EditError(StepFailed):
+    def __init__(self, message: str, *, output: dict[str, Any] | None = None) -> None:
+        super().__init__(message, kind="edit", output=output, retryable=True)
+
+
+class EditPathError(EditError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"refusing to edit {path!r}: {reason}")
+
+
+class StepTimeout(StepFailed):
+    def __init__(self, what: str, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"{what} timed out after {timeout_s:g}s", kind="timeout")
+
+
+class CompensationFailed(AgentsagaError):
+    exit_code = 3
+
+    def __init__(self, step_id: str, reason: str) -> None:
+        self.step_id, self.reason = step_id, reason
+        super().__init__(f"compensation of step {step_id!r} failed: {reason}")
+
+
+class ProviderError(AgentsagaError):
+    """An LLM call failed. ``status`` is the HTTP status when there was one."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.provider, self.status, self.retry_after_s = provider, status, retry_after_s
+        prefix = f"{provider}: " + (f"HTTP {status}: " if status else "")
+        super().__init__(prefix + message)
+
+
+class ProviderAuthError(ProviderError):
+    retryable = False
+
+
+class ProviderBadRequest(ProviderError):
+    retryable = False
+
+
+class ProviderSpendLimit(ProviderError):
+    retryable = False
+
+
+class ProviderRateLimited(ProviderError):
+    pass
+
+
+class ProviderOverloaded(ProviderError):
+    pass
+
+
+class ProviderServerError(ProviderError):
+    pass
+
+
+class ProviderTimeout(ProviderError):
+    pass
+
+
+class ProviderConnectionError(ProviderError):
+    pass
+
+
+class GitError(AgentsagaError):
+    pass
+
+
+class GitUnsafe(GitError):
+    """The repository is somewhere agentsaga will not act (mid-merge, bare, moved branch)."""
+
+    retryable = False
+
+
+class StoreError(AgentsagaError):
+    pass
+
+
+class RunLocked(AgentsagaError):
+    exit_code = 4
+    retryable = False
+
+    def __init__(self, run_id: str, owner: str, host: str, pid: int, expires_at: str) -> None:
+        self.run_id, self.owner, self.host, self.pid = run_id, owner, host, pid
+        super().__init__(
+            f"run {run_id} is owned by another live process (pid {pid} on {host}, "
+            f"lease until {expires_at}); wait for it to finish, or stop that process"
+        )
+
+
+class Interrupted(AgentsagaError):
+    exit_code = 130
+    retryable = False
+
+    def __init__(self, message: str = "interrupted; the run is resumable") -> None:
+        super().__init__(message)
