@@ -1,0 +1,419 @@
+"""The command line: parse, call the library, render. No logic of its own.
+
+This module (with ``cli_render.py``) is the only one that knows exit codes, typer or rich.
+Heavy modules (the engine's git and LLM parts) are imported inside the commands that need
+them, so ``agentsaga --help`` starts in about a tenth of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agentsaga.errors import AgentsagaError, ConfigError, UserInputError
+
+app = typer.Typer(
+    name="agentsaga",
+    help="Run AI coding-agent pipelines with checkpoints, resume and saga rollback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state: dict[str, Any] = {"debug": False, "store": None}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+RunArg = Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")]
+VarOpt = Annotated[
+    list[str] | None, typer.Option("--var", help="Override a pipeline var: KEY=VALUE (repeatable).")
+]
+PlanOpt = Annotated[bool, typer.Option("--plan", help="Print what would happen; change nothing.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Act even where a branch moved or a step is irreversible.")
+]
+BudgetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--budget", help="Budget override: max_tokens=N or max_cost_usd=X (repeatable)."),
+]
+
+
+@app.callback()
+def _main(
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="State store: a SQLite path or postgresql://... URL.",
+                     envvar="AGENTSAGA_STORE"),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    _state["store"], _state["debug"] = store, debug
+
+
+# --- context ------------------------------------------------------------------------------
+
+
+class _Session:
+    """The repository, config and store a command works with."""
+
+    def __init__(self, repo_hint: Path | None = None) -> None:
+        from agentsaga.config import find_repo_root, load_config, store_location
+        from agentsaga.store import open_store
+
+        self.repo_root = find_repo_root(repo_hint or Path.cwd())
+        self.config = load_config(self.repo_root)
+        location = store_location(_state["store"], self.config)
+        if location is None and self.repo_root is None:
+            self.home = Path.cwd() / ".agentsaga"
+            location = str(self.home / "state.db")
+        else:
+            self.home = (self.repo_root or Path.cwd()) / ".agentsaga"
+        self.store = open_store(location, self.repo_root)
+
+    def engine(self, json_mode: bool, **options: Any) -> Any:
+        from agentsaga.cli_render import Renderer
+        from agentsaga.engine import Engine, EngineOptions
+
+        renderer = Renderer(quiet=json_mode)
+        opts = EngineOptions(on_event=renderer.on_event, config=self.config, **options)
+        if "lease_ttl" in self.config:
+            opts.lease_ttl_s = float(self.config["lease_ttl"])
+        self.renderer = renderer
+        return Engine(self.store, self.home, opts)
+
+
+def _parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
+        result[key.strip()] = value
+    return result
+
+
+def _parse_budget(pairs: list[str] | None) -> dict[str, float]:
+    budget: dict[str, float] = {}
+    for key, value in _parse_pairs(pairs, "--budget").items():
+        if key not in ("max_tokens", "max_cost_usd"):
+            raise ConfigError(f"--budget {key}: expected max_tokens=N or max_cost_usd=X")
+        try:
+            budget[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"--budget {key}={value!r}: expected a number") from None
+    return budget
+
+
+def _emit_result(result: Any, json_mode: bool, command: str) -> None:
+    from agentsaga.cli_render import print_result
+
+    if json_mode:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        print_result(result)
+    raise typer.Exit(_exit_code(result.status, command))
+
+
+def _exit_code(status: str, command: str) -> int:
+    if status == "succeeded":
+        return 0
+    if status == "rolled_back":
+        return 0 if command == "rollback" else 1
+    if status == "rollback_failed":
+        return 3
+    if status == "interrupted":
+        return 130
+    return 1
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")],
+    var: VarOpt = None,
+    rollback_on_failure: Annotated[
+        bool, typer.Option("--rollback-on-failure", help="Roll back everything if the run fails.")
+    ] = False,
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="isolation: branch: stash and restore your changes.")
+    ] = False,
+    budget: BudgetOpt = None,
+    memo: Annotated[
+        str | None, typer.Option("--memo", help="LLM call memo: run, global or off.")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Start a run of PIPELINE; prints its run id. Exit 1 if it fails (it stays resumable)."""
+    from agentsaga.pipeline import load_file
+
+    loaded = load_file(pipeline, _parse_pairs(var, "--var"))
+    repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
+    session = _Session(repo_hint)
+    if memo:
+        _check_memo(memo)
+        session.config["memo"] = memo
+    engine = session.engine(
+        json_mode,
+        rollback_on_failure=True if rollback_on_failure else None,
+        allow_dirty=allow_dirty,
+        budget=_parse_budget(budget),
+    )
+    result = engine.run(loaded, session.repo_root)
+    _emit_result(result, json_mode, "run")
+
+
+@app.command()
+def resume(
+    run_id: RunArg,
+    pipeline: Annotated[
+        Path | None, typer.Option("--pipeline", help="A changed pipeline: changed steps re-run.")
+    ] = None,
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Re-run from this step (rewind by hand).")
+    ] = None,
+    plan: PlanOpt = False,
+    force: ForceOpt = False,
+    budget: BudgetOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Continue a failed or interrupted run from its first unfinished step."""
+    from agentsaga.pipeline import load_file
+
+    session = _Session()
+    rid = session.store.resolve_run_id(run_id)
+    record = session.store.get_run(rid)
+    new = load_file(pipeline, {k: str(v) for k, v in record.vars.items()}) if pipeline else None
+    engine = session.engine(json_mode, force=force, budget=_parse_budget(budget))
+    if from_step is not None:
+        _check_step(from_step, new or engine._pipeline_of(record))
+    if budget:
+        record.state["budget"] = {**record.state.get("budget", {}), **_parse_budget(budget)}
+        session.store.update_run(rid, state=record.state)
+    if plan:
+        _emit_plan(rid, engine.plan_resume(rid, new, from_step), json_mode)
+        return
+    _emit_result(engine.resume(rid, new, from_step), json_mode, "resume")
+
+
+@app.command()
+def rollback(
+    run_id: RunArg,
+    plan: PlanOpt = False,
+    force: ForceOpt = False,
+    keep_refs: Annotated[
+        bool, typer.Option("--keep-refs", help="Keep the run's snapshot refs after rollback.")
+    ] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Undo a run: every step's compensation, newest first, then its branch. Exit 3 if not."""
+    session = _Session()
+    rid = session.store.resolve_run_id(run_id)
+    engine = session.engine(json_mode, force=force, keep_refs=keep_refs)
+    if plan:
+        _emit_plan(rid, engine.plan_rollback(rid), json_mode)
+        return
+    _emit_result(engine.rollback(rid), json_mode, "rollback")
+
+
+@app.command()
+def fork(
+    run_id: RunArg,
+    from_step: Annotated[str, typer.Option("--from", help="The first step the fork runs anew.")],
+    var: VarOpt = None,
+    pipeline: Annotated[
+        Path | None, typer.Option("--pipeline", help="Run the fork with this pipeline file.")
+    ] = None,
+    plan: PlanOpt = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Start a new run that reuses RUN_ID's checkpoints before --from and runs the rest."""
+    from agentsaga.pipeline import load_file
+
+    session = _Session()
+    rid = session.store.resolve_run_id(run_id)
+    overrides = _parse_pairs(var, "--var")
+    new = load_file(pipeline, overrides) if pipeline else None
+    engine = session.engine(json_mode)
+    _check_step(from_step, new or engine._pipeline_of(session.store.get_run(rid)))
+    if plan:
+        _emit_plan(rid, engine.plan_fork(rid, from_step, overrides, new), json_mode)
+        return
+    result = engine.fork(rid, from_step, overrides, new, session.repo_root)
+    _emit_result(result, json_mode, "fork")
+
+
+@app.command()
+def runs(
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many (newest first).")] = 50,
+    json_mode: JsonOpt = False,
+) -> None:
+    """List runs, newest first, with their tokens and cost."""
+    from agentsaga.states import RunStatus
+
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise ConfigError(
+            f"--status {status!r}: expected one of {', '.join(s.value for s in RunStatus)}"
+        )
+    session = _Session()
+    summaries = session.store.list_runs(status, limit)
+    if json_mode:
+        typer.echo(json.dumps([_summary_json(s) for s in summaries], indent=2))
+        return
+    from agentsaga.cli_render import print_runs
+
+    print_runs(summaries)
+
+
+@app.command()
+def show(run_id: RunArg, json_mode: JsonOpt = False) -> None:
+    """Show a run: each step's status, attempts, duration, tokens, commit, compensation."""
+    from agentsaga.cli_render import print_show
+    from agentsaga.report import run_detail
+
+    session = _Session()
+    rid = session.store.resolve_run_id(run_id)
+    detail = run_detail(session.store, rid)
+    if json_mode:
+        typer.echo(json.dumps(detail, indent=2, default=str))
+        return
+    print_show(detail)
+
+
+@app.command()
+def logs(
+    run_id: RunArg,
+    step: Annotated[str | None, typer.Argument(help="Only this step.")] = None,
+) -> None:
+    """Print the captured output of a run's commands (whole, from .agentsaga/logs)."""
+    session = _Session()
+    rid = session.store.resolve_run_id(run_id)
+    shown = 0
+    for attempt in session.store.attempts(rid):
+        if step is not None and attempt.step_id != step:
+            continue
+        if not attempt.log_path:
+            continue
+        for suffix in (".out", ".err"):
+            path = Path(attempt.log_path + suffix)
+            if path.is_file() and path.stat().st_size:
+                typer.echo(f"==> {attempt.step_id} attempt {attempt.attempt} ({suffix[1:]}) <==")
+                typer.echo(path.read_text(encoding="utf-8", errors="replace").rstrip("\n"))
+                shown += 1
+    if not shown:
+        typer.echo("no command output recorded" + (f" for step {step!r}" if step else ""))
+
+
+@app.command()
+def validate(
+    pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")],
+    var: VarOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="List every command, compensation and write it may run.")
+    ] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Check a pipeline without running anything. Exit 2 with file:line:col if it is wrong."""
+    from agentsaga.pipeline import load_file
+
+    loaded = load_file(pipeline, _parse_pairs(var, "--var"))
+    if explain:
+        from agentsaga.cli_render import explain_pipeline
+
+        explain_pipeline(loaded, json_mode)
+        return
+    if json_mode:
+        typer.echo(json.dumps({"valid": True, "name": loaded.name,
+                               "steps": [s.id for s in loaded.steps]}))
+    else:
+        typer.echo(f"{pipeline}: ok ({len(loaded.steps)} steps: "
+                   + ", ".join(s.id for s in loaded.steps) + ")")
+
+
+@app.command()
+def schema() -> None:
+    """Print the pipeline format as JSON Schema (for yaml-language-server)."""
+    from agentsaga.pipeline import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _check_memo(memo: str) -> None:
+    if memo not in ("run", "global", "off"):
+        raise ConfigError(f"--memo {memo!r}: expected run, global or off")
+
+
+def _check_step(step_id: str, pipeline: Any) -> None:
+    ids = [s.id for s in pipeline.steps]
+    if step_id not in ids:
+        from agentsaga.schema import did_you_mean
+
+        raise UserInputError(
+            f"--from {step_id!r}: no such step{did_you_mean(step_id, ids)} (steps: {', '.join(ids)})"
+        )
+
+
+def _emit_plan(run_id: str, items: list[Any], json_mode: bool) -> None:
+    if json_mode:
+        typer.echo(json.dumps({"run_id": run_id, "plan": [i.__dict__ for i in items]}, indent=2))
+        return
+    from agentsaga.cli_render import print_plan
+
+    print_plan(run_id, items)
+
+
+def _summary_json(s: Any) -> dict[str, Any]:
+    return {
+        "id": s.id, "pipeline": s.pipeline_name, "status": s.status,
+        "created_at": s.created_at, "updated_at": s.updated_at,
+        "parent_run_id": s.parent_run_id, "steps": s.steps, "usage": s.usage.to_json(),
+    }
+
+
+def main() -> None:
+    """Entry point: our errors become a message and an exit code; no traceback unless
+    --debug."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except AgentsagaError as exc:
+        if debug:
+            traceback.print_exc()
+        _print_error(exc.message)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # usage errors and our bugs
+        # typer vendors its own click; find its exception classes through the instance.
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if "Abort" in names:
+            _print_error("aborted")
+            sys.exit(130)
+        if "ClickException" in names:
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2 if "UsageError" in names else getattr(exc, "exit_code", 2))
+        if debug:
+            traceback.print_exc()
+        _print_error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+                     "traceback; the run's state is kept and it can be resumed)")
+        sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    prefix = "\033[31merror:\033[0m " if color else "error: "
+    sys.stderr.write(prefix + message + "\n")

@@ -1,0 +1,191 @@
+"""How the CLI shows things: the live progress of a run, tables, plans.
+
+On a terminal, a live line shows the running step and its elapsed time; elsewhere (CI, a
+pipe) each event is one plain line. ``NO_COLOR`` turns colour off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agentsaga.engine import Event, PlanItem, RunResult
+
+_COLORS = {
+    "completed": "green", "succeeded": "green", "compensated": "cyan", "rolled_back": "cyan",
+    "failed": "red", "compensation_failed": "red", "rollback_failed": "red",
+    "running": "yellow", "compensating": "yellow", "rolling_back": "yellow",
+    "skipped": "dim", "pending": "dim", "interrupted": "magenta",
+}
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False,
+                   soft_wrap=True)
+
+
+def _styled(status: str) -> str:
+    color = _COLORS.get(status)
+    return f"[{color}]{status}[/{color}]" if color else status
+
+
+class Renderer:
+    """Receives engine events. Progress goes to stderr so stdout stays for results."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.console = _console(stderr=True)
+        self.live = self.console.is_terminal and not quiet
+        self._status: Any = None
+        self._current: tuple[str, float] | None = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def on_event(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if event.kind == "step" and event.status == "running":
+            self._start_live(event)
+            return
+        self._stop_live()
+        self.console.print(self._line(event))
+
+    def _line(self, event: Event) -> str:
+        if event.kind == "run":
+            text = f"run {event.run_id}: {_styled(event.status or '')}"
+        elif event.kind in ("step", "compensate"):
+            attempt = f" (attempt {event.attempt})" if event.attempt else ""
+            verb = "compensation of " if event.kind == "compensate" else ""
+            text = f"  {verb}{event.step_id}{attempt}: {_styled(event.status or '')}"
+        else:
+            where = f"{event.step_id}: " if event.step_id else ""
+            text = f"  {where}{event.message}"
+            return text.replace("[", "\\[")
+        if event.message:
+            first = event.message.strip().splitlines()[0] if event.message.strip() else ""
+            text += " - " + first[:200].replace("[", "\\[")
+        return text
+
+    def _start_live(self, event: Event) -> None:
+        label = f"{event.step_id} (attempt {event.attempt})"
+        if not self.live:
+            self.console.print(f"  {label}: {_styled('running')}")
+            return
+        self._stop_live()
+        self._current = (label, time.monotonic())
+        self._status = self.console.status(f"{label}: running")
+        self._status.start()
+        self._stop.clear()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.2):
+            if self._status is not None and self._current is not None:
+                label, started = self._current
+                self._status.update(f"{label}: running {time.monotonic() - started:.1f}s")
+
+    def _stop_live(self) -> None:
+        if self._status is not None:
+            self._stop.set()
+            self._status.stop()
+            self._status = None
+
+
+def print_result(result: RunResult) -> None:
+    console = _console()
+    parts = ", ".join(f"{s.id} {_styled(s.status)}" for s in result.steps)
+    console.print(f"run {result.run_id} {_styled(result.status)}: {parts}")
+    if result.error and result.status != "succeeded":
+        console.print(f"  {result.error.get('message', '')}".replace("[", "\\["))
+    if result.status == "failed":
+        console.print(f"  resume with: agentsaga resume {result.run_id}   "
+                      f"undo with: agentsaga rollback {result.run_id}")
+
+
+def print_plan(run_id: str, items: list[PlanItem]) -> None:
+    console = _console()
+    table = Table(title=f"plan for {run_id} (nothing changed)", title_justify="left")
+    for column in ("step", "action", "why"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(item.step_id, item.action, item.reason)
+    console.print(table)
+
+
+def print_runs(summaries: list[Any]) -> None:
+    console = _console()
+    if not summaries:
+        console.print("no runs yet; start one with: agentsaga run PIPELINE.yml")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("run", "pipeline", "status", "steps", "tokens", "cost", "started"):
+        table.add_column(column)
+    for s in summaries:
+        cost = "unknown" if s.usage.cost_usd is None and s.usage.total else (
+            f"${s.usage.cost_usd:.4f}" if s.usage.cost_usd is not None else "-")
+        table.add_row(s.id, s.pipeline_name, _styled(s.status), str(s.steps),
+                      f"{s.usage.total:,}", cost, s.created_at[:19].replace("T", " "))
+    console.print(table)
+
+
+def print_show(detail: dict[str, Any]) -> None:
+    console = _console()
+    run = detail["run"]
+    console.print(f"run {run['id']}  {run['pipeline']}  {_styled(run['status'])}")
+    if run.get("parent_run_id"):
+        console.print(f"  forked from {run['parent_run_id']} at {run['parent_step']}")
+    if run.get("branch"):
+        console.print(f"  branch {run['branch']}  workspace {run.get('workspace')}")
+    if run.get("error"):
+        console.print(f"  {run['error'].get('message', '')}".replace("[", "\\["))
+    table = Table(box=None, pad_edge=False)
+    for column in ("step", "attempt", "status", "duration", "tokens", "commit", "compensation"):
+        table.add_column(column)
+    for a in detail["attempts"]:
+        duration = f"{a['duration_ms'] / 1000:.2f}s" if a["duration_ms"] is not None else "-"
+        status = a["status"] + (" (superseded)" if a["superseded"] else "")
+        status += " (reused)" if a["reused_from"] else ""
+        table.add_row(a["step"], str(a["attempt"]), _styled(status), duration,
+                      f"{a['tokens']:,}", (a.get("commit") or "")[:10], a.get("compensation") or "")
+    console.print(table)
+
+
+def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
+    """Everything a pipeline from elsewhere would do, for review before running it."""
+    from agentsaga.compensations import describe, effective
+
+    items = []
+    for step in pipeline.steps:
+        entry: dict[str, Any] = {"step": step.id, "kind": step.kind}
+        if "run" in step.fields:
+            entry["runs"] = step.fields["run"]
+        if step.kind == "write":
+            entry["writes"] = "files inside the workspace named by the model's edit blocks"
+        if step.kind in ("plan", "write"):
+            entry["llm"] = f"{step.fields.get('provider') or pipeline.defaults.get('provider')}"
+        comp = effective(step)
+        if comp is not None:
+            entry["compensation"] = describe(comp)
+        if step.env:
+            entry["env"] = sorted(step.env)
+        if step.irreversible:
+            entry["irreversible"] = True
+        items.append(entry)
+    if json_mode:
+        sys.stdout.write(json.dumps({"name": pipeline.name, "steps": items}, indent=2) + "\n")
+        return
+    console = _console()
+    console.print(f"{pipeline.name}: what this pipeline will run")
+    for entry in items:
+        console.print(f"- {entry['step']} ({entry['kind']})".replace("[", "\\["))
+        for key in ("runs", "writes", "llm", "compensation", "env", "irreversible"):
+            if key in entry:
+                console.print(f"    {key}: {entry[key]}".replace("[", "\\["))

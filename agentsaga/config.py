@@ -1,0 +1,78 @@
+"""Configuration: ``.agentsaga.yml`` in the repository, then the environment, then flags.
+
+Only what a user sets lives here; defaults are in the code that uses them. Secrets are
+never read from this file directly: it names the environment variable that holds a key
+(``api_key_env``), so the file can be committed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentsaga.errors import ConfigError
+from agentsaga.schema import BOOL, INT, NUM, STR, Enum, MapOf, Obj, SchemaViolation
+
+CONFIG_FILE = ".agentsaga.yml"
+
+PROVIDER = Obj(
+    {
+        "type": Enum("anthropic", "openai", "scripted"),
+        "base_url": STR,
+        "api_key_env": STR,
+        "model": STR,
+        "timeout": NUM,
+        "max_retries": INT,
+        "max_retry_after": NUM,
+    }
+)
+CONFIG = Obj(
+    {
+        "store": STR,
+        "memo": Enum("run", "global", "off"),
+        "lease_ttl": NUM,
+        "isolation": Enum("worktree", "branch", "none"),
+        "log_tail_chars": INT,
+        "providers": MapOf(PROVIDER),
+        "prices": MapOf(MapOf(NUM)),
+        "redact_env": BOOL,
+    }
+)
+
+
+def find_repo_root(start: Path) -> Path | None:
+    """The git work tree containing ``start`` (without importing git: this runs at start-up)."""
+    path = start.resolve()
+    for candidate in (path, *path.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def load_config(repo_root: Path | None) -> dict[str, Any]:
+    if repo_root is None:
+        return {}
+    path = repo_root / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {exc.problem}") from exc
+    if node is None:
+        return {}
+    try:
+        data: dict[str, Any] = CONFIG.check(node)
+    except SchemaViolation as exc:
+        mark = exc.node.start_mark
+        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: {exc.problem}") from None
+    return data
+
+
+def store_location(flag: str | None, config: dict[str, Any]) -> str | None:
+    return flag or os.environ.get("AGENTSAGA_STORE") or config.get("store")

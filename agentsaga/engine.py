@@ -1,0 +1,881 @@
+"""The run / resume / rollback state machine (DESIGN.md §2).
+
+Every transition is written to the store before the engine acts on it, so a process killed
+at any instant leaves a run that ``resume`` or ``rollback`` can finish:
+
+* before a step starts, its attempt is recorded ``running`` with its fingerprint and base;
+* its output and token totals are recorded in one transaction when it ends;
+* a failed attempt is compensated at once (output null), before a retry or a rewind;
+* a rewind or a changed pipeline first records *where the run restarts*
+  (``state.restart_from``) in the same transaction as the failure, then compensates the
+  steps from there on, newest first, and marks them superseded. A crash in the middle is
+  finished by the next ``resume``.
+
+An attempt found ``running`` or ``compensating`` without a live owner (the lease guarantees
+there is no other) crashed mid-flight: its compensation runs (again, for ``compensating``:
+compensations are idempotent by contract) before the step re-executes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentsaga import compensations, expressions
+from agentsaga.context import StepContext
+from agentsaga.errors import (
+    AgentsagaError,
+    CompensationFailed,
+    Interrupted,
+    RunLocked,
+    StepFailed,
+    UserInputError,
+)
+from agentsaga.pipeline import Pipeline, RetrySpec, Step, load_text
+from agentsaga.states import LIVE_ATTEMPT, CompensationStatus, RunStatus, StepStatus
+from agentsaga.steps import COMMAND_FIELDS, KINDS
+from agentsaga.store import AttemptRecord, RunRecord, Store, new_run_id
+from agentsaga.workspace import PlainWorkspace, RunWorkspace
+from agentsaga.workspace import from_json as workspace_from_json
+
+#: Failures caused by the model's reply: that reply is judged and never served again.
+REPLY_FAILURES = frozenset({"edit", "schema"})
+_EMPTY_REWIND = {"count": 0, "from": "", "error": ""}
+
+
+@dataclass
+class Event:
+    kind: str  # run, step, compensate, reuse, note
+    run_id: str
+    step_id: str | None = None
+    status: str | None = None
+    attempt: int | None = None
+    message: str = ""
+
+
+@dataclass
+class EngineOptions:
+    rollback_on_failure: bool | None = None  # None: the pipeline's top-level on_failure
+    force: bool = False
+    keep_refs: bool = False
+    allow_dirty: bool = False
+    lease_ttl_s: float = 30.0
+    budget: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    on_event: Callable[[Event], None] | None = None
+
+
+@dataclass
+class PlanItem:
+    step_id: str
+    action: str  # reuse | run | rerun | compensate | skip | stop
+    reason: str
+
+
+@dataclass
+class StepView:
+    id: str
+    status: str
+    attempts: int
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    steps: list[StepView]
+    error: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "steps": [s.__dict__ for s in self.steps],
+            "error": self.error,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class _Outcome:
+    ok: bool
+    error: AgentsagaError | None = None
+    rewind_to: str | None = None
+
+
+def current_attempts(attempts: list[AttemptRecord]) -> dict[str, AttemptRecord]:
+    """Each step's latest attempt that a rewind or a pipeline change has not superseded."""
+    latest: dict[str, AttemptRecord] = {}
+    for attempt in attempts:
+        if not attempt.superseded:
+            latest[attempt.step_id] = attempt
+    return latest
+
+
+def is_done(attempt: AttemptRecord | None) -> bool:
+    return attempt is not None and attempt.status in (StepStatus.COMPLETED, StepStatus.SKIPPED)
+
+
+class Engine:
+    def __init__(self, store: Store, home: Path, options: EngineOptions | None = None) -> None:
+        self.store = store
+        self.home = home  # <repo>/.agentsaga: logs and worktrees live here
+        self.options = options or EngineOptions()
+        self.cancel = threading.Event()
+        self.owner_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    # --- public entry points ------------------------------------------------------------
+
+    def run(self, pipeline: Pipeline, repo_root: Path | None) -> RunResult:
+        run_id = new_run_id()
+        record = RunRecord(
+            id=run_id, pipeline_name=pipeline.name, pipeline_path=pipeline.path,
+            pipeline_text=pipeline.text, pipeline_hash=pipeline.hash, vars=pipeline.vars,
+            status=RunStatus.RUNNING, state=self._initial_state(pipeline),
+        )
+        self.store.create_run(record)
+        with self._owning(run_id):
+            self._emit(Event("run", run_id, status="started", message=pipeline.name))
+            self._open_workspace(record, pipeline, repo_root, start_point=None)
+            return self._drive(run_id, pipeline)
+
+    def resume(
+        self, run_id: str, pipeline: Pipeline | None = None, from_step: str | None = None
+    ) -> RunResult:
+        with self._owning(run_id):
+            run = self.store.get_run(run_id)
+            if run.status in (RunStatus.ROLLED_BACK, RunStatus.ROLLING_BACK,
+                              RunStatus.ROLLBACK_FAILED):
+                raise UserInputError(
+                    f"run {run_id} is {run.status}; 'agentsaga rollback {run_id}' finishes a "
+                    f"rollback, 'agentsaga fork {run_id} --from STEP' starts again from it"
+                )
+            old = self._pipeline_of(run)
+            new = pipeline or old
+            plan = self.plan_resume(run_id, pipeline, from_step)
+            restart = next((p for p in plan if p.action in ("rerun", "run")), None)
+            reused = [p.step_id for p in plan if p.action == "reuse"]
+            if reused:
+                self._emit(Event("reuse", run_id, message="reusing " + ", ".join(reused)))
+            if restart is not None and restart.action == "rerun":
+                run.state["restart_from"] = restart.step_id
+                run.state["restart_index"] = new.index_of(restart.step_id)
+                self.store.update_run(run_id, state=run.state)
+                # Compensate under the definitions the attempts ran with.
+                self._finish_restart(run_id, old, new)
+            if pipeline is not None and pipeline.text != run.pipeline_text:
+                self.store.set_pipeline(run_id, pipeline.path, pipeline.text, pipeline.hash)
+            self.store.update_run(run_id, status=RunStatus.RUNNING, clear_error=True)
+            return self._drive(run_id, new)
+
+    def rollback(self, run_id: str) -> RunResult:
+        with self._owning(run_id):
+            return self._rollback(run_id)
+
+    def fork(
+        self,
+        parent_id: str,
+        from_step: str,
+        overrides: dict[str, str] | None = None,
+        pipeline: Pipeline | None = None,
+        repo_root: Path | None = None,
+    ) -> RunResult:
+        parent = self.store.get_run(parent_id)
+        base_pipeline = pipeline or self._pipeline_of(parent)
+        merged = {**parent.vars, **(overrides or {})} if pipeline is None else (overrides or {})
+        new = load_text(base_pipeline.text, base_pipeline.path, {
+            k: v for k, v in merged.items() if k in base_pipeline.vars
+        })
+        reuse = [p.step_id for p in self.plan_fork(parent_id, from_step, overrides, pipeline)
+                 if p.action == "reuse"]
+        run_id = new_run_id()
+        record = RunRecord(
+            id=run_id, pipeline_name=new.name, pipeline_path=new.path, pipeline_text=new.text,
+            pipeline_hash=new.hash, vars=new.vars, status=RunStatus.RUNNING,
+            parent_run_id=parent_id, parent_step=from_step, state=self._initial_state(new),
+        )
+        self.store.create_run(record)
+        with self._owning(run_id):
+            parent_current = current_attempts(self.store.attempts(parent_id))
+            start_point = None
+            if reuse:
+                last = parent_current[reuse[-1]]
+                start_point = (last.output or {}).get("commit") or _head_after(
+                    parent_current, reuse, parent
+                )
+            self.store.copy_attempts(parent_id, run_id, reuse)
+            if reuse:
+                self._emit(Event("reuse", run_id, message="reusing from parent " + ", ".join(reuse)))
+            self._open_workspace(record, new, repo_root, start_point=start_point)
+            return self._drive(run_id, new)
+
+    # --- plans --------------------------------------------------------------------------
+
+    def plan_resume(
+        self, run_id: str, pipeline: Pipeline | None = None, from_step: str | None = None
+    ) -> list[PlanItem]:
+        run = self.store.get_run(run_id)
+        target = pipeline or self._pipeline_of(run)
+        current = current_attempts(self.store.attempts(run_id))
+        ns = self._namespace(run, target, current)
+        stop_at = target.index_of(from_step) if from_step else None
+        items: list[PlanItem] = []
+        invalid: str | None = None
+        for step in target.steps:
+            attempt = current.get(step.id)
+            if invalid is not None:
+                action = "rerun" if attempt is not None else "run"
+                items.append(PlanItem(step.id, action, invalid))
+                continue
+            if stop_at is not None and step.index >= stop_at:
+                invalid = f"upstream: resume --from {from_step}"
+                reason = f"resume --from {from_step}"
+                items.append(PlanItem(step.id, "rerun" if attempt else "run", reason))
+                continue
+            if not is_done(attempt):
+                why = "not started" if attempt is None else f"its last attempt {attempt.status}"
+                items.append(PlanItem(step.id, "rerun" if attempt else "run", why))
+                invalid = f"upstream: {step.id} runs again"
+                continue
+            assert attempt is not None
+            if attempt.status == StepStatus.SKIPPED or attempt.fingerprint == self._fingerprint(
+                step, target, ns
+            ):
+                items.append(PlanItem(step.id, "reuse", "completed; fingerprint unchanged"))
+                continue
+            items.append(PlanItem(step.id, "rerun", "fingerprint changed (definition or inputs)"))
+            invalid = f"upstream: {step.id} changed"
+        return items
+
+    def plan_rollback(self, run_id: str) -> list[PlanItem]:
+        run = self.store.get_run(run_id)
+        steps = self._steps_by_id(run)
+        skipped = self._no_compensation_ids(run_id)
+        items = []
+        for attempt in reversed(self.store.attempts(run_id)):
+            if attempt.status not in LIVE_ATTEMPT or attempt.id in skipped:
+                continue
+            step = steps.get(attempt.step_id)
+            comp = compensations.effective(step) if step else None
+            label = f"{attempt.step_id}#{attempt.attempt}"
+            if step is not None and step.irreversible and not self.options.force:
+                items.append(PlanItem(label, "stop", "irreversible: undo by hand or --force"))
+                break
+            if comp is None:
+                items.append(PlanItem(label, "skip", "no compensation"))
+            else:
+                items.append(PlanItem(label, "compensate", compensations.describe(comp)))
+        items.append(PlanItem("(workspace)", "compensate", "remove the run branch and worktree"))
+        return items
+
+    def plan_fork(
+        self, parent_id: str, from_step: str, overrides: dict[str, str] | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> list[PlanItem]:
+        parent = self.store.get_run(parent_id)
+        base = pipeline or self._pipeline_of(parent)
+        merged = {**parent.vars, **(overrides or {})} if pipeline is None else (overrides or {})
+        new = load_text(base.text, base.path, {k: v for k, v in merged.items() if k in base.vars})
+        stop_at = new.index_of(from_step)
+        current = current_attempts(self.store.attempts(parent_id))
+        probe = RunRecord(**{**parent.__dict__, "vars": new.vars})
+        ns = self._namespace(probe, new, current)
+        items: list[PlanItem] = []
+        invalid: str | None = None
+        for step in new.steps:
+            attempt = current.get(step.id)
+            if invalid is None and step.index >= stop_at:
+                invalid = f"fork --from {from_step}"
+            if invalid is None and not is_done(attempt):
+                invalid = f"not completed in the parent ({attempt.status if attempt else 'pending'})"
+            if invalid is None and attempt is not None and attempt.status != StepStatus.SKIPPED:
+                if attempt.fingerprint != self._fingerprint(step, new, ns):
+                    invalid = f"{step.id}'s inputs differ from the parent's"
+            if invalid is None:
+                items.append(PlanItem(step.id, "reuse", "checkpoint of the parent run"))
+            else:
+                items.append(PlanItem(step.id, "run", invalid))
+        return items
+
+    # --- driving ------------------------------------------------------------------------
+
+    def _drive(self, run_id: str, pipeline: Pipeline) -> RunResult:
+        run = self.store.get_run(run_id)
+        ws = self._workspace(run)
+        try:
+            with self._signals():
+                self._finish_restart(run_id, pipeline, pipeline)
+                index = 0
+                while index < len(pipeline.steps):
+                    self._check_lease(run_id)
+                    current = current_attempts(self.store.attempts(run_id))
+                    step = pipeline.steps[index]
+                    if is_done(current.get(step.id)):
+                        index += 1
+                        continue
+                    outcome = self._execute(run_id, pipeline, step, ws)
+                    if outcome.ok:
+                        index += 1
+                    elif outcome.rewind_to is not None:
+                        self._finish_restart(run_id, pipeline, pipeline)
+                        index = pipeline.index_of(outcome.rewind_to)
+                    else:
+                        assert outcome.error is not None
+                        return self._fail(run_id, pipeline, outcome.error)
+        except Interrupted as exc:
+            self.store.update_run(run_id, status=RunStatus.INTERRUPTED, error=exc.to_json())
+            self._emit(Event("run", run_id, status=RunStatus.INTERRUPTED, message=exc.message))
+            raise
+        self.store.update_run(run_id, status=RunStatus.SUCCEEDED, clear_error=True, finished=True)
+        self._emit(Event("run", run_id, status=RunStatus.SUCCEEDED))
+        return self.result(run_id)
+
+    def _fail(self, run_id: str, pipeline: Pipeline, error: AgentsagaError) -> RunResult:
+        self.store.update_run(run_id, status=RunStatus.FAILED, error=error.to_json(), finished=True)
+        self._emit(Event("run", run_id, status=RunStatus.FAILED, message=error.message))
+        run = self.store.get_run(run_id)
+        wanted = self.options.rollback_on_failure
+        if wanted is None:
+            wanted = bool(run.state.get("rollback_on_failure"))
+        if wanted and not isinstance(error, CompensationFailed):
+            self._emit(Event("note", run_id, message="rolling back (rollback on failure)"))
+            return self._rollback(run_id)
+        return self.result(run_id)
+
+    def _execute(self, run_id: str, pipeline: Pipeline, step: Step, ws: RunWorkspace) -> _Outcome:
+        retry = step.retry
+        for try_no in range(1, retry.attempts + 1):
+            run = self.store.get_run(run_id)
+            self._recover_attempts_of(run_id, pipeline, step, ws)
+            current = current_attempts(self.store.attempts(run_id))
+            ns = self._namespace(run, pipeline, current)
+            try:
+                if step.if_ is not None and not _truthy(step.if_, ns):
+                    self.store.start_attempt(
+                        run_id, step.id, step.index, fingerprint=None, base_commit=None,
+                        snapshot=None, status=StepStatus.SKIPPED,
+                    )
+                    self._emit(Event("step", run_id, step.id, StepStatus.SKIPPED,
+                                     message=f"if: {step.if_} is false"))
+                    return _Outcome(ok=True)
+                params = self._render_fields(step, ns)
+                step_env = self._step_env(step, ns)
+            except UserInputError as exc:
+                attempt = self.store.start_attempt(
+                    run_id, step.id, step.index, fingerprint=None, base_commit=None, snapshot=None
+                )
+                self.store.finish_attempt(attempt.id, status=StepStatus.FAILED, error=exc.to_json())
+                return _Outcome(ok=False, error=exc)
+            base = ws.head()
+            attempt = self.store.start_attempt(
+                run_id, step.id, step.index,
+                fingerprint=_hash([step.definition_hash, params, step_env]),
+                base_commit=base, snapshot=None,
+            )
+            env = {**self._base_env(run_id, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
+            self._emit(Event("step", run_id, step.id, StepStatus.RUNNING, attempt.attempt))
+            env["AGENTSAGA_IDEMPOTENCY_KEY"] = f"{run_id}:{step.id}:{attempt.attempt}"
+            env["AGENTSAGA_ATTEMPT"] = str(attempt.attempt)
+            try:
+                if step.changes_workspace and ws.uses_git:
+                    snap = ws.snapshot(f"refs/agentsaga/{run_id}/{step.id}/{attempt.attempt}")
+                    if snap:
+                        self.store.set_attempt_snapshot(attempt.id, base, snap)
+                        attempt.snapshot = snap
+                ctx = StepContext(
+                    run_id=run_id, step=step, attempt=attempt.attempt, attempt_id=attempt.id,
+                    pipeline=pipeline, params=params, env=env, workspace=ws,
+                    log_stem=self._log_stem(run_id, step.id, attempt.attempt),
+                    timeout_s=step.timeout_s, cancel=self.cancel, namespace=ns,
+                    config=self.options.config,
+                )
+                output = KINDS[step.kind].executor()(ctx)
+                if step.commit and step.kind != "write" and ws.uses_git:
+                    output["base"] = base
+                    output["commit"] = ws.commit(f"agentsaga {run_id}: step {step.id}") or base
+            except Interrupted as exc:
+                self.store.finish_attempt(attempt.id, status=StepStatus.FAILED, error=exc.to_json())
+                raise
+            except AgentsagaError as exc:
+                last = try_no == retry.attempts or not exc.retryable
+                state = self._rewind_decision(run, step, exc) if last else None
+                self.store.finish_attempt(
+                    attempt.id, status=StepStatus.FAILED,
+                    output=getattr(exc, "output", None), error=exc.to_json(),
+                    log_path=str(self._log_stem(run_id, step.id, attempt.attempt)),
+                    state=(run_id, state) if state else None,
+                )
+                if getattr(exc, "kind", "") in REPLY_FAILURES:
+                    self.store.judge_calls(attempt.id)
+                self._emit(Event("step", run_id, step.id, StepStatus.FAILED, attempt.attempt,
+                                 exc.message))
+                failed = self.store.attempts(run_id)
+                self._compensate(run_id, pipeline, ws, _by_id(failed, attempt.id),
+                                 "retry" if not last else "failure")
+                if last:
+                    rewind_to = state.get("restart_from") if state else None
+                    return _Outcome(ok=False, error=exc, rewind_to=rewind_to)
+                delay = _backoff(retry, try_no)
+                self._emit(Event("note", run_id, step.id,
+                                 message=f"retrying in {delay:.1f}s ({try_no}/{retry.attempts})"))
+                if self.cancel.wait(delay):
+                    raise Interrupted() from None
+                continue
+            except Exception as exc:
+                # A bug of ours: keep the record true (the step failed), then let the CLI
+                # report it; the run stays resumable.
+                self.store.finish_attempt(
+                    attempt.id, status=StepStatus.FAILED,
+                    error={"type": type(exc).__name__, "message": str(exc), "internal": True},
+                )
+                raise
+            self.store.finish_attempt(
+                attempt.id, status=StepStatus.COMPLETED, output=output,
+                log_path=str(ctx.log_stem),
+            )
+            self.store.judge_calls(attempt.id)
+            self._emit(Event("step", run_id, step.id, StepStatus.COMPLETED, attempt.attempt))
+            return _Outcome(ok=True)
+        raise AssertionError("unreachable: the last try returns")  # pragma: no cover
+
+    def _rewind_decision(
+        self, run: RunRecord, step: Step, exc: AgentsagaError
+    ) -> dict[str, Any] | None:
+        """The run state after a rewind, or None when this failure is terminal."""
+        policy = step.on_failure
+        kind = getattr(exc, "kind", "error")
+        if policy is None or kind == "budget" or not isinstance(exc, StepFailed):
+            return None
+        if policy.when != "any" and policy.when != kind:
+            self._emit(Event("note", run.id, step.id,
+                             message=f"no rewind: failure is {kind}, on_failure wants {policy.when}"))
+            return None
+        state = json.loads(json.dumps(run.state))
+        counts = state.setdefault("rewinds", {})
+        signatures = state.setdefault("signatures", {})
+        signature = _failure_signature(exc)
+        if counts.get(step.id, 0) >= policy.max_rewinds:
+            self._emit(Event("note", run.id, step.id,
+                             message=f"no rewind: max_rewinds ({policy.max_rewinds}) reached"))
+            return None
+        if signatures.get(step.id) == signature:
+            self._emit(Event("note", run.id, step.id,
+                             message="no rewind: the same failure repeated unchanged (stuck)"))
+            return None
+        counts[step.id] = counts.get(step.id, 0) + 1
+        signatures[step.id] = signature
+        previous = state.get("rewind") or _EMPTY_REWIND
+        state["rewind"] = {
+            "count": int(previous.get("count", 0)) + 1,
+            "from": step.id,
+            "error": exc.message,
+        }
+        state["restart_from"] = policy.rewind_to
+        state["restart_index"] = next(
+            i for i, s in enumerate(self._pipeline_of(run).steps) if s.id == policy.rewind_to
+        )
+        self._emit(Event("note", run.id, step.id, message=f"rewinding to {policy.rewind_to} "
+                         f"({counts[step.id]}/{policy.max_rewinds})"))
+        return state
+
+    def _finish_restart(self, run_id: str, old: Pipeline, new: Pipeline) -> None:
+        """Carry out a recorded restart point: compensate, newest first, every live
+        attempt of the steps from there on (and of steps the new pipeline dropped), mark
+        them superseded, then clear the point. Safe to repeat after a crash."""
+        run = self.store.get_run(run_id)
+        target = run.state.get("restart_from")
+        if target is None:
+            return
+        index = int(run.state.get("restart_index", new.index_of(target)))
+        keep = {s.id for s in new.steps if s.index < index}
+        ws = self._workspace(run)
+        skipped = self._no_compensation_ids(run_id)
+        attempts = self.store.attempts(run_id)
+        affected = sorted({a.step_id for a in attempts if a.step_id not in keep})
+        for attempt in reversed(attempts):
+            if attempt.step_id in keep or attempt.superseded:
+                continue
+            if attempt.status in LIVE_ATTEMPT and attempt.id not in skipped:
+                self._compensate(run_id, old, ws, attempt, "rewind")
+        self.store.supersede(run_id, affected)
+        state = dict(run.state)
+        state.pop("restart_from", None)
+        state.pop("restart_index", None)
+        self.store.update_run(run_id, state=state)
+
+    def _recover_attempts_of(
+        self, run_id: str, pipeline: Pipeline, step: Step, ws: RunWorkspace
+    ) -> None:
+        """Compensate this step's attempts that crashed or were interrupted mid-flight."""
+        stale = [
+            a for a in self.store.attempts(run_id)
+            if a.step_id == step.id and not a.superseded and a.status in LIVE_ATTEMPT
+            and a.status != StepStatus.COMPLETED
+        ]
+        if not stale:
+            return
+        skipped = self._no_compensation_ids(run_id)
+        for attempt in reversed(stale):
+            if attempt.id in skipped:
+                continue
+            if attempt.status == StepStatus.RUNNING:
+                self._emit(Event("note", run_id, step.id, message=(
+                    f"attempt {attempt.attempt} was left running by a process that is gone: "
+                    "compensating it with output null")))
+            self._compensate(run_id, pipeline, ws, attempt, "recovery")
+
+    # --- compensation and rollback ------------------------------------------------------
+
+    def _compensate(
+        self, run_id: str, pipeline: Pipeline, ws: RunWorkspace, attempt: AttemptRecord,
+        reason: str,
+    ) -> bool:
+        """Run one attempt's compensation under its retry policy; record every try.
+
+        Returns False when the step has no compensation (recorded as skipped)."""
+        run = self.store.get_run(run_id)
+        step = self._steps_by_id(run, pipeline).get(attempt.step_id)
+        comp = compensations.effective(step) if step else None
+        if comp is None or step is None:
+            self.store.record_skipped_compensation(run_id, attempt.id, attempt.step_id, reason)
+            return False
+        comp_id = self.store.start_compensation(run_id, attempt.id, step.id, reason)
+        self._emit(Event("compensate", run_id, step.id, StepStatus.COMPENSATING, attempt.attempt,
+                         compensations.describe(comp)))
+        current = current_attempts(self.store.attempts(run_id))
+        ci = compensations.CompensationInput(
+            run_id=run_id, step=step, attempt=attempt,
+            namespace=self._namespace(run, pipeline, current), workspace=ws,
+            base_env=self._base_env(run_id, pipeline),
+            log_stem=self._log_stem(run_id, step.id, attempt.attempt, "compensate"),
+            cancel=self.cancel, force=self.options.force,
+            expected_head=(attempt.output or {}).get("commit") or attempt.base_commit,
+        )
+        error: AgentsagaError | None = None
+        tries = 0
+        for tries in range(1, comp.retry.attempts + 1):
+            try:
+                compensations.run_once(comp, ci)
+            except Interrupted:
+                raise
+            except AgentsagaError as exc:
+                error = exc
+                if not exc.retryable or tries == comp.retry.attempts:
+                    break
+                if self.cancel.wait(_backoff(comp.retry, tries)):
+                    raise Interrupted() from None
+                continue
+            self.store.finish_compensation(comp_id, attempt.id,
+                                           status=CompensationStatus.SUCCEEDED, tries=tries)
+            self._emit(Event("compensate", run_id, step.id, StepStatus.COMPENSATED,
+                             attempt.attempt))
+            return True
+        assert error is not None
+        failure = CompensationFailed(step.id, error.message)
+        self.store.finish_compensation(comp_id, attempt.id, status=CompensationStatus.FAILED,
+                                       tries=tries, error=failure.to_json())
+        self._emit(Event("compensate", run_id, step.id, StepStatus.COMPENSATION_FAILED,
+                         attempt.attempt, failure.message))
+        raise failure
+
+    def _rollback(self, run_id: str) -> RunResult:
+        run = self.store.get_run(run_id)
+        if run.status == RunStatus.ROLLED_BACK:
+            self._emit(Event("note", run_id, message="already rolled back; nothing to do"))
+            return self.result(run_id)
+        pipeline = self._pipeline_of(run)
+        ws = self._workspace(run)
+        halt = run.state.get("on_compensation_failure", pipeline.on_compensation_failure) == "halt"
+        self.store.update_run(run_id, status=RunStatus.ROLLING_BACK)
+        self._emit(Event("run", run_id, status=RunStatus.ROLLING_BACK))
+        failures: list[CompensationFailed] = []
+        skipped = self._no_compensation_ids(run_id)
+        steps = self._steps_by_id(run, pipeline)
+        with self._signals():
+            todo = [a for a in reversed(self.store.attempts(run_id))
+                    if a.status in LIVE_ATTEMPT and a.id not in skipped]
+            for position, attempt in enumerate(todo):
+                step = steps.get(attempt.step_id)
+                if step is not None and step.irreversible and not self.options.force:
+                    left = ", ".join(f"{a.step_id}#{a.attempt}" for a in todo[position:])
+                    return self._rollback_stopped(
+                        run_id, f"stopped before irreversible step {step.id!r}: undo by hand "
+                        f"what remains ({left}), then 'agentsaga rollback {run_id} --force' to "
+                        "finish"
+                    )
+                try:
+                    done = self._compensate(run_id, pipeline, ws, attempt, "rollback")
+                except CompensationFailed as exc:
+                    failures.append(exc)
+                    if halt:
+                        return self._rollback_stopped(
+                            run_id, f"{exc.message}; fix the cause and run 'agentsaga rollback "
+                            f"{run_id}' again to continue where it stopped (or --force)"
+                        )
+                    continue
+                if not done:
+                    self._emit(Event("compensate", run_id, attempt.step_id, "skipped",
+                                     attempt.attempt, "no compensation: nothing to undo"))
+            if failures:
+                names = ", ".join(f.step_id for f in failures)
+                return self._rollback_stopped(
+                    run_id, f"could not undo {names}; the rest was undone. Fix them by hand or "
+                    f"run 'agentsaga rollback {run_id}' again"
+                )
+            ws.teardown(run_id, keep_refs=self.options.keep_refs, force=self.options.force)
+        self.store.update_run(run_id, status=RunStatus.ROLLED_BACK, clear_error=True, finished=True)
+        self._emit(Event("run", run_id, status=RunStatus.ROLLED_BACK))
+        return self.result(run_id)
+
+    def _rollback_stopped(self, run_id: str, message: str) -> RunResult:
+        error = {"type": "RollbackFailed", "message": message}
+        self.store.update_run(run_id, status=RunStatus.ROLLBACK_FAILED, error=error, finished=True)
+        self._emit(Event("run", run_id, status=RunStatus.ROLLBACK_FAILED, message=message))
+        return self.result(run_id)
+
+    # --- views --------------------------------------------------------------------------
+
+    def result(self, run_id: str) -> RunResult:
+        run = self.store.get_run(run_id)
+        pipeline = self._pipeline_of(run)
+        attempts = self.store.attempts(run_id)
+        current = current_attempts(attempts)
+        views = []
+        for step in pipeline.steps:
+            count = sum(1 for a in attempts if a.step_id == step.id and a.reused_from is None)
+            attempt = current.get(step.id)
+            views.append(StepView(step.id, attempt.status if attempt else StepStatus.PENDING, count))
+        return RunResult(run_id, run.status, views, run.error)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _initial_state(self, pipeline: Pipeline) -> dict[str, Any]:
+        rollback = self.options.rollback_on_failure
+        return {
+            "rollback_on_failure": pipeline.on_failure == "rollback" if rollback is None
+            else rollback,
+            "on_compensation_failure": pipeline.on_compensation_failure,
+            "rewind": dict(_EMPTY_REWIND),
+            "budget": {**pipeline.budget, **self.options.budget},
+        }
+
+    def _open_workspace(
+        self, run: RunRecord, pipeline: Pipeline, repo_root: Path | None, start_point: str | None
+    ) -> None:
+        spec = pipeline.workspace
+        isolation = spec.get("isolation", "worktree" if repo_root else "none")
+        if isolation == "none" or repo_root is None:
+            path = Path(spec.get("repo", ".")).resolve() if repo_root is None else repo_root
+            ws: RunWorkspace = PlainWorkspace(path)
+        else:
+            from agentsaga.workspace import GitWorkspace
+
+            ns = {"run": {"id": run.id, "name": run.pipeline_name}, "vars": run.vars, "env": {}}
+            branch = str(compensations.render_any(spec.get("branch", "agentsaga/${{ run.id }}"), ns))
+            self.store.update_run(run.id, workspace={
+                "isolation": isolation, "branch": branch, "planned": True,
+                "repo_root": str(repo_root), "path": str(repo_root),
+            })
+            ws = GitWorkspace.create(repo_root, run.id, branch, isolation,
+                                     self.options.allow_dirty, start_point=start_point)
+        self.store.update_run(run.id, workspace=ws.to_json())
+
+    def _workspace(self, run: RunRecord) -> RunWorkspace:
+        if not run.workspace or run.workspace.get("planned"):
+            data = run.workspace or {}
+            if data.get("planned"):
+                from agentsaga.workspace import planned_workspace
+
+                return planned_workspace(data, run.id)
+            return PlainWorkspace(Path.cwd())
+        return workspace_from_json(run.workspace)
+
+    def _pipeline_of(self, run: RunRecord) -> Pipeline:
+        return load_text(run.pipeline_text, run.pipeline_path,
+                         {k: str(v) for k, v in run.vars.items()})
+
+    def _steps_by_id(self, run: RunRecord, pipeline: Pipeline | None = None) -> dict[str, Step]:
+        steps = {s.id: s for s in self._pipeline_of(run).steps}
+        if pipeline is not None:
+            steps.update({s.id: s for s in pipeline.steps})
+        return steps
+
+    def _no_compensation_ids(self, run_id: str) -> set[int]:
+        return {c.attempt_id for c in self.store.compensations(run_id)
+                if c.status == CompensationStatus.SKIPPED}
+
+    def _namespace(
+        self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
+    ) -> dict[str, Any]:
+        ws = run.workspace or {}
+        steps = {}
+        for step_id, a in current.items():
+            steps[step_id] = {
+                "output": a.output if a.status == StepStatus.COMPLETED else None,
+                "error": (a.error or {}).get("message"),
+                "status": a.status,
+                "usage": a.usage.to_json(),
+                "attempt": a.attempt,
+            }
+        return {
+            "vars": run.vars,
+            "run": {
+                "id": run.id, "branch": ws.get("branch"), "base": ws.get("base_commit"),
+                "workspace": ws.get("path"), "name": run.pipeline_name,
+                "parent": run.parent_run_id,
+            },
+            "env": {**os.environ, **{k: expressions.to_text(v) for k, v in pipeline.env.items()}},
+            "steps": steps,
+            "rewind": run.state.get("rewind") or dict(_EMPTY_REWIND),
+        }
+
+    def _render_fields(self, step: Step, ns: dict[str, Any]) -> dict[str, Any]:
+        rendered: dict[str, Any] = {}
+        for key, value in step.fields.items():
+            if key in COMMAND_FIELDS:
+                rendered[key] = compensations.render_command(value, ns)
+            elif key in ("replies", "schema"):
+                rendered[key] = value
+            else:
+                rendered[key] = compensations.render_any(value, ns)
+        return rendered
+
+    def _fingerprint(self, step: Step, pipeline: Pipeline, ns: dict[str, Any]) -> str | None:
+        try:
+            params = self._render_fields(step, ns)
+            env = self._step_env(step, ns)
+        except AgentsagaError:
+            return None
+        return _hash([step.definition_hash, params, env])
+
+    def _base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({k: expressions.to_text(v) for k, v in pipeline.env.items()})
+        env["AGENTSAGA_RUN_ID"] = run_id
+        return env
+
+    def _step_env(self, step: Step, ns: dict[str, Any]) -> dict[str, str]:
+        """The step's own ``env:``, rendered (part of its fingerprint)."""
+        return {
+            key: expressions.to_text(compensations.render_any(value, ns))
+            for key, value in step.env.items()
+        }
+
+    def _log_stem(self, run_id: str, step_id: str, attempt: int, suffix: str = "") -> Path:
+        name = f"{step_id}-{attempt}" + (f".{suffix}" if suffix else "")
+        return self.home / "logs" / run_id / name
+
+    def _emit(self, event: Event) -> None:
+        if self.options.on_event is not None:
+            self.options.on_event(event)
+
+    @contextmanager
+    def _owning(self, run_id: str) -> Iterator[None]:
+        """Hold the run's lease while driving it; a heartbeat thread keeps it fresh."""
+        ttl = self.options.lease_ttl_s
+        self.store.acquire_lease(run_id, self.owner_id, ttl)
+        stop = threading.Event()
+        self._lease_lost = False
+
+        def beat() -> None:
+            while not stop.wait(ttl / 3):
+                try:
+                    if not self.store.renew_lease(run_id, self.owner_id, ttl):
+                        self._lease_lost = True
+                        return
+                except AgentsagaError:
+                    continue  # a busy store: try again at the next beat
+
+        thread = threading.Thread(target=beat, name="agentsaga-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            try:
+                self.store.release_lease(run_id, self.owner_id)
+            except AgentsagaError:
+                pass  # it expires on its own
+
+    def _check_lease(self, run_id: str) -> None:
+        if getattr(self, "_lease_lost", False):
+            lease = self.store.get_lease(run_id)
+            if lease is not None:
+                raise RunLocked(run_id, lease.owner_id, lease.host, lease.pid, str(lease.expires_at))
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """First Ctrl-C (or SIGTERM): stop the current command, record, leave a resumable
+        run. A second Ctrl-C exits at once; the records written so far stand."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.cancel.is_set():
+                os._exit(130)
+            self.cancel.set()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def _by_id(attempts: list[AttemptRecord], attempt_id: int) -> AttemptRecord:
+    return next(a for a in attempts if a.id == attempt_id)
+
+
+def _head_after(current: dict[str, AttemptRecord], reuse: list[str], parent: RunRecord) -> str | None:
+    """The run branch commit after the last reused step: the newest recorded commit."""
+    for step_id in reversed(reuse):
+        output = current[step_id].output or {}
+        if output.get("commit"):
+            return str(output["commit"])
+    return (parent.workspace or {}).get("base_commit")
+
+
+def _truthy(condition: str, ns: dict[str, Any]) -> bool:
+    if expressions.has_expressions(condition):
+        value = expressions.render_value(expressions.parse_template(condition), ns)
+    else:
+        value = expressions.evaluate(expressions.parse_expression(condition), ns)
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "null")
+    return bool(value)
+
+
+def _backoff(retry: RetrySpec, try_no: int) -> float:
+    """Exponential backoff with full jitter: spreads retries of many runs apart."""
+    ceiling = min(retry.max_backoff_s, retry.backoff_s * (2 ** (try_no - 1)))
+    return random.uniform(ceiling / 2, ceiling) if ceiling > 0 else 0.0
+
+
+def _failure_signature(exc: AgentsagaError) -> str:
+    """What makes two failures "the same": the failing tests, else the message."""
+    output = getattr(exc, "output", None) or {}
+    details = output.get("details") or {}
+    failing = details.get("failing")
+    if failing:
+        return "tests:" + ",".join(sorted(failing))
+    text = "".join("#" if ch.isdigit() else ch for ch in exc.message)
+    return "message:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _hash(value: Any) -> str:
+    blob = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,506 @@
+"""Pipeline YAML -> a typed model, with every error located as ``file:line:col``.
+
+Loading happens in three passes over PyYAML's composed node tree (nodes keep their marks,
+so every error knows where it is): the schema pass checks keys and types
+(``schema.py``), the model pass builds dataclasses, and the reference pass parses every
+``${{ }}`` and checks that it names something that will exist when it is evaluated: a
+declared var, an earlier step, a field that step's kind outputs. All of it runs before a
+single token is spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentsaga import expressions
+from agentsaga.errors import ExpressionError, PipelineError
+from agentsaga.schema import (
+    BOOL,
+    INT,
+    NUM,
+    SCALAR,
+    STR,
+    AnyValue,
+    Duration,
+    Enum,
+    ListOf,
+    MapOf,
+    Obj,
+    SchemaViolation,
+    Type,
+    did_you_mean,
+)
+from agentsaga.steps import COMMAND, KINDS
+
+RETRY = Obj(
+    {"attempts": INT, "backoff": Duration(), "max_backoff": Duration()},
+    docs={"attempts": "total tries, the first included", "backoff": "first delay; doubles"},
+)
+STEP_BUDGET = Obj({"max_tokens": INT, "max_cost_usd": NUM})
+FAILURE_CLASSES = ("any", "assertion", "infrastructure", "error", "timeout", "edit")
+ON_FAILURE = Obj(
+    {
+        "rewind_to": STR,
+        "max_rewinds": INT,
+        "when": Enum(*FAILURE_CLASSES),
+    },
+    required=("rewind_to",),
+)
+GIT_COMPENSATIONS = ("reset", "delete-branch", "revert")
+COMPENSATE = Obj(
+    {
+        "git": Enum(*GIT_COMPENSATIONS),
+        "run": COMMAND,
+        "env": MapOf(SCALAR),
+        "retry": RETRY,
+        "timeout": Duration(),
+    },
+    description="how to undo this step: a git action or a command",
+)
+COMMON_STEP_FIELDS: dict[str, Type] = {
+    "id": STR,
+    "kind": Enum(*KINDS),
+    "name": STR,
+    "description": STR,
+    "if": STR,
+    "env": MapOf(SCALAR),
+    "retry": RETRY,
+    "timeout": Duration(),
+    "on_failure": ON_FAILURE,
+    "compensate": COMPENSATE,
+    "irreversible": BOOL,
+    "commit": BOOL,
+    "budget": STEP_BUDGET,
+}
+TOP = Obj(
+    {
+        "name": STR,
+        "description": STR,
+        "vars": MapOf(SCALAR),
+        "env": MapOf(SCALAR),
+        "defaults": Obj(
+            {
+                "provider": STR,
+                "model": STR,
+                "retry": RETRY,
+                "timeout": Duration(),
+                "max_tokens": INT,
+                "temperature": NUM,
+            }
+        ),
+        "budget": Obj({"max_tokens": INT, "max_cost_usd": NUM}),
+        "workspace": Obj(
+            {"repo": STR, "branch": STR, "isolation": Enum("worktree", "branch", "none")}
+        ),
+        "on_failure": Enum("stop", "rollback"),
+        "on_compensation_failure": Enum("halt", "continue"),
+        "steps": ListOf(AnyValue()),  # each step is checked against its kind below
+    },
+    required=("name", "steps"),
+)
+NAMESPACES = ("vars", "run", "env", "steps", "rewind")
+RUN_FIELDS = ("id", "branch", "base", "workspace", "name", "parent")
+STEP_REF_FIELDS = ("output", "error", "status", "usage", "attempt")
+REWIND_FIELDS = ("count", "from", "error")
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    attempts: int = 1
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any] | None, default: RetrySpec | None = None) -> RetrySpec:
+        base = default or cls()
+        if not raw:
+            return base
+        return cls(
+            attempts=max(1, int(raw.get("attempts", base.attempts))),
+            backoff_s=float(raw.get("backoff", base.backoff_s)),
+            max_backoff_s=float(raw.get("max_backoff", base.max_backoff_s)),
+        )
+
+
+@dataclass(frozen=True)
+class OnFailure:
+    rewind_to: str
+    max_rewinds: int = 2
+    when: str = "any"
+
+
+@dataclass(frozen=True)
+class Compensation:
+    git: str | None = None
+    run: str | list[str] | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+    retry: RetrySpec = RetrySpec()
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    kind: str
+    index: int
+    fields: dict[str, Any]  # the kind's own fields, unrendered
+    raw: dict[str, Any]  # the whole step as written: its fingerprint's definition part
+    if_: str | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+    retry: RetrySpec = RetrySpec()
+    timeout_s: float | None = None
+    on_failure: OnFailure | None = None
+    compensate: Compensation | None = None
+    irreversible: bool = False
+    commit: bool = False
+    budget: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def definition_hash(self) -> str:
+        blob = json.dumps(self.raw, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def changes_workspace(self) -> bool:
+        return KINDS[self.kind].changes_workspace or self.compensate is not None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    steps: tuple[Step, ...]
+    text: str
+    path: str
+    description: str = ""
+    vars: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+    workspace: dict[str, Any] = field(default_factory=dict)
+    on_failure: str = "stop"
+    on_compensation_failure: str = "halt"
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def index_of(self, step_id: str) -> int:
+        return self.step(step_id).index
+
+
+def load_file(path: str | Path, overrides: dict[str, str] | None = None) -> Pipeline:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(str(path), 1, 1, f"cannot read the pipeline: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PipelineError(str(path), 1, 1, "the pipeline is not UTF-8 text") from exc
+    return load_text(text, str(path), overrides)
+
+
+def load_text(text: str, path: str = "<pipeline>", overrides: dict[str, str] | None = None) -> Pipeline:
+    """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise PipelineError(path, line, col, f"YAML syntax error: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise PipelineError(path, 1, 1, f"YAML error: {exc}") from exc
+    if root is None:
+        raise PipelineError(path, 1, 1, "the pipeline is empty; it needs a name and steps")
+    loader = _Loader(path, text)
+    return loader.load(root, overrides or {})
+
+
+class _Loader:
+    def __init__(self, path: str, text: str) -> None:
+        self.path, self.text = path, text
+        self.lines = text.splitlines()
+
+    def error(self, node: yaml.Node, problem: str) -> PipelineError:
+        mark = node.start_mark
+        return PipelineError(self.path, mark.line + 1, mark.column + 1, problem)
+
+    def check(self, typ: Type, node: yaml.Node) -> Any:
+        try:
+            return typ.check(node)
+        except SchemaViolation as exc:
+            raise self.error(exc.node, exc.problem) from None
+
+    def load(self, root: yaml.Node, overrides: dict[str, str]) -> Pipeline:
+        top = self.check(TOP, root)
+        top_nodes = _children(root)
+        vars_ = dict(top.get("vars", {}))
+        for key, value in overrides.items():
+            if key not in vars_:
+                known = ", ".join(sorted(vars_)) or "none are declared"
+                raise PipelineError(
+                    self.path, 1, 1, f"--var {key}: the pipeline declares no var {key!r} "
+                    f"(declared: {known}){did_you_mean(key, list(vars_))}"
+                )
+            vars_[key] = value
+        defaults = top.get("defaults", {})
+        default_retry = RetrySpec.from_raw(defaults.get("retry"))
+        steps_node = top_nodes["steps"]
+        assert isinstance(steps_node, yaml.SequenceNode)
+        if not steps_node.value:
+            raise self.error(steps_node, "a pipeline needs at least one step")
+        steps: list[Step] = []
+        step_nodes: list[yaml.Node] = []
+        seen: dict[str, yaml.Node] = {}
+        for index, node in enumerate(steps_node.value):
+            step = self.load_step(node, index, default_retry, defaults)
+            if step.id in seen:
+                first = seen[step.id].start_mark.line + 1
+                raise self.error(
+                    _children(node)["id"], f"duplicate step id {step.id!r} (first defined at "
+                    f"line {first})"
+                )
+            seen[step.id] = node
+            steps.append(step)
+            step_nodes.append(node)
+        pipeline = Pipeline(
+            name=top["name"],
+            steps=tuple(steps),
+            text=self.text,
+            path=self.path,
+            description=top.get("description", ""),
+            vars=vars_,
+            env=top.get("env", {}),
+            defaults=defaults,
+            budget=top.get("budget", {}),
+            workspace=top.get("workspace", {}),
+            on_failure=top.get("on_failure", "stop"),
+            on_compensation_failure=top.get("on_compensation_failure", "halt"),
+        )
+        self.check_references(pipeline, root, step_nodes)
+        return pipeline
+
+    def load_step(
+        self, node: yaml.Node, index: int, default_retry: RetrySpec, defaults: dict[str, Any]
+    ) -> Step:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, "a step must be a mapping with at least 'id' and 'kind'")
+        children = _children(node)
+        if "kind" not in children:
+            raise self.error(node, "step is missing 'kind' (one of " + ", ".join(KINDS) + ")")
+        kind = self.check(COMMON_STEP_FIELDS["kind"], children["kind"])
+        spec = KINDS[kind]
+        step_type = Obj({**COMMON_STEP_FIELDS, **spec.fields}, required=("id", "kind", *spec.required))
+        raw = self.check(step_type, node)
+        step_id = raw["id"]
+        if not step_id or not all(c.isalnum() or c in "-_" for c in step_id):
+            raise self.error(
+                children["id"], f"step id {step_id!r} may hold only letters, digits, '-' and '_'"
+            )
+        compensate = None
+        if "compensate" in raw:
+            comp = raw["compensate"]
+            if ("git" in comp) == ("run" in comp):
+                raise self.error(
+                    children["compensate"], "compensate needs exactly one of 'git' or 'run'"
+                )
+            compensate = Compensation(
+                git=comp.get("git"),
+                run=comp.get("run"),
+                env=comp.get("env", {}),
+                retry=RetrySpec.from_raw(comp.get("retry"), default_retry),
+                timeout_s=comp.get("timeout"),
+            )
+        on_failure = None
+        if "on_failure" in raw:
+            spec_of = raw["on_failure"]
+            on_failure = OnFailure(
+                rewind_to=spec_of["rewind_to"],
+                max_rewinds=spec_of.get("max_rewinds", 2),
+                when=spec_of.get("when", "any"),
+            )
+        own = {k: v for k, v in raw.items() if k in spec.fields}
+        return Step(
+            id=step_id,
+            kind=kind,
+            index=index,
+            fields=own,
+            raw=raw,
+            if_=raw.get("if"),
+            env=raw.get("env", {}),
+            retry=RetrySpec.from_raw(raw.get("retry"), default_retry),
+            timeout_s=raw.get("timeout", defaults.get("timeout")),
+            on_failure=on_failure,
+            compensate=compensate,
+            irreversible=raw.get("irreversible", False),
+            commit=raw.get("commit", False),
+            budget=raw.get("budget", {}),
+        )
+
+    # --- references -------------------------------------------------------------------
+
+    def check_references(
+        self, pipeline: Pipeline, root: yaml.Node, step_nodes: list[yaml.Node]
+    ) -> None:
+        ids = [s.id for s in pipeline.steps]
+        for key in ("env", "workspace"):
+            node = _children(root).get(key)
+            if node is not None:
+                self.check_strings(node, pipeline, before=0, own=None, allow_rewind=False)
+        for step, node in zip(pipeline.steps, step_nodes, strict=True):
+            children = _children(node)
+            if step.on_failure:
+                target = step.on_failure.rewind_to
+                where = _children(children["on_failure"])["rewind_to"]
+                if target not in ids:
+                    raise self.error(
+                        where, f"rewind_to: no step {target!r}{did_you_mean(target, ids)}"
+                    )
+                if ids.index(target) >= step.index:
+                    raise self.error(
+                        where, f"rewind_to: {target!r} must be a step before {step.id!r}"
+                    )
+            for key, child in children.items():
+                if key == "compensate":
+                    # A compensation runs after its step: it may read the step's own output.
+                    self.check_strings(child, pipeline, step.index + 1, step.id, True)
+                elif key not in ("id", "kind", "replies", "schema"):
+                    self.check_strings(child, pipeline, step.index, step.id, True)
+
+    def check_strings(
+        self, node: yaml.Node, pipeline: Pipeline, before: int, own: str | None,
+        allow_rewind: bool,
+    ) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for _key, value in node.value:
+                self.check_strings(value, pipeline, before, own, allow_rewind)
+        elif isinstance(node, yaml.SequenceNode):
+            for value in node.value:
+                self.check_strings(value, pipeline, before, own, allow_rewind)
+        elif isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
+            if not expressions.has_expressions(node.value):
+                return
+            try:
+                template = expressions.parse_template(node.value)
+            except ExpressionError as exc:
+                raise self.error_at(node, exc.offset, exc.problem) from None
+            for ref in template.references():
+                problem = self.reference_problem(ref.path, pipeline, before, own)
+                if problem:
+                    raise self.error_at(node, ref.offset, problem)
+
+    def reference_problem(
+        self, path: tuple[str | int, ...], pipeline: Pipeline, before: int, own: str | None
+    ) -> str | None:
+        head = path[0]
+        rest = path[1:]
+        if head not in NAMESPACES:
+            return f"unknown name {head!r}: expected one of {', '.join(NAMESPACES)}"
+        if not rest:
+            return None
+        name = rest[0]
+        if head == "vars" and name not in pipeline.vars:
+            declared = list(pipeline.vars)
+            return f"unknown var {name!r}{did_you_mean(str(name), declared)} (declare it under vars:)"
+        if head == "run" and name not in RUN_FIELDS:
+            return f"run has no field {name!r}; expected one of {', '.join(RUN_FIELDS)}"
+        if head == "rewind" and name not in REWIND_FIELDS:
+            return f"rewind has no field {name!r}; expected one of {', '.join(REWIND_FIELDS)}"
+        if head != "steps":
+            return None
+        ids = [s.id for s in pipeline.steps]
+        if name not in ids:
+            return f"unknown step {name!r}{did_you_mean(str(name), ids)}"
+        target = pipeline.step(str(name))
+        if target.index >= before:
+            when = "this step itself" if target.id == own else f"a step that runs after {own!r}"
+            return (
+                f"steps.{name} is {when}, so it has no output yet; to use a later step's "
+                "failure after a rewind, use ${{ rewind.error }}"
+            )
+        if len(rest) < 2:
+            return None
+        attr = rest[1]
+        if attr not in STEP_REF_FIELDS:
+            return f"steps.{name} has no field {attr!r}; expected one of {', '.join(STEP_REF_FIELDS)}"
+        if attr == "output" and len(rest) >= 3:
+            out = rest[2]
+            outputs = sorted(KINDS[target.kind].outputs)
+            if out not in outputs:
+                return (
+                    f"a {target.kind} step has no output {out!r}"
+                    f"{did_you_mean(str(out), outputs)}; it outputs {', '.join(outputs)}"
+                )
+        return None
+
+    def error_at(self, node: yaml.ScalarNode, offset: int, problem: str) -> PipelineError:
+        """Locate character ``offset`` of a scalar's value in the file."""
+        line, col = _locate(node, offset, self.lines)
+        return PipelineError(self.path, line, col, problem)
+
+
+def _children(node: yaml.Node) -> dict[str, yaml.Node]:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value): v for k, v in node.value}
+
+
+def _locate(node: yaml.ScalarNode, offset: int, lines: list[str]) -> tuple[int, int]:
+    start_line, start_col = node.start_mark.line, node.start_mark.column
+    value = node.value
+    if node.style in ("|", ">"):
+        # Block scalars start on the line after the indicator; find the content's indent.
+        first = start_line + 1
+        text_line = lines[first] if first < len(lines) else ""
+        indent = len(text_line) - len(text_line.lstrip(" "))
+        before = value[:offset]
+        line = first + before.count("\n")
+        col = indent + len(before) - (before.rfind("\n") + 1)
+        return line + 1, col + 1
+    # Plain and quoted single-line scalars: the value starts at the mark (after the quote).
+    quote = 1 if node.style in ("'", '"') else 0
+    if "\n" not in value[:offset]:
+        return start_line + 1, start_col + quote + offset + 1
+    return start_line + 1 + value[:offset].count("\n"), 1
+
+
+def json_schema() -> dict[str, Any]:
+    """The pipeline format as JSON Schema (for yaml-language-server and other editors)."""
+    schema = TOP.json_schema()
+    variants = []
+    for name, spec in KINDS.items():
+        step = Obj({**COMMON_STEP_FIELDS, **spec.fields}, required=("id", "kind", *spec.required))
+        variant = step.json_schema()
+        variant["properties"]["kind"] = {"const": name, "description": spec.description}
+        variants.append({"if": {"properties": {"kind": {"const": name}}}, "then": variant})
+    schema["properties"]["steps"] = {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "required": ["id", "kind"],
+            "properties": {"kind": {"enum": list(KINDS)}},
+            "allOf": variants,
+        },
+    }
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "agentsaga pipeline"
+    return schema
+
+
+__all__ = [
+    "BOOL", "Compensation", "OnFailure", "Pipeline", "RetrySpec", "Step", "json_schema",
+    "load_file", "load_text",
+]

@@ -1,0 +1,169 @@
+"""Run one command as its own process group, its output streamed to log files.
+
+Shared by the command step kinds and the ``run:`` compensation. The whole output goes to
+the log files; only tails come back, so a step that prints 10 MB does not grow the store.
+A timeout or a cancel (Ctrl-C) stops the whole process group: SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentsaga.errors import Interrupted, UserInputError
+
+TAIL_CHARS = 4000
+#: stdout larger than this is not parsed as JSON (a deploy's JSON answer is small).
+MAX_JSON_BYTES = 1_000_000
+_GRACE_S = 2.0
+
+
+@dataclass
+class CommandResult:
+    exit_code: int | None
+    stdout_tail: str
+    stderr_tail: str
+    timed_out: bool
+    duration_ms: float
+    stdout_path: Path
+    stderr_path: Path
+
+    def stdout_json(self) -> Any:
+        """stdout parsed as JSON, or None when it is not (only) a JSON document."""
+        try:
+            if self.stdout_path.stat().st_size > MAX_JSON_BYTES:
+                return None
+            text = self.stdout_path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+        if not text or text[0] not in "{[":
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+
+def argv_for(command: str | list[str]) -> list[str]:
+    """A string runs under ``bash -c`` (values in it were shell-quoted when rendered); a
+    list is argv, executed without a shell."""
+    if isinstance(command, str):
+        return ["bash", "-c", command]
+    if not command:
+        raise UserInputError("an empty command list; give at least the program to run")
+    return [str(part) for part in command]
+
+
+def run_command(
+    command: str | list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_stem: Path,
+    timeout_s: float | None = None,
+    cancel: threading.Event | None = None,
+) -> CommandResult:
+    argv = argv_for(command)
+    log_stem.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out_path = log_stem.with_name(log_stem.name + ".out")
+    err_path = log_stem.with_name(log_stem.name + ".err")
+    started = time.monotonic()
+    with _private_open(out_path) as out, _private_open(err_path) as err:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                # Its own session: a timeout or Ctrl-C stops the command and its children,
+                # and the terminal's Ctrl-C reaches us, not the command directly.
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            err.write(f"command not found: {argv[0]}\n".encode())
+            err.flush()
+            return CommandResult(
+                127, "", f"command not found: {argv[0]}", False,
+                (time.monotonic() - started) * 1000, out_path, err_path,
+            )
+        except PermissionError:
+            err.write(f"permission denied: {argv[0]}\n".encode())
+            err.flush()
+            return CommandResult(
+                126, "", f"permission denied: {argv[0]}", False,
+                (time.monotonic() - started) * 1000, out_path, err_path,
+            )
+        timed_out = _wait(proc, timeout_s, cancel)
+    if cancel is not None and cancel.is_set():
+        raise Interrupted()
+    return CommandResult(
+        exit_code=None if timed_out else proc.returncode,
+        stdout_tail=read_tail(out_path),
+        stderr_tail=read_tail(err_path),
+        timed_out=timed_out,
+        duration_ms=(time.monotonic() - started) * 1000,
+        stdout_path=out_path,
+        stderr_path=err_path,
+    )
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout_s: float | None, cancel: threading.Event | None) -> bool:
+    """Wait for the process; stop its group on timeout or cancel. True if it timed out."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        step = 0.05 if cancel is not None else None
+        if remaining is not None and step is not None:
+            step = min(step, max(remaining, 0.0))
+        elif remaining is not None:
+            step = max(remaining, 0.0)
+        try:
+            proc.wait(timeout=step)
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel is not None and cancel.is_set():
+            stop_group(proc)
+            return False
+        if deadline is not None and time.monotonic() >= deadline:
+            stop_group(proc)
+            return True
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait_s in ((signal.SIGTERM, _GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def read_tail(path: Path, chars: int = TAIL_CHARS) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - chars * 4))
+            data = handle.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace")[-chars:]
+
+
+def _private_open(path: Path) -> Any:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "wb")

@@ -1,0 +1,244 @@
+"""The provider seam: one request type, one response type, one small ``Protocol``.
+
+A ``Provider`` makes exactly one HTTP attempt per ``complete()`` and raises the specific
+``ProviderError`` subclass when it fails; retries live in ``retry.py`` so that every attempt
+can be recorded. Requests and responses are plain frozen dataclasses that round-trip through
+JSON, because the call log stores them and the memo matches on ``request_hash()``.
+
+Usage is normalised to Anthropic's convention: ``input`` excludes cache reads and cache
+writes, so ``input + cache_read + cache_write`` is the whole prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage of one call, as the API reported it unless ``estimated``."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    #: True when counted locally (tiktoken or a character estimate), not reported by the API.
+    estimated: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+    @property
+    def prompt(self) -> int:
+        """Every prompt token, cached or not."""
+        return self.input + self.cache_read + self.cache_write
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            input=self.input + other.input,
+            output=self.output + other.output,
+            cache_read=self.cache_read + other.cache_read,
+            cache_write=self.cache_write + other.cache_write,
+            # A sum is only exact if every part was.
+            estimated=self.estimated or other.estimated,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cache_read": self.cache_read,
+            "cache_write": self.cache_write,
+            "estimated": self.estimated,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Usage:
+        return cls(
+            input=int(data.get("input", 0)),
+            output=int(data.get("output", 0)),
+            cache_read=int(data.get("cache_read", 0)),
+            cache_write=int(data.get("cache_write", 0)),
+            estimated=bool(data.get("estimated", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "user" or "assistant"
+    content: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def _as_message(item: Message | Mapping[str, Any]) -> Message:
+    if isinstance(item, Message):
+        return item
+    return Message(role=str(item["role"]), content=str(item["content"]))
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """Everything that determines a reply. Never holds a key: it is hashed and stored."""
+
+    provider: str
+    model: str
+    system: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    #: A stable prefix of the first user message (e.g. the read context). Anthropic marks it
+    #: with ``cache_control`` so a rewound step pays the cache-read price for it.
+    cache_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        # Accept role/content dicts (as YAML and JSON give them) and lists, so callers need not
+        # build Message objects; normalise so hashing and equality see one shape.
+        msgs = tuple(_as_message(m) for m in self.messages)
+        object.__setattr__(self, "messages", msgs)
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "system": self.system,
+            "messages": [m.to_json() for m in self.messages],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stop": list(self.stop),
+            "cache_prefix": self.cache_prefix,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LLMRequest:
+        return cls(
+            provider=data["provider"],
+            model=data["model"],
+            system=data.get("system", ""),
+            messages=tuple(_as_message(m) for m in data.get("messages", [])),
+            max_tokens=int(data["max_tokens"]),
+            temperature=data.get("temperature"),
+            stop=tuple(data.get("stop", ())),
+            cache_prefix=data.get("cache_prefix"),
+        )
+
+    def prompt_text(self) -> str:
+        """All prompt text in one string, for counting tokens before a call."""
+        parts = [self.system, self.cache_prefix or ""]
+        parts.extend(m.content for m in self.messages)
+        return "\n".join(p for p in parts if p)
+
+    def request_hash(self) -> str:
+        """sha256 of the canonical JSON of every field: equal hashes mean the same question."""
+        canonical = json.dumps(
+            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    text: str
+    usage: Usage
+    model: str
+    stop_reason: str | None
+    latency_ms: float
+    request_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "usage": self.usage.to_json(),
+            "model": self.model,
+            "stop_reason": self.stop_reason,
+            "latency_ms": self.latency_ms,
+            "request_id": self.request_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LLMResponse:
+        return cls(
+            text=data["text"],
+            usage=Usage.from_json(data.get("usage", {})),
+            model=data.get("model", ""),
+            stop_reason=data.get("stop_reason"),
+            latency_ms=float(data.get("latency_ms", 0.0)),
+            request_id=data.get("request_id"),
+        )
+
+
+class Provider(Protocol):
+    name: str
+
+    def complete(self, request: LLMRequest, *, timeout_s: float) -> LLMResponse:
+        """Make ONE attempt; raise the specific ``ProviderError`` subclass on failure."""
+        ...
+
+
+@dataclass
+class ProviderConfig:
+    """How to reach a provider. Built from the environment and ``.agentsaga.yml``.
+
+    ``api_key`` wins; otherwise the key is read from the variable ``api_key_env`` names (or
+    the provider's standard one). The key lives only here and in the SDK client.
+    """
+
+    # repr=False: never shown, even in a debugger or a traceback's locals.
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Environment variable holding the key (``providers.<name>.api_key_env``).
+    api_key_env: str | None = None
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove ``secret`` from ``text``: some APIs echo the key they rejected."""
+    if secret and len(secret) >= 4:
+        return text.replace(secret, "***")
+    return text
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    import email.utils
+    import time
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_BILLING_WORDS = ("credit balance", "billing", "insufficient_quota", "quota", "spend limit")
+
+
+def mentions_billing(*texts: str | None) -> bool:
+    """Whether an error is about money rather than the request (never worth retrying)."""
+    joined = " ".join(t for t in texts if t).lower()
+    return any(word in joined for word in _BILLING_WORDS)

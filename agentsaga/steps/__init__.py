@@ -1,0 +1,121 @@
+"""The registry of step kinds, keyed by ``kind:``.
+
+A kind declares its fields (validated when the pipeline loads), its output fields (so a
+reference to ``steps.x.output.nope`` is a load error) and where its implementation lives.
+The implementation module is imported only when a step of that kind runs, so loading a
+pipeline never imports an SDK, tiktoken or git.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentsaga.schema import BOOL, INT, NUM, STR, AnyValue, ListOf, OneOf, Type
+
+if TYPE_CHECKING:
+    from agentsaga.context import StepContext
+
+COMMAND = OneOf(STR, ListOf(STR), label="a command: a string (run by bash) or a list (argv)")
+REPLIES = ListOf(AnyValue())
+
+LLM_FIELDS: dict[str, Type] = {
+    "prompt": STR,
+    "system": STR,
+    "provider": STR,
+    "model": STR,
+    "max_tokens": INT,
+    "temperature": NUM,
+    "replies": REPLIES,  # scripted provider: canned replies for this step, in order
+    "cache": BOOL,
+}
+
+#: Fields whose strings are commands: rendered with shell quoting (string) or one
+#: argument per element (list).
+COMMAND_FIELDS = frozenset({"run"})
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    name: str
+    fields: dict[str, Type]
+    required: tuple[str, ...]
+    outputs: frozenset[str]
+    module: str
+    #: Whether the step may change the workspace: the engine snapshots before it.
+    changes_workspace: bool
+    description: str
+
+    def executor(self) -> Callable[[StepContext], dict[str, Any]]:
+        module = importlib.import_module(self.module)
+        execute: Callable[[StepContext], dict[str, Any]] = module.execute
+        return execute
+
+
+_COMMAND_OUTPUTS = frozenset({"exit_code", "stdout", "stderr", "json", "commit", "base"})
+
+KINDS: dict[str, KindSpec] = {
+    "plan": KindSpec(
+        "plan",
+        {**LLM_FIELDS, "schema": AnyValue()},
+        ("prompt",),
+        frozenset({"text", "json"}),
+        "agentsaga.steps.plan",
+        False,
+        "one LLM call; output text, and json when the reply is JSON",
+    ),
+    "read": KindSpec(
+        "read",
+        {
+            "files": ListOf(STR),
+            "exclude": ListOf(STR),
+            "max_tokens": INT,
+            "max_file_bytes": INT,
+        },
+        ("files",),
+        frozenset({"files", "paths", "tokens", "skipped"}),
+        "agentsaga.steps.read",
+        False,
+        "gathers files by glob into context, counted with tiktoken",
+    ),
+    "write": KindSpec(
+        "write",
+        {**LLM_FIELDS, "max_reflections": INT},
+        ("prompt",),
+        frozenset({"commit", "base", "changed", "diffstat", "blocks_applied", "text"}),
+        "agentsaga.steps.write",
+        True,
+        "LLM edit blocks applied in the repo and committed on the run branch",
+    ),
+    "test": KindSpec(
+        "test",
+        {"run": COMMAND},
+        ("run",),
+        frozenset(
+            {"exit_code", "passed", "stdout", "stderr", "summary", "failure_class", "json"}
+        ),
+        "agentsaga.steps.command",
+        True,
+        "runs a test command; non-zero exit fails the step",
+    ),
+    "shell": KindSpec(
+        "shell",
+        {"run": COMMAND},
+        ("run",),
+        _COMMAND_OUTPUTS,
+        "agentsaga.steps.command",
+        True,
+        "runs a command",
+    ),
+    "deploy": KindSpec(
+        "deploy",
+        {"run": COMMAND},
+        ("run",),
+        _COMMAND_OUTPUTS,
+        "agentsaga.steps.command",
+        True,
+        "runs a deploy command (give it a compensate: run: revert)",
+    ),
+}

@@ -1,0 +1,286 @@
+"""The checkpoint store: the records the engine keeps and the small interface it keeps them by.
+
+The engine talks to ``Store`` only; ``sqlite.py`` and ``postgres.py`` implement it, and
+they are the only modules that run SQL. Every method that changes state is one transaction:
+a checkpoint is never half-written.
+
+A step's history is a list of *attempts* in start order (``seq``). An attempt's status
+moves ``running -> completed | failed -> compensating -> compensated | compensation_failed``
+(or is ``skipped``). A rewind or a changed pipeline marks attempts ``superseded``: they no
+longer count as the step's current state, but rollback still sees them, so nothing that
+ran is forgotten.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentsaga.errors import ConfigError
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_run_id() -> str:
+    """12 characters: 8 of milliseconds since 2024 (sortable for ~34 years), 4 random."""
+    ms = int(time.time() * 1000) - 1_704_067_200_000
+    stamp = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(35, -1, -5))
+    tail = "".join(secrets.choice(_CROCKFORD) for _ in range(4))
+    return stamp[-8:] + tail
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RunRecord:
+    id: str
+    pipeline_name: str
+    pipeline_path: str
+    pipeline_text: str
+    pipeline_hash: str
+    vars: dict[str, Any]
+    status: str
+    created_at: str = ""
+    updated_at: str = ""
+    finished_at: str | None = None
+    parent_run_id: str | None = None
+    parent_step: str | None = None
+    workspace: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    #: Engine bookkeeping that must survive a crash: rewind counts and signatures, a
+    #: pending restart point, options such as rollback_on_failure and budgets.
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cost_usd: float | None = None
+    estimated: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cache_read": self.cache_read,
+            "cache_write": self.cache_write,
+            "total": self.total,
+            "cost_usd": self.cost_usd,
+            "estimated": self.estimated,
+        }
+
+
+@dataclass
+class AttemptRecord:
+    id: int
+    run_id: str
+    step_id: str
+    step_index: int
+    seq: int
+    attempt: int
+    status: str
+    fingerprint: str | None = None
+    base_commit: str | None = None
+    snapshot: str | None = None
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    started_at: str = ""
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    superseded: bool = False
+    log_path: str | None = None
+    reused_from: int | None = None
+    owner_pid: int | None = None
+
+
+@dataclass
+class CompensationRecord:
+    id: int
+    run_id: str
+    attempt_id: int
+    step_id: str
+    reason: str
+    status: str
+    tries: int = 0
+    error: dict[str, Any] | None = None
+    started_at: str = ""
+    finished_at: str | None = None
+
+
+@dataclass
+class RunSummary:
+    id: str
+    pipeline_name: str
+    status: str
+    created_at: str
+    updated_at: str
+    parent_run_id: str | None
+    steps: int
+    usage: Usage
+
+
+@dataclass
+class LLMCallRecord:
+    id: int
+    run_id: str
+    attempt_id: int | None
+    step_id: str
+    provider: str
+    model: str
+    request_hash: str
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    error: dict[str, Any] | None
+    status: str  # ok | error | reused
+    judged: bool
+    http_attempt: int
+    usage: Usage
+    latency_ms: float | None
+    created_at: str
+    served_from: int | None = None
+
+
+@dataclass
+class Lease:
+    run_id: str
+    owner_id: str
+    host: str
+    pid: int
+    heartbeat_at: float
+    expires_at: float
+
+
+class Store(Protocol):
+    """What the engine needs from a store. Every mutating method is one transaction."""
+
+    location: str
+
+    def close(self) -> None: ...
+
+    # runs
+    def create_run(self, run: RunRecord) -> None: ...
+    def get_run(self, run_id: str) -> RunRecord: ...
+    def resolve_run_id(self, prefix: str) -> str: ...
+    def list_runs(self, status: str | None = None, limit: int | None = None) -> list[RunSummary]: ...
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        state: dict[str, Any] | None = None,
+        workspace: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        clear_error: bool = False,
+        finished: bool = False,
+    ) -> None: ...
+
+    # attempts
+    def start_attempt(
+        self,
+        run_id: str,
+        step_id: str,
+        step_index: int,
+        *,
+        fingerprint: str | None,
+        base_commit: str | None,
+        snapshot: str | None,
+        status: str = "running",
+    ) -> AttemptRecord: ...
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        *,
+        status: str,
+        output: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        log_path: str | None = None,
+        state: tuple[str, dict[str, Any]] | None = None,
+    ) -> None: ...
+    def set_pipeline(self, run_id: str, path: str, text: str, text_hash: str) -> None: ...
+    def set_attempt_snapshot(self, attempt_id: int, base_commit: str | None, snapshot: str) -> None: ...
+    def attempts(self, run_id: str) -> list[AttemptRecord]: ...
+    def supersede(self, run_id: str, step_ids: list[str]) -> None: ...
+    def copy_attempts(self, source_run: str, target_run: str, step_ids: list[str]) -> None: ...
+
+    # compensations
+    def start_compensation(self, run_id: str, attempt_id: int, step_id: str, reason: str) -> int: ...
+    def finish_compensation(
+        self, comp_id: int, attempt_id: int, *, status: str, tries: int,
+        error: dict[str, Any] | None = None,
+    ) -> None: ...
+    def record_skipped_compensation(self, run_id: str, attempt_id: int, step_id: str, reason: str) -> None: ...
+    def compensations(self, run_id: str) -> list[CompensationRecord]: ...
+
+    # LLM calls
+    def record_llm_call(
+        self,
+        *,
+        run_id: str,
+        attempt_id: int | None,
+        step_id: str,
+        provider: str,
+        model: str,
+        request_hash: str,
+        request: dict[str, Any],
+        response: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        status: str,
+        http_attempt: int,
+        usage: Usage,
+        latency_ms: float | None,
+        served_from: int | None = None,
+    ) -> int: ...
+    def find_unjudged_reply(self, request_hash: str, run_id: str | None) -> LLMCallRecord | None: ...
+    def judge_calls(self, attempt_id: int) -> None: ...
+    def llm_calls(self, run_id: str) -> list[LLMCallRecord]: ...
+
+    # the lease
+    def acquire_lease(self, run_id: str, owner_id: str, ttl_s: float) -> None: ...
+    def renew_lease(self, run_id: str, owner_id: str, ttl_s: float) -> bool: ...
+    def release_lease(self, run_id: str, owner_id: str) -> None: ...
+    def get_lease(self, run_id: str) -> Lease | None: ...
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_store(location: str | None, repo_root: Path | None = None) -> Store:
+    """``postgresql://...`` opens PostgreSQL; anything else is a SQLite file path.
+
+    The default is ``<repo>/.agentsaga/state.db``, beside the repository it describes, so
+    ``resume`` and ``rollback`` work from the same repository as git commands do.
+    """
+    location = location or os.environ.get("AGENTSAGA_STORE") or None
+    if location and location.startswith(("postgresql://", "postgres://")):
+        from agentsaga.store.postgres import PostgresStore
+
+        return PostgresStore(location)
+    from agentsaga.store.sqlite import SqliteStore
+
+    if location:
+        return SqliteStore(Path(location))
+    if repo_root is None:
+        raise ConfigError("no store: run inside a git repository, or give --store PATH")
+    return SqliteStore(repo_root / ".agentsaga" / "state.db")

@@ -1,0 +1,140 @@
+"""The schema, as an ordered list of named migrations.
+
+The schema lives only here. Each migration is applied in one transaction together with
+its row in ``migrations``; a shipped migration is never edited, a change is a new one.
+The SQL is written once for both dialects: ``{pk}`` and ``{real}`` are filled in per
+dialect, and the status CHECKs come from the enums in ``states.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agentsaga.states import CompensationStatus, RunStatus, StepStatus, check_constraint
+
+DIALECTS = {
+    "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL"},
+    "postgres": {"pk": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"},
+}
+
+
+def _initial() -> list[str]:
+    return [
+        f"""
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            parent_run_id TEXT REFERENCES runs(id),
+            parent_step TEXT,
+            pipeline_name TEXT NOT NULL,
+            pipeline_path TEXT NOT NULL,
+            pipeline_text TEXT NOT NULL,
+            pipeline_hash TEXT NOT NULL,
+            vars_json TEXT NOT NULL,
+            status TEXT NOT NULL {check_constraint("status", RunStatus)},
+            workspace_json TEXT,
+            state_json TEXT NOT NULL DEFAULT '{{{{}}}}',
+            error_json TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        )
+        """,
+        "CREATE INDEX runs_by_created ON runs(created_at)",
+        "CREATE INDEX runs_by_status ON runs(status, created_at)",
+        f"""
+        CREATE TABLE step_attempts (
+            id {{pk}},
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            step_id TEXT NOT NULL,
+            step_index INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            attempt INTEGER NOT NULL CHECK (attempt >= 1),
+            status TEXT NOT NULL {check_constraint("status", StepStatus)},
+            superseded INTEGER NOT NULL DEFAULT 0,
+            fingerprint TEXT,
+            base_commit TEXT,
+            snapshot TEXT,
+            output_json TEXT,
+            error_json TEXT,
+            log_path TEXT,
+            reused_from INTEGER,
+            owner_pid INTEGER,
+            tokens_input INTEGER NOT NULL DEFAULT 0,
+            tokens_output INTEGER NOT NULL DEFAULT 0,
+            tokens_cache_read INTEGER NOT NULL DEFAULT 0,
+            tokens_cache_write INTEGER NOT NULL DEFAULT 0,
+            tokens_estimated INTEGER NOT NULL DEFAULT 0,
+            cost_usd {{real}},
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            duration_ms {{real}},
+            UNIQUE (run_id, seq),
+            UNIQUE (run_id, step_id, attempt)
+        )
+        """,
+        f"""
+        CREATE TABLE compensations (
+            id {{pk}},
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            attempt_id INTEGER NOT NULL REFERENCES step_attempts(id),
+            step_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            status TEXT NOT NULL {check_constraint("status", CompensationStatus)},
+            tries INTEGER NOT NULL DEFAULT 0,
+            error_json TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        )
+        """,
+        "CREATE INDEX compensations_by_run ON compensations(run_id, id)",
+        """
+        CREATE TABLE llm_calls (
+            id {pk},
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            attempt_id INTEGER REFERENCES step_attempts(id),
+            step_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            request_json TEXT NOT NULL,
+            response_json TEXT,
+            error_json TEXT,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'reused')),
+            judged INTEGER NOT NULL DEFAULT 0,
+            http_attempt INTEGER NOT NULL DEFAULT 1,
+            served_from INTEGER,
+            tokens_input INTEGER NOT NULL DEFAULT 0,
+            tokens_output INTEGER NOT NULL DEFAULT 0,
+            tokens_cache_read INTEGER NOT NULL DEFAULT 0,
+            tokens_cache_write INTEGER NOT NULL DEFAULT 0,
+            tokens_estimated INTEGER NOT NULL DEFAULT 0,
+            cost_usd {real},
+            latency_ms {real},
+            created_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX llm_calls_by_hash ON llm_calls(request_hash, judged)",
+        "CREATE INDEX llm_calls_by_run ON llm_calls(run_id, id)",
+        """
+        CREATE TABLE leases (
+            run_id TEXT PRIMARY KEY REFERENCES runs(id),
+            owner_id TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            heartbeat_at {real} NOT NULL,
+            expires_at {real} NOT NULL
+        )
+        """,
+    ]
+
+
+MIGRATIONS: list[tuple[str, Callable[[], list[str]]]] = [
+    ("m001_initial", _initial),
+]
+
+
+def statements(name: str, dialect: str) -> list[str]:
+    for migration_name, build in MIGRATIONS:
+        if migration_name == name:
+            return [sql.format(**DIALECTS[dialect]) for sql in build()]
+    raise KeyError(name)

@@ -1,0 +1,549 @@
+"""The Store, written once in SQL both SQLite and PostgreSQL accept.
+
+Subclasses supply a connection, the parameter style and a ``transaction()`` context that
+takes the write lock at its start (SQLite ``BEGIN IMMEDIATE``; PostgreSQL row locks), so a
+read-then-write such as "next attempt number" or "is the lease free" is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from agentsaga.errors import RunLocked, RunNotFound, StoreError
+from agentsaga.states import CompensationStatus, StepStatus
+from agentsaga.store import (
+    AttemptRecord,
+    CompensationRecord,
+    Lease,
+    LLMCallRecord,
+    RunRecord,
+    RunSummary,
+    Usage,
+    pid_alive,
+    utcnow,
+)
+from agentsaga.store.migrations import MIGRATIONS, statements
+
+_RUN_COLUMNS = (
+    "id, parent_run_id, parent_step, pipeline_name, pipeline_path, pipeline_text, "
+    "pipeline_hash, vars_json, status, workspace_json, state_json, error_json, created_at, "
+    "updated_at, finished_at"
+)
+_ATTEMPT_COLUMNS = (
+    "id, run_id, step_id, step_index, seq, attempt, status, superseded, fingerprint, "
+    "base_commit, snapshot, output_json, error_json, log_path, reused_from, owner_pid, "
+    "tokens_input, tokens_output, tokens_cache_read, tokens_cache_write, tokens_estimated, "
+    "cost_usd, started_at, finished_at, duration_ms"
+)
+_CALL_COLUMNS = (
+    "id, run_id, attempt_id, step_id, provider, model, request_hash, request_json, "
+    "response_json, error_json, status, judged, http_attempt, served_from, tokens_input, "
+    "tokens_output, tokens_cache_read, tokens_cache_write, tokens_estimated, cost_usd, "
+    "latency_ms, created_at"
+)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _iso_to_epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class SqlStore:
+    dialect = "sqlite"
+    location = ""
+
+    # --- provided by the dialect --------------------------------------------------------
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _param(self, sql: str) -> str:
+        return sql
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._param(sql), tuple(params))
+        return cur
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.transaction() as cur:
+            rows: list[tuple[Any, ...]] = self._exec(cur, sql, params).fetchall()
+            return rows
+
+    def migrate(self) -> None:
+        with self.transaction() as cur:
+            self._exec(
+                cur,
+                "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            done = {row[0] for row in self._exec(cur, "SELECT name FROM migrations").fetchall()}
+        for name, _build in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction() as cur:
+                # Re-check inside the write transaction: two processes may open a new
+                # store at the same moment.
+                if self._exec(cur, "SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                    continue
+                for sql in statements(name, self.dialect):
+                    self._exec(cur, sql)
+                self._exec(
+                    cur, "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, utcnow())
+                )
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        now = utcnow()
+        run.created_at = run.created_at or now
+        run.updated_at = now
+        with self.transaction() as cur:
+            self._exec(
+                cur,
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                (
+                    run.id, run.parent_run_id, run.parent_step, run.pipeline_name,
+                    run.pipeline_path, run.pipeline_text, run.pipeline_hash, _dumps(run.vars),
+                    run.status, _dumps(run.workspace), _dumps(run.state), _dumps(run.error),
+                    run.created_at, run.updated_at, run.finished_at,
+                ),
+            )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        r = rows[0]
+        return RunRecord(
+            id=r[0], parent_run_id=r[1], parent_step=r[2], pipeline_name=r[3],
+            pipeline_path=r[4], pipeline_text=r[5], pipeline_hash=r[6], vars=_loads(r[7]),
+            status=r[8], workspace=_loads(r[9]), state=_loads(r[10]) or {}, error=_loads(r[11]),
+            created_at=r[12], updated_at=r[13], finished_at=r[14],
+        )
+
+    def resolve_run_id(self, prefix: str) -> str:
+        prefix = prefix.strip().lower()
+        if not prefix or not all(c.isalnum() for c in prefix):
+            raise RunNotFound(prefix)
+        rows = self._query(
+            "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 6",
+            (prefix, prefix + "~"),
+        )
+        ids = [row[0] for row in rows]
+        if len(ids) == 1 or prefix in ids:
+            return prefix if prefix in ids else ids[0]
+        raise RunNotFound(prefix, ids)
+
+    def list_runs(self, status: str | None = None, limit: int | None = None) -> list[RunSummary]:
+        where = "WHERE r.status = ?" if status else ""
+        params: list[Any] = [status] if status else []
+        lim = f"LIMIT {int(limit)}" if limit else ""
+        rows = self._query(
+            f"""
+            SELECT r.id, r.pipeline_name, r.status, r.created_at, r.updated_at,
+                   r.parent_run_id,
+                   (SELECT COUNT(DISTINCT step_id) FROM step_attempts a WHERE a.run_id = r.id),
+                   (SELECT COALESCE(SUM(tokens_input), 0) FROM step_attempts a WHERE a.run_id = r.id),
+                   (SELECT COALESCE(SUM(tokens_output), 0) FROM step_attempts a WHERE a.run_id = r.id),
+                   (SELECT COALESCE(SUM(tokens_cache_read), 0) FROM step_attempts a WHERE a.run_id = r.id),
+                   (SELECT COALESCE(SUM(tokens_cache_write), 0) FROM step_attempts a WHERE a.run_id = r.id),
+                   (SELECT SUM(cost_usd) FROM step_attempts a WHERE a.run_id = r.id)
+            FROM (SELECT * FROM runs {where} ORDER BY id DESC {lim}) r
+            ORDER BY r.id DESC
+            """,
+            params,
+        )
+        return [
+            RunSummary(
+                id=r[0], pipeline_name=r[1], status=r[2], created_at=r[3], updated_at=r[4],
+                parent_run_id=r[5], steps=int(r[6]),
+                usage=Usage(int(r[7]), int(r[8]), int(r[9]), int(r[10]), r[11]),
+            )
+            for r in rows
+        ]
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        state: dict[str, Any] | None = None,
+        workspace: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        clear_error: bool = False,
+        finished: bool = False,
+    ) -> None:
+        sets, params = ["updated_at = ?"], [utcnow()]
+        for column, value in (("status", status), ("state_json", _dumps(state)),
+                              ("workspace_json", _dumps(workspace)), ("error_json", _dumps(error))):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        if clear_error:
+            sets.append("error_json = NULL")
+        sets.append("finished_at = ?" if finished else "finished_at = NULL")
+        if finished:
+            params.append(utcnow())
+        with self.transaction() as cur:
+            self._exec(cur, f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
+
+    # --- attempts -----------------------------------------------------------------------
+
+    def start_attempt(
+        self,
+        run_id: str,
+        step_id: str,
+        step_index: int,
+        *,
+        fingerprint: str | None,
+        base_commit: str | None,
+        snapshot: str | None,
+        status: str = StepStatus.RUNNING,
+    ) -> AttemptRecord:
+        now = utcnow()
+        finished = now if status != StepStatus.RUNNING else None
+        with self.transaction() as cur:
+            seq, attempt = self._exec(
+                cur,
+                "SELECT COALESCE(MAX(seq), 0) + 1, "
+                "COALESCE(MAX(CASE WHEN step_id = ? THEN attempt END), 0) + 1 "
+                "FROM step_attempts WHERE run_id = ?",
+                (step_id, run_id),
+            ).fetchone()
+            row = self._exec(
+                cur,
+                "INSERT INTO step_attempts (run_id, step_id, step_index, seq, attempt, status, "
+                "fingerprint, base_commit, snapshot, owner_pid, started_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (run_id, step_id, step_index, seq, attempt, status, fingerprint, base_commit,
+                 snapshot, os.getpid(), now, finished),
+            ).fetchone()
+        return AttemptRecord(
+            id=int(row[0]), run_id=run_id, step_id=step_id, step_index=step_index, seq=int(seq),
+            attempt=int(attempt), status=status, fingerprint=fingerprint,
+            base_commit=base_commit, snapshot=snapshot, started_at=now, finished_at=finished,
+            owner_pid=os.getpid(),
+        )
+
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        *,
+        status: str,
+        output: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        log_path: str | None = None,
+        state: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Record an attempt's end, its output and its token totals in one transaction.
+
+        ``state`` (run id, run state) is written in the same transaction, so a failure and
+        the rewind it triggers are recorded together or not at all.
+        """
+        now = utcnow()
+        with self.transaction() as cur:
+            started = self._exec(
+                cur, "SELECT started_at FROM step_attempts WHERE id = ?", (attempt_id,)
+            ).fetchone()
+            if started is None:
+                raise StoreError(f"attempt {attempt_id} is not in the store")
+            duration_ms = (_iso_to_epoch(now) - _iso_to_epoch(started[0])) * 1000
+            tokens = self._exec(
+                cur,
+                "SELECT COALESCE(SUM(tokens_input),0), COALESCE(SUM(tokens_output),0), "
+                "COALESCE(SUM(tokens_cache_read),0), COALESCE(SUM(tokens_cache_write),0), "
+                "COALESCE(MAX(tokens_estimated),0), SUM(cost_usd) "
+                "FROM llm_calls WHERE attempt_id = ? AND status = 'ok'",
+                (attempt_id,),
+            ).fetchone()
+            self._exec(
+                cur,
+                "UPDATE step_attempts SET status = ?, output_json = ?, error_json = ?, "
+                "log_path = COALESCE(?, log_path), finished_at = ?, duration_ms = ?, "
+                "tokens_input = ?, tokens_output = ?, tokens_cache_read = ?, "
+                "tokens_cache_write = ?, tokens_estimated = ?, cost_usd = ? WHERE id = ?",
+                (status, _dumps(output), _dumps(error), log_path, now, duration_ms, *tokens,
+                 attempt_id),
+            )
+            if state is not None:
+                self._exec(
+                    cur, "UPDATE runs SET state_json = ?, updated_at = ? WHERE id = ?",
+                    (_dumps(state[1]), now, state[0]),
+                )
+
+    def set_pipeline(self, run_id: str, path: str, text: str, text_hash: str) -> None:
+        with self.transaction() as cur:
+            self._exec(
+                cur,
+                "UPDATE runs SET pipeline_path = ?, pipeline_text = ?, pipeline_hash = ?, "
+                "updated_at = ? WHERE id = ?",
+                (path, text, text_hash, utcnow(), run_id),
+            )
+
+    def set_attempt_snapshot(self, attempt_id: int, base_commit: str | None, snapshot: str) -> None:
+        with self.transaction() as cur:
+            self._exec(
+                cur, "UPDATE step_attempts SET base_commit = ?, snapshot = ? WHERE id = ?",
+                (base_commit, snapshot, attempt_id),
+            )
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = self._query(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        return [_attempt(r) for r in rows]
+
+    def supersede(self, run_id: str, step_ids: list[str]) -> None:
+        if not step_ids:
+            return
+        marks = ", ".join("?" * len(step_ids))
+        with self.transaction() as cur:
+            self._exec(
+                cur, f"UPDATE step_attempts SET superseded = 1 WHERE run_id = ? AND step_id IN ({marks})",
+                (run_id, *step_ids),
+            )
+
+    def copy_attempts(self, source_run: str, target_run: str, step_ids: list[str]) -> None:
+        """Give a fork the parent's current checkpoints of ``step_ids``, tokens excluded
+        (the fork reused them; it did not pay for them)."""
+        source = [a for a in self.attempts(source_run) if not a.superseded]
+        latest: dict[str, AttemptRecord] = {}
+        for a in source:
+            latest[a.step_id] = a
+        with self.transaction() as cur:
+            for seq, step_id in enumerate(step_ids, start=1):
+                a = latest[step_id]
+                self._exec(
+                    cur,
+                    "INSERT INTO step_attempts (run_id, step_id, step_index, seq, attempt, status, "
+                    "fingerprint, base_commit, snapshot, output_json, error_json, reused_from, "
+                    "started_at, finished_at, duration_ms) "
+                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                    (target_run, step_id, a.step_index, seq, a.status, a.fingerprint,
+                     a.base_commit, a.snapshot, _dumps(a.output), _dumps(a.error), a.id,
+                     a.started_at, a.finished_at),
+                )
+
+    # --- compensations ------------------------------------------------------------------
+
+    def start_compensation(self, run_id: str, attempt_id: int, step_id: str, reason: str) -> int:
+        with self.transaction() as cur:
+            self._exec(
+                cur, "UPDATE step_attempts SET status = ? WHERE id = ?",
+                (StepStatus.COMPENSATING, attempt_id),
+            )
+            row = self._exec(
+                cur,
+                "INSERT INTO compensations (run_id, attempt_id, step_id, reason, status, tries, "
+                "started_at) VALUES (?, ?, ?, ?, ?, 0, ?) RETURNING id",
+                (run_id, attempt_id, step_id, reason, CompensationStatus.RUNNING, utcnow()),
+            ).fetchone()
+        return int(row[0])
+
+    def finish_compensation(
+        self, comp_id: int, attempt_id: int, *, status: str, tries: int,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        attempt_status = (
+            StepStatus.COMPENSATED if status == CompensationStatus.SUCCEEDED
+            else StepStatus.COMPENSATION_FAILED
+        )
+        with self.transaction() as cur:
+            self._exec(
+                cur,
+                "UPDATE compensations SET status = ?, tries = ?, error_json = ?, finished_at = ? "
+                "WHERE id = ?",
+                (status, tries, _dumps(error), utcnow(), comp_id),
+            )
+            self._exec(
+                cur, "UPDATE step_attempts SET status = ? WHERE id = ?", (attempt_status, attempt_id)
+            )
+
+    def record_skipped_compensation(self, run_id: str, attempt_id: int, step_id: str, reason: str) -> None:
+        now = utcnow()
+        with self.transaction() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO compensations (run_id, attempt_id, step_id, reason, status, tries, "
+                "started_at, finished_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                (run_id, attempt_id, step_id, reason, CompensationStatus.SKIPPED, now, now),
+            )
+
+    def compensations(self, run_id: str) -> list[CompensationRecord]:
+        rows = self._query(
+            "SELECT id, run_id, attempt_id, step_id, reason, status, tries, error_json, "
+            "started_at, finished_at FROM compensations WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        return [
+            CompensationRecord(
+                id=int(r[0]), run_id=r[1], attempt_id=int(r[2]), step_id=r[3], reason=r[4],
+                status=r[5], tries=int(r[6]), error=_loads(r[7]), started_at=r[8],
+                finished_at=r[9],
+            )
+            for r in rows
+        ]
+
+    # --- LLM calls ----------------------------------------------------------------------
+
+    def record_llm_call(
+        self,
+        *,
+        run_id: str,
+        attempt_id: int | None,
+        step_id: str,
+        provider: str,
+        model: str,
+        request_hash: str,
+        request: dict[str, Any],
+        response: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        status: str,
+        http_attempt: int,
+        usage: Usage,
+        latency_ms: float | None,
+        served_from: int | None = None,
+    ) -> int:
+        with self.transaction() as cur:
+            row = self._exec(
+                cur,
+                "INSERT INTO llm_calls (run_id, attempt_id, step_id, provider, model, "
+                "request_hash, request_json, response_json, error_json, status, http_attempt, "
+                "served_from, tokens_input, tokens_output, tokens_cache_read, "
+                "tokens_cache_write, tokens_estimated, cost_usd, latency_ms, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (run_id, attempt_id, step_id, provider, model, request_hash, _dumps(request),
+                 _dumps(response), _dumps(error), status, http_attempt, served_from,
+                 usage.input, usage.output, usage.cache_read, usage.cache_write,
+                 int(usage.estimated), usage.cost_usd, latency_ms, utcnow()),
+            ).fetchone()
+        return int(row[0])
+
+    def find_unjudged_reply(self, request_hash: str, run_id: str | None) -> LLMCallRecord | None:
+        scope, params = ("AND run_id = ?", [run_id]) if run_id else ("", [])
+        rows = self._query(
+            f"SELECT {_CALL_COLUMNS} FROM llm_calls WHERE request_hash = ? AND status = 'ok' "
+            f"AND judged = 0 {scope} ORDER BY id DESC LIMIT 1",
+            (request_hash, *params),
+        )
+        return _call(rows[0]) if rows else None
+
+    def judge_calls(self, attempt_id: int) -> None:
+        """Mark an attempt's replies as judged: never served from the log again."""
+        with self.transaction() as cur:
+            self._exec(cur, "UPDATE llm_calls SET judged = 1 WHERE attempt_id = ?", (attempt_id,))
+            self._exec(
+                cur,
+                "UPDATE llm_calls SET judged = 1 WHERE id IN "
+                "(SELECT served_from FROM llm_calls WHERE attempt_id = ? AND served_from IS NOT NULL)",
+                (attempt_id,),
+            )
+
+    def llm_calls(self, run_id: str) -> list[LLMCallRecord]:
+        rows = self._query(
+            f"SELECT {_CALL_COLUMNS} FROM llm_calls WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        return [_call(r) for r in rows]
+
+    # --- the lease ----------------------------------------------------------------------
+
+    def acquire_lease(self, run_id: str, owner_id: str, ttl_s: float) -> None:
+        """Take the run's lease, or raise RunLocked naming the live owner.
+
+        A lease is free when it expired (the owner stopped heartbeating: any host), or when
+        its owner was on this host and its pid is gone (kill -9: no need to wait out the
+        expiry on the machine that can see the process is dead).
+        """
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self.transaction() as cur:
+            row = self._exec(
+                cur, "SELECT owner_id, host, pid, expires_at FROM leases WHERE run_id = ?"
+                + self._lock_suffix(), (run_id,)
+            ).fetchone()
+            if row is not None:
+                owner, owner_host, owner_pid, expires = row
+                free = (
+                    owner == owner_id
+                    or expires < now
+                    or (owner_host == host and not pid_alive(int(owner_pid)))
+                )
+                if not free:
+                    from datetime import UTC, datetime
+
+                    until = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
+                    raise RunLocked(run_id, owner, owner_host, int(owner_pid), until)
+                self._exec(cur, "DELETE FROM leases WHERE run_id = ?", (run_id,))
+            self._exec(
+                cur,
+                "INSERT INTO leases (run_id, owner_id, host, pid, heartbeat_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, owner_id, host, pid, now, now + ttl_s),
+            )
+
+    def _lock_suffix(self) -> str:
+        return ""
+
+    def renew_lease(self, run_id: str, owner_id: str, ttl_s: float) -> bool:
+        now = time.time()
+        with self.transaction() as cur:
+            cur = self._exec(
+                cur,
+                "UPDATE leases SET heartbeat_at = ?, expires_at = ? WHERE run_id = ? AND owner_id = ?",
+                (now, now + ttl_s, run_id, owner_id),
+            )
+            return bool(cur.rowcount)
+
+    def release_lease(self, run_id: str, owner_id: str) -> None:
+        with self.transaction() as cur:
+            self._exec(cur, "DELETE FROM leases WHERE run_id = ? AND owner_id = ?", (run_id, owner_id))
+
+    def get_lease(self, run_id: str) -> Lease | None:
+        rows = self._query(
+            "SELECT run_id, owner_id, host, pid, heartbeat_at, expires_at FROM leases WHERE run_id = ?",
+            (run_id,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Lease(r[0], r[1], r[2], int(r[3]), float(r[4]), float(r[5]))
+
+
+def _attempt(r: Sequence[Any]) -> AttemptRecord:
+    return AttemptRecord(
+        id=int(r[0]), run_id=r[1], step_id=r[2], step_index=int(r[3]), seq=int(r[4]),
+        attempt=int(r[5]), status=r[6], superseded=bool(r[7]), fingerprint=r[8],
+        base_commit=r[9], snapshot=r[10], output=_loads(r[11]), error=_loads(r[12]),
+        log_path=r[13], reused_from=r[14], owner_pid=r[15],
+        usage=Usage(int(r[16]), int(r[17]), int(r[18]), int(r[19]), r[21], bool(r[20])),
+        started_at=r[22], finished_at=r[23], duration_ms=r[24],
+    )
+
+
+def _call(r: Sequence[Any]) -> LLMCallRecord:
+    return LLMCallRecord(
+        id=int(r[0]), run_id=r[1], attempt_id=r[2], step_id=r[3], provider=r[4], model=r[5],
+        request_hash=r[6], request=_loads(r[7]), response=_loads(r[8]), error=_loads(r[9]),
+        status=r[10], judged=bool(r[11]), http_attempt=int(r[12]), served_from=r[13],
+        usage=Usage(int(r[14]), int(r[15]), int(r[16]), int(r[17]), r[19], bool(r[18])),
+        latency_ms=r[20], created_at=r[21],
+    )

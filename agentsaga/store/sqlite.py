@@ -1,0 +1,93 @@
+"""The default store: one SQLite file per repository, ``<repo>/.agentsaga/state.db``."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from agentsaga.errors import StoreError
+from agentsaga.store.sql import SqlStore
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+        # The lease heartbeat thread shares this connection; the lock serialises them.
+        self._lock = threading.RLock()
+        try:
+            _make_private_dir(path.parent)
+            new = not path.exists()
+            self._conn = sqlite3.connect(
+                str(path),
+                # Autocommit mode: transactions are ours, opened with BEGIN IMMEDIATE.
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30,
+            )
+            if new:
+                os.chmod(path, 0o600)
+            self._configure()
+            self.migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(exc, path)) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc.strerror}") from exc
+
+    def _configure(self) -> None:
+        conn = self._conn
+        # WAL lets `agentsaga runs` read while a run writes, and makes a commit one append.
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL fsyncs the WAL at every commit: a checkpoint survives power loss, not only
+        # a killed process. Measured cost is a fraction of a millisecond per commit here.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # A generous busy timeout rides out another process's short write transactions
+        # (a second run in the same repository, `runs` while a run checkpoints).
+        conn.execute("PRAGMA busy_timeout=30000")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                # IMMEDIATE takes the write lock now, so read-then-write is atomic.
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(_explain(exc, self.path)) from exc
+                raise
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _make_private_dir(path: Path) -> None:
+    """Create the store's folder readable by its owner only (it holds prompts and logs)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _explain(exc: sqlite3.Error, path: Path) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"the store {path} is read-only: {text}; fix its permissions, then resume the run"
+    if "disk is full" in text or "database or disk is full" in text:
+        return f"the disk holding {path} is full: {text}; free space, then resume the run"
+    if "locked" in text or "busy" in text:
+        return f"the store {path} is locked by another process for too long: {text}"
+    if "malformed" in text or "not a database" in text:
+        return f"the store {path} is damaged: {text}"
+    return f"store error at {path}: {text}"
