@@ -289,6 +289,36 @@ def show(run_id: RunArg, json_mode: JsonOpt = False) -> None:
 
 
 @app.command()
+def report(run_id: RunArg, json_mode: JsonOpt = False) -> None:
+    """Tokens and cost per step and attempt, tokens reused, and the failed-run tax."""
+    from agentsaga.report import token_report
+
+    session = _Session()
+    rid = session.store.resolve_run_id(run_id)
+    data = token_report(session.store, rid)
+    if json_mode:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    from agentsaga.cli_render import print_report
+
+    print_report(data)
+
+
+@app.command()
+def diff(
+    run_id: RunArg,
+    step: Annotated[str | None, typer.Argument(help="Only what this step changed.")] = None,
+    stat: Annotated[bool, typer.Option("--stat", help="Only the diffstat.")] = False,
+) -> None:
+    """Show what a step (or the whole run) changed in the repository."""
+    from agentsaga.report import run_diff
+
+    session = _Session()
+    rid = session.store.resolve_run_id(run_id)
+    typer.echo(run_diff(session.store, rid, step, stat), nl=False)
+
+
+@app.command()
 def logs(
     run_id: RunArg,
     step: Annotated[str | None, typer.Argument(help="Only this step.")] = None,
@@ -336,6 +366,41 @@ def validate(
     else:
         typer.echo(f"{pipeline}: ok ({len(loaded.steps)} steps: "
                    + ", ".join(s.id for s in loaded.steps) + ")")
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to create the demo (default: a temp dir).")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Run the offline demo: a throwaway repo, a failing test, a rewind, a deploy, the report."""
+    from agentsaga.demo import setup_demo_repo
+    from agentsaga.pipeline import load_file
+
+    repo = setup_demo_repo(directory)
+    os.chdir(repo)
+    if not json_mode:
+        typer.echo(f"demo repository: {repo}")
+    loaded = load_file(repo / "pipeline.yml",
+                       {"deploy_dir": str(repo.parent / "deployments")})
+    session = _Session(repo)
+    result = session.engine(json_mode).run(loaded, session.repo_root)
+    from agentsaga.report import token_report
+
+    data = token_report(session.store, result.run_id)
+    if json_mode:
+        typer.echo(json.dumps({**result.to_json(), "report": data, "repo": str(repo)},
+                              indent=2, default=str))
+        raise typer.Exit(_exit_code(result.status, "run"))
+    from agentsaga.cli_render import print_report, print_result
+
+    print_result(result)
+    print_report(data)
+    typer.echo(f"\nsee it:   cd {repo} && agentsaga show {result.run_id}\n"
+               f"undo it:  cd {repo} && agentsaga rollback {result.run_id}")
+    raise typer.Exit(_exit_code(result.status, "run"))
 
 
 @app.command()

@@ -189,3 +189,31 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
         for key in ("runs", "writes", "llm", "compensation", "env", "irreversible"):
             if key in entry:
                 console.print(f"    {key}: {entry[key]}".replace("[", "\\["))
+
+
+def print_report(data: dict[str, Any]) -> None:
+    console = _console()
+    table = Table(box=None, pad_edge=False, title=f"tokens for run {data['run_id']}",
+                  title_justify="left")
+    for column in ("step", "attempt", "status", "input", "output", "cache r", "cache w",
+                   "cost", "reused"):
+        table.add_column(column, justify="right" if column not in ("step", "status") else "left")
+    for row in data["attempts"]:
+        u = row["usage"]
+        cost = "-" if not row["tokens"] else (
+            "unknown" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+        reused = "checkpoint" if row["reused_checkpoint"] else (
+            f"{row['reused_from_log']:,} (log)" if row["reused_from_log"] else "")
+        table.add_row(row["step"], str(row["attempt"]), row["status"], f"{u['input']:,}",
+                      f"{u['output']:,}", f"{u['cache_read']:,}", f"{u['cache_write']:,}", cost,
+                      reused)
+    console.print(table)
+    cost = data["cost_usd"]
+    console.print(f"spent {data['spent_tokens']:,} tokens"
+                  + (f" (${cost:.4f})" if cost is not None else " (cost unknown)")
+                  + f"; one clean pass: {data['clean_pass_tokens']:,}")
+    console.print(f"reused: {data['reused_checkpoint_tokens']:,} tokens from checkpoints, "
+                  f"{data['reused_from_log_tokens']:,} from the call log")
+    console.print(f"failed-run tax: saga {data['tax_saga']:.1%}; restart from scratch would "
+                  f"have been {data['tax_restart']:.1%} "
+                  f"({data['restart_counterfactual_tokens']:,} tokens)")

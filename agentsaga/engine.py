@@ -33,6 +33,7 @@ from typing import Any
 
 from agentsaga import compensations, expressions
 from agentsaga.context import StepContext
+from agentsaga.llm import LLMGateway
 from agentsaga.errors import (
     AgentsagaError,
     CompensationFailed,
@@ -45,7 +46,7 @@ from agentsaga.pipeline import Pipeline, RetrySpec, Step, load_text
 from agentsaga.states import LIVE_ATTEMPT, CompensationStatus, RunStatus, StepStatus
 from agentsaga.steps import COMMAND_FIELDS, KINDS
 from agentsaga.store import AttemptRecord, RunRecord, Store, new_run_id
-from agentsaga.workspace import PlainWorkspace, RunWorkspace
+from agentsaga.workspace import GitWorkspace, PlainWorkspace, RunWorkspace
 from agentsaga.workspace import from_json as workspace_from_json
 
 #: Failures caused by the model's reply: that reply is judged and never served again.
@@ -313,6 +314,9 @@ class Engine:
     def _drive(self, run_id: str, pipeline: Pipeline) -> RunResult:
         run = self.store.get_run(run_id)
         ws = self._workspace(run)
+        if isinstance(ws, GitWorkspace):
+            # A worktree removed by hand comes back; a moved or deleted branch refuses.
+            ws.reopen()
         try:
             with self._signals():
                 self._finish_restart(run_id, pipeline, pipeline)
@@ -399,6 +403,11 @@ class Engine:
                     log_stem=self._log_stem(run_id, step.id, attempt.attempt),
                     timeout_s=step.timeout_s, cancel=self.cancel, namespace=ns,
                     config=self.options.config,
+                    llm=LLMGateway(
+                        self.store, run_id=run_id, step_id=step.id, attempt_id=attempt.id,
+                        config=self.options.config, run_budget=run.state.get("budget") or {},
+                        step_budget=step.budget, memo=self.options.config.get("memo", "run"),
+                    ),
                 )
                 output = KINDS[step.kind].executor()(ctx)
                 if step.commit and step.kind != "write" and ws.uses_git:
@@ -409,6 +418,8 @@ class Engine:
                 raise
             except AgentsagaError as exc:
                 last = try_no == retry.attempts or not exc.retryable
+                self._emit(Event("step", run_id, step.id, StepStatus.FAILED, attempt.attempt,
+                                 exc.message))
                 state = self._rewind_decision(run, step, exc) if last else None
                 self.store.finish_attempt(
                     attempt.id, status=StepStatus.FAILED,
@@ -418,8 +429,6 @@ class Engine:
                 )
                 if getattr(exc, "kind", "") in REPLY_FAILURES:
                     self.store.judge_calls(attempt.id)
-                self._emit(Event("step", run_id, step.id, StepStatus.FAILED, attempt.attempt,
-                                 exc.message))
                 failed = self.store.attempts(run_id)
                 self._compensate(run_id, pipeline, ws, _by_id(failed, attempt.id),
                                  "retry" if not last else "failure")
@@ -633,10 +642,21 @@ class Engine:
                     run_id, f"could not undo {names}; the rest was undone. Fix them by hand or "
                     f"run 'agentsaga rollback {run_id}' again"
                 )
+            if isinstance(ws, GitWorkspace):
+                ws.expected_head = self._believed_tip(run_id, ws)
             ws.teardown(run_id, keep_refs=self.options.keep_refs, force=self.options.force)
         self.store.update_run(run_id, status=RunStatus.ROLLED_BACK, clear_error=True, finished=True)
         self._emit(Event("run", run_id, status=RunStatus.ROLLED_BACK))
         return self.result(run_id)
+
+    def _believed_tip(self, run_id: str, ws: GitWorkspace) -> str | None:
+        """Where the run left its branch: the newest commit of an attempt that was not
+        undone, else the commit the run started from."""
+        for attempt in reversed(self.store.attempts(run_id)):
+            commit = (attempt.output or {}).get("commit")
+            if commit and attempt.status not in (StepStatus.COMPENSATED,):
+                return str(commit)
+        return str(ws.ws.base_commit)
 
     def _rollback_stopped(self, run_id: str, message: str) -> RunResult:
         error = {"type": "RollbackFailed", "message": message}
@@ -679,8 +699,6 @@ class Engine:
             path = Path(spec.get("repo", ".")).resolve() if repo_root is None else repo_root
             ws: RunWorkspace = PlainWorkspace(path)
         else:
-            from agentsaga.workspace import GitWorkspace
-
             ns = {"run": {"id": run.id, "name": run.pipeline_name}, "vars": run.vars, "env": {}}
             branch = str(compensations.render_any(spec.get("branch", "agentsaga/${{ run.id }}"), ns))
             self.store.update_run(run.id, workspace={
@@ -692,14 +710,9 @@ class Engine:
         self.store.update_run(run.id, workspace=ws.to_json())
 
     def _workspace(self, run: RunRecord) -> RunWorkspace:
-        if not run.workspace or run.workspace.get("planned"):
-            data = run.workspace or {}
-            if data.get("planned"):
-                from agentsaga.workspace import planned_workspace
-
-                return planned_workspace(data, run.id)
+        if not run.workspace:
             return PlainWorkspace(Path.cwd())
-        return workspace_from_json(run.workspace)
+        return workspace_from_json(run.workspace, run.id)
 
     def _pipeline_of(self, run: RunRecord) -> Pipeline:
         return load_text(run.pipeline_text, run.pipeline_path,

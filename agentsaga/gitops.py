@@ -48,16 +48,31 @@ REF_ROOT = "refs/agentsaga"
 # Ghost commits are private bookkeeping: a fixed identity means they work in a repository
 # with no user.email configured, and never carry the user's name into refs they did not make.
 _AGENTSAGA_IDENT = {
-    "GIT_AUTHOR_NAME": "agentsaga",
-    "GIT_AUTHOR_EMAIL": "agentsaga@localhost",
-    "GIT_COMMITTER_NAME": "agentsaga",
-    "GIT_COMMITTER_EMAIL": "agentsaga@localhost",
+    f"GIT_{who}_{what}": value
+    for who in ("AUTHOR", "COMMITTER")
+    for what, value in (("NAME", "agentsaga"), ("EMAIL", "agentsaga@localhost"))
 }
 # Run ids become path components and ref components: keep them to a safe alphabet.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _REVERT_TRAILER = "Agentsaga-Reverts:"
 # Kept in the workspace's git dir between snapshots; never the real index.
 _SNAPSHOT_INDEX = "agentsaga-snapshot.index"
+# Marker files in the git dir of a checkout stopped mid-operation.
+_IN_PROGRESS = {
+    "MERGE_HEAD": "merge",
+    "rebase-merge": "rebase",
+    "rebase-apply": "rebase (or am)",
+    "CHERRY_PICK_HEAD": "cherry-pick",
+    "REVERT_HEAD": "revert",
+    "sequencer": "cherry-pick (or revert)",
+}
+_REDIRECTS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+)
 
 
 # --- running git ---------------------------------------------------------------------------
@@ -70,6 +85,14 @@ def _execute(
     # which would point a reset or a clean at the wrong repository: refuse first.
     if not cwd.is_dir():
         raise GitError(f"{cwd} does not exist or is not a directory")
+    # These would silently point every command at another repository or index (git sets
+    # GIT_INDEX_FILE for its hooks), and gitpython can only add variables, not remove them.
+    leaked = [name for name in _REDIRECTS if name in os.environ and name not in (env or {})]
+    if leaked:
+        raise GitUnsafe(
+            f"{', '.join(leaked)} is set in the environment (as inside a git hook), so git "
+            "would act on another repository or index; unset it and run agentsaga again"
+        )
     try:
         status, out, err = git.Git(str(cwd)).execute(
             ["git", *args], with_extended_output=True, with_exceptions=check, env=env
@@ -162,19 +185,12 @@ def inspect_repo(path: Path) -> RepoInfo:
             f"the repository at {root} has no commits yet; commit once "
             "(git commit --allow-empty -m init) so a run has a commit to start from"
         )
-    in_progress = [
-        ("MERGE_HEAD", "a merge", "git merge --continue' or 'git merge --abort"),
-        ("rebase-merge", "a rebase", "git rebase --continue' or 'git rebase --abort"),
-        ("rebase-apply", "a rebase or git am", "git rebase --abort' or 'git am --abort"),
-        ("CHERRY_PICK_HEAD", "a cherry-pick", "git cherry-pick --abort"),
-        ("REVERT_HEAD", "a revert", "git revert --abort"),
-        ("sequencer", "a cherry-pick or revert", "git cherry-pick --abort"),
-    ]
-    for name, what, fix in in_progress:
+    for name, what in _IN_PROGRESS.items():
         if (git_dir / name).exists():
             raise GitUnsafe(
-                f"the repository at {root} is in the middle of {what}; finish it or "
-                f"abort it ('{fix}') before starting, resuming or rolling back a run"
+                f"the repository at {root} is in the middle of a {what}; finish it or abort "
+                f"it ('git {what.split()[0]} --abort') before starting, resuming or rolling "
+                "back a run"
             )
     status, symref = _git_status(root, "symbolic-ref", "-q", "HEAD")
     branch = symref.strip().removeprefix("refs/heads/") if status == 0 else None
@@ -295,8 +311,10 @@ def create_workspace(
     branch: str,
     isolation: str = "worktree",
     allow_dirty: bool = False,
+    start_point: str | None = None,
 ) -> Workspace:
-    """Create the run branch at the user's HEAD and the place where the run's steps work.
+    """Create the run branch at the user's HEAD (or ``start_point``: a fork starts where
+    its parent's reused steps left the branch) and the place where the run's steps work.
 
     Calling it again for the same run (after a crash halfway through) finishes the job and
     returns the same workspace. A branch of that name that is not this run's is refused.
@@ -329,7 +347,8 @@ def create_workspace(
             repo_root=root,
             path=path,
             branch=branch,
-            base_commit=info.head_commit,
+            base_commit=_resolve(root, start_point) or info.head_commit
+            if start_point else info.head_commit,
             isolation=isolation,
             user_branch=info.head_branch,
             user_head=info.head_commit,
@@ -354,13 +373,18 @@ def create_workspace(
     return ws
 
 
+def _is_run_folder(ws: Workspace) -> bool:
+    # A guard on rmtree: a tampered run record must not make us delete anything else.
+    return ws.path.resolve().parent == (ws.repo_root / STATE_DIR / "worktrees").resolve()
+
+
 def _ensure_worktree(ws: Workspace, create_branch: bool) -> None:
     registered = _registered_worktrees(ws.repo_root)
     if ws.path.resolve() in registered and (ws.path / ".git").exists():
         return
     # A registration whose folder is gone (deleted by hand, or a crash) blocks a new add.
     _git(ws.repo_root, "worktree", "prune")
-    if ws.path.exists():
+    if ws.path.exists() and _is_run_folder(ws):
         shutil.rmtree(ws.path)  # our own half-made folder under .agentsaga/worktrees
     ws.path.parent.mkdir(parents=True, exist_ok=True)
     if create_branch:
@@ -571,6 +595,9 @@ def revert_commits(
     if expected_head is not None:
         _check_cas(ws, tip, (expected_head,), force)
     _require_on_branch(ws)
+    git_dir = _dot_git_dir(ws.path)
+    if (git_dir / "REVERT_HEAD").exists() or (git_dir / "sequencer").exists():
+        _git_status(ws.path, "revert", "--abort")  # our own, cut short by a crash
     status, out, err = _execute(
         ws.path, ("revert", "--no-commit", "--no-edit", f"{base}..{commit}"), None, check=False
     )
@@ -641,15 +668,7 @@ def delete_workspace(
         _remove_worktree(ws, worktrees)
     if tip is not None:
         # The old value makes git itself refuse if the branch moved since we looked.
-        _git(
-            root,
-            "update-ref",
-            "-m",
-            "agentsaga: delete run branch",
-            "-d",
-            f"refs/heads/{ws.branch}",
-            tip,
-        )
+        _git(root, "update-ref", "-m", "agentsaga: delete", "-d", f"refs/heads/{ws.branch}", tip)
     if not keep_refs:
         delete_refs(root, f"{REF_ROOT}/{run_id}")
     _intent_file(root, run_id).unlink(missing_ok=True)
@@ -676,6 +695,7 @@ def _restore_user(ws: Workspace, on_run_branch: bool) -> None:
         else:
             _git(root, "reset", "-q", "--hard")
         _git(root, "clean", "-f", "-d", "-q", "-e", f"/{STATE_DIR}/")
+    (_dot_git_dir(root) / _SNAPSHOT_INDEX).unlink(missing_ok=True)
     if stash_index is not None:
         status, out, err = _execute(
             root, ("stash", "pop", "-q", "--index", f"stash@{{{stash_index}}}"), None, False
@@ -694,7 +714,7 @@ def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
         # Twice --force: also removes a locked worktree and one with uncommitted files,
         # which here are the run's own leftovers.
         _git(root, "worktree", "remove", "--force", "--force", str(ws.path))
-    elif ws.path.exists() and (root / STATE_DIR / "worktrees") in ws.path.parents:
+    elif ws.path.exists() and _is_run_folder(ws):
         shutil.rmtree(ws.path)
     _git(root, "worktree", "prune")
 
@@ -728,3 +748,32 @@ def changed_files(ws: Workspace | Path, a: str, b: str) -> list[str]:
     """Paths that differ between ``a`` and ``b`` (a rename lists both of its paths)."""
     out = _git(_cwd_of(ws), "diff", "--name-only", "--no-renames", "-z", a, b, "--")
     return [p for p in out.split("\0") if p]
+
+
+def list_files(root: Path) -> list[str]:
+    """Files a step can see in ``root``: tracked or untracked, not ignored; sorted, posix."""
+    out = _git(Path(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    # --cached still lists a tracked file deleted from the work tree, and a file that is
+    # both staged and modified only once; keep what exists, once.
+    return sorted({p for p in out.split("\0") if p and (Path(root) / p).is_file()})
+
+
+def init_repo(path: Path, message: str) -> str:
+    """Make ``path`` a git repository with everything in it committed (the demo's
+    throwaway project). Sets a local identity: a fresh machine may have none."""
+    path = Path(path)
+    _git(path, "init", "-q", "-b", "main")
+    _git(path, "config", "user.name", "agentsaga demo")
+    _git(path, "config", "user.email", "demo@agentsaga.invalid")
+    _git(path, "add", "-A")
+    _git(path, "commit", "-q", "--no-verify", "-m", message)
+    return _git(path, "rev-parse", "HEAD").strip()
+
+
+def intended_workspace(repo_root: Path, run_id: str) -> Workspace | None:
+    """The workspace ``create_workspace`` recorded for a run before it changed anything,
+    if a crash stopped it before the run record learned of it."""
+    intent = _intent_file(Path(repo_root), run_id)
+    if not intent.is_file():
+        return None
+    return Workspace.from_json(json.loads(intent.read_text()))

@@ -35,3 +35,103 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any]:
         },
         "attempts": attempts,
     }
+
+
+def token_report(store: Store, run_id: str) -> dict[str, Any]:
+    """Tokens and cost per step attempt, what was reused, and the failed-run tax.
+
+    * ``spent``: every call the providers were paid for (usage as the API reported it).
+    * ``reused``: tokens not paid again — replies served from the call log, and the
+      checkpoints of steps a rewind, retry or resume did not re-run (counted once per
+      failure after which restarting from scratch would have re-paid them).
+    * ``clean pass``: the tokens of each step's final attempt: one run with no failure.
+    * ``restart``: the counterfactual — after each failure, pay again for every step
+      before the failing one, as a restart from scratch would.
+    * tax = spent / clean pass − 1, under each policy.
+    """
+    attempts = store.attempts(run_id)
+    calls = store.llm_calls(run_id)
+    memo_reused: dict[int, int] = {}
+    by_id = {c.id: c for c in calls}
+    for call in calls:
+        if call.status == "reused" and call.served_from in by_id and call.attempt_id:
+            source = by_id[call.served_from]
+            memo_reused[call.attempt_id] = memo_reused.get(call.attempt_id, 0) + source.usage.total
+    rows = []
+    latest: dict[str, int] = {}
+    index_of: dict[str, int] = {}
+    restart_extra = 0
+    checkpoint_reused = 0
+    for a in attempts:
+        tokens = a.usage.total
+        failed = a.error is not None
+        rows.append({
+            "step": a.step_id, "attempt": a.attempt, "status": a.status,
+            "failed": failed, "usage": a.usage.to_json(), "tokens": tokens,
+            "cost_usd": a.usage.cost_usd, "reused_from_log": memo_reused.get(a.id, 0),
+            "reused_checkpoint": a.reused_from is not None,
+        })
+        index_of[a.step_id] = a.step_index
+        if failed:
+            before = sum(t for s, t in latest.items() if index_of[s] < a.step_index)
+            restart_extra += before + tokens
+            # The saga re-ran from the step of the next attempt (the retry, the rewind
+            # target, or where a resume went on): the steps before it were reused.
+            later = [b for b in attempts if b.seq > a.seq and b.reused_from is None]
+            restart_at = later[0].step_index if later else a.step_index
+            checkpoint_reused += sum(
+                t for s, t in latest.items() if index_of[s] < min(restart_at, a.step_index)
+            )
+        latest[a.step_id] = tokens
+    spent = sum(c.usage.total for c in calls if c.status == "ok")
+    cost_known = [c.usage.cost_usd for c in calls if c.status == "ok"]
+    cost = None if any(c is None for c in cost_known) else sum(c or 0.0 for c in cost_known)
+    # One clean pass: each step's last successful attempt (its last attempt if none was).
+    final: dict[str, int] = {}
+    succeeded: set[str] = set()
+    for a in attempts:
+        if a.error is None:
+            final[a.step_id] = a.usage.total
+            succeeded.add(a.step_id)
+        elif a.step_id not in succeeded:
+            final[a.step_id] = a.usage.total
+    clean = sum(final.values())
+    restart_total = clean + restart_extra
+    return {
+        "run_id": run_id,
+        "attempts": rows,
+        "spent_tokens": spent,
+        "cost_usd": cost,
+        "reused_from_log_tokens": sum(memo_reused.values()),
+        "reused_checkpoint_tokens": checkpoint_reused,
+        "clean_pass_tokens": clean,
+        "restart_counterfactual_tokens": restart_total,
+        "tax_saga": (spent / clean - 1) if clean else 0.0,
+        "tax_restart": (restart_total / clean - 1) if clean else 0.0,
+    }
+
+
+def run_diff(store: Store, run_id: str, step: str | None, stat: bool) -> str:
+    """The diff a step's commit made (or the whole run's: base to the newest commit)."""
+    from pathlib import Path
+
+    from agentsaga import gitops
+
+    run = store.get_run(run_id)
+    ws = run.workspace or {}
+    repo = Path(ws.get("repo_root") or ws.get("path") or ".")
+    attempts = [a for a in store.attempts(run_id) if a.output and a.output.get("commit")]
+    if step is not None:
+        attempts = [a for a in attempts if a.step_id == step and not a.superseded]
+        if not attempts:
+            return f"step {step!r} made no commit in run {run_id}\n"
+        a = attempts[-1]
+        base, head = a.output["base"] if a.output else None, a.output["commit"] if a.output else None
+    else:
+        live = [a for a in attempts if not a.superseded]
+        if not live:
+            return f"run {run_id} made no commit\n"
+        base, head = ws.get("base_commit"), live[-1].output["commit"] if live[-1].output else None
+    if not base or not head:
+        return "nothing to show\n"
+    return gitops.diff(repo, base, head, stat=stat)

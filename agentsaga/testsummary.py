@@ -64,7 +64,7 @@ def _dedupe(names: list[str]) -> list[str]:
 
 
 def _counts(line: str) -> dict[str, int]:
-    return {word: int(n) for n, word in re.findall(r"(\d+) ([a-z]+(?: [a-z]+)?)", line)}
+    return {word: int(n) for n, word in re.findall(r"(\d+) ([a-z]+)", line)}
 
 
 # ----------------------------------------------------------------------------- pytest

@@ -65,14 +65,25 @@ class GitWorkspace:
     def __init__(self, ws: Any) -> None:
         self.ws = ws  # a gitops.Workspace
         self.path = Path(ws.path)
+        #: Where the run left its branch (the newest step commit); compare-and-swap for
+        #: deleting the branch. Set by the engine before a rollback's teardown.
+        self.expected_head: str | None = None
 
     @classmethod
     def create(
-        cls, repo_root: Path, run_id: str, branch: str, isolation: str, allow_dirty: bool
+        cls, repo_root: Path, run_id: str, branch: str, isolation: str, allow_dirty: bool,
+        start_point: str | None = None,
     ) -> GitWorkspace:
         from agentsaga import gitops
 
-        return cls(gitops.create_workspace(repo_root, run_id, branch, isolation, allow_dirty))
+        return cls(gitops.create_workspace(
+            repo_root, run_id, branch, isolation, allow_dirty, start_point=start_point
+        ))
+
+    def reopen(self) -> None:
+        from agentsaga import gitops
+
+        gitops.reopen_workspace(self.ws)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = self.ws.to_json()
@@ -106,7 +117,12 @@ class GitWorkspace:
     def teardown(self, run_id: str, keep_refs: bool, force: bool) -> None:
         from agentsaga import gitops
 
-        gitops.delete_workspace(self.ws, run_id, keep_refs=keep_refs, force=force)
+        expected = None
+        if gitops.workspace_exists(self.ws):
+            expected = self.expected_head
+        gitops.delete_workspace(
+            self.ws, run_id, keep_refs=keep_refs, expected_head=expected, force=force
+        )
 
     def exists(self) -> bool:
         from agentsaga import gitops
@@ -114,9 +130,16 @@ class GitWorkspace:
         return gitops.workspace_exists(self.ws)
 
 
-def from_json(data: dict[str, Any]) -> RunWorkspace:
+def from_json(data: dict[str, Any], run_id: str) -> RunWorkspace:
+    """The workspace a run record describes. A record still marked ``planned`` means the
+    process died while creating it: whatever ``gitops`` had recorded is what exists."""
     if data.get("isolation") == "none":
         return PlainWorkspace(Path(data["path"]))
     from agentsaga import gitops
 
+    if data.get("planned"):
+        intended = gitops.intended_workspace(Path(data["repo_root"]), run_id)
+        if intended is None:
+            return PlainWorkspace(Path(data["repo_root"]))
+        return GitWorkspace(intended)
     return GitWorkspace(gitops.Workspace.from_json(data))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -540,3 +541,12 @@ def test_fuzz_exact_replacement_matches_a_model(
         nl = nl if "\n" in text else "\n"
         expected = nl.join(result) + (nl if result and keeps_final else "")
         assert plan.new_contents["f.txt"] == expected
+
+
+def test_closest_lines_in_a_large_file_are_found_quickly(tmp_path: Path) -> None:
+    put(tmp_path, "big.py", "".join(f"v_{i} = f(x, {i})  # n{i}\n" for i in range(10_000)))
+    search = "".join(f"v_{i} = f(y, {i})\n" for i in range(5000, 5040))
+    started = time.monotonic()
+    plan, _ = run(tmp_path, block("big.py", search, "pass\n"))
+    assert time.monotonic() - started < 5
+    assert plan.failures[0].closest_line == 5001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_snapshot_is_idempotent_and_never_touches_the_real_index(repo: Path) -> 
     assert git(ws.path, "show", f"{snap}:new.txt") == "untracked\n"
     write(ws.path, {"new.txt": "changed later\n"})
     assert gitops.snapshot(ws, ref("r1", "s")) == snap  # the first snapshot wins
-    assert [p.name for p in index.parent.glob("agentsaga-snapshot-*")] == []
+    assert [p.name for p in index.parent.glob("agentsaga-snapshot.index.*")] == []
     with pytest.raises(GitUnsafe):
         gitops.snapshot(ws, "refs/heads/main")
 
@@ -294,6 +295,7 @@ def test_branch_isolation_with_allow_dirty_restores_everything(repo: Path) -> No
     before = capture(repo)
     ws = new_ws(repo, isolation="branch", allow_dirty=True)
     assert ws.path == repo and ws.stash_commit is not None
+    assert new_ws(repo, isolation="branch", allow_dirty=True) == ws  # re-create: no-op
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
     assert (repo / "keep.log").exists()  # ignored files are not stashed
     assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/agentsaga/r1"
@@ -372,6 +374,19 @@ def test_revert_commits_adds_a_revert_and_is_idempotent(repo: Path) -> None:
     assert gitops.revert_commits(ws, base, commit, expected_head=commit) is None
     assert gitops.head(ws) == revert
     assert gitops.revert_commits(ws, base, base, expected_head=None) is None
+
+
+def test_revert_finishes_after_a_crash_mid_revert(repo: Path) -> None:
+    ws = new_ws(repo)
+    base = gitops.head(ws)
+    write(ws.path, {"a.txt": "a"})
+    commit = gitops.commit_all(ws, "one")
+    assert commit is not None
+    git(ws.path, "revert", "--no-commit", f"{base}..{commit}")  # died before committing
+    revert = gitops.revert_commits(ws, base, commit, expected_head=commit)
+    assert revert is not None and gitops.changed_files(ws, base, revert) == []
+    assert git(ws.path, "status", "--porcelain") == ""
+    gitops.inspect_repo(ws.path)  # no revert left in progress
 
 
 def test_revert_refuses_a_moved_branch(repo: Path) -> None:
@@ -480,3 +495,35 @@ def test_delete_refs_refuses_foreign_prefixes(repo: Path) -> None:
         gitops.delete_refs(repo, "refs/agentsaga/../heads")
     assert gitops.ref_exists(repo, "refs/heads/main")
     assert not gitops.ref_exists(repo, "refs/heads/nope")
+
+
+def test_git_environment_redirects_are_refused(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_INDEX_FILE", str(repo / ".git" / "other-index"))
+    with pytest.raises(GitUnsafe, match="GIT_INDEX_FILE"):
+        gitops.inspect_repo(repo)
+
+
+def test_branch_isolation_recreate_after_crash_finds_the_stash(repo: Path) -> None:
+    make_dirty(repo)
+    before = capture(repo)
+    ws = new_ws(repo, isolation="branch", allow_dirty=True)
+    # Simulate a crash right after `git stash push`, before the stash sha was recorded.
+    intent = repo / ".agentsaga" / "workspaces" / "r1.json"
+    intent.write_text(json.dumps({**ws.to_json(), "stash_commit": None}))
+    again = new_ws(repo, isolation="branch", allow_dirty=True)
+    assert again == ws
+    gitops.delete_workspace(again, "r1", expected_head=ws.base_commit)
+    assert capture(repo) == before
+    assert not intent.exists()
+
+
+def test_list_files_sees_tracked_and_untracked_but_not_ignored(repo: Path) -> None:
+    ws = new_ws(repo)
+    write(ws.path, {"new dir/ü.py": "x", "debug.log": "ignored", "build/x.o": "ignored"})
+    (ws.path / "README.md").unlink()
+    assert gitops.list_files(ws.path) == [
+        ".gitignore",
+        "new dir/ü.py",
+        "src/calc.py",
+        "tests/test_calc.py",
+    ]

@@ -1,0 +1,33 @@
+"""``agentsaga demo``: a throwaway repository with a failing test, and the demo pipeline.
+
+Everything is offline: the scripted provider plays the model with the replies written in
+the pipeline, so the demo shows a real run — real git worktree, real tests, real
+rewind and compensation — without a key or a network.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+
+def template(name: str) -> str:
+    return resources.files("agentsaga.templates").joinpath(name).read_text("utf-8")
+
+
+def setup_demo_repo(target: Path | None = None) -> Path:
+    """Copy the demo project into ``target`` (a new temporary folder by default) and make
+    it a git repository with one commit. Returns the repository's path."""
+    from agentsaga import gitops
+
+    root = Path(target) if target else Path(tempfile.mkdtemp(prefix="agentsaga-demo-"))
+    source = resources.files("agentsaga.templates").joinpath("demo_repo")
+    with resources.as_file(source) as folder:
+        shutil.copytree(folder, root / "repo", dirs_exist_ok=True)
+    repo = root / "repo"
+    (repo / "deploy.sh").chmod(0o755)
+    (repo / "pipeline.yml").write_text(template("demo.yml"), encoding="utf-8")
+    gitops.init_repo(repo, "demo project with a failing test")
+    return repo

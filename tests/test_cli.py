@@ -1,0 +1,188 @@
+"""The command line: exit codes of DESIGN.md (0 done, 1 run failed, 2 bad input,
+3 rollback failed, 4 owned elsewhere, 130 interrupted), run ids, listings, and a few true
+end-to-end runs of the installed command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import Env, cli, run_agentsaga
+from tests.pipelines_util import chain, pipeline, step
+
+
+def _run_ids(env: Env, n: int) -> list[str]:
+    path = env.write("p.yml", chain(1))
+    return [cli("run", path, "--json").json()["run_id"] for _ in range(n)]
+
+
+# --- exit codes, in process --------------------------------------------------------------
+
+
+def test_exit_0_when_the_run_succeeds(env: Env) -> None:
+    result = cli("run", env.write("p.yml", chain(2)))
+    assert result.exit_code == 0, result
+    rid = env.newest_run_id()
+    assert rid in result.stdout  # run prints its run id
+
+
+def test_exit_1_when_the_run_fails(env: Env) -> None:
+    result = cli("run", env.write("p.yml", chain(2, fail_at=2)))
+    assert result.exit_code == 1, result
+    rid = env.newest_run_id()
+    assert f"agentsaga resume {rid}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_exit_3_when_the_rollback_fails(env: Env) -> None:
+    text = pipeline(step("a", undo="exit 1"))
+    rid = cli("run", env.write("p.yml", text), "--json").json()["run_id"]
+    result = cli("rollback", rid)
+    assert result.exit_code == 3, result
+    assert f"agentsaga rollback {rid}" in result.output  # what to do next
+
+
+def test_exit_2_for_bad_flags_and_unknown_commands(env: Env) -> None:
+    path = env.write("p.yml", chain(1))
+    assert cli("run", path, "--no-such-flag").exit_code == 2
+    assert cli("frobnicate").exit_code == 2
+    assert cli("run", path, "--var", "undeclared=1").exit_code == 2
+    assert cli("runs", "--status", "bogus").exit_code == 2
+    assert cli("run", path, "--budget", "max_tokens=lots").exit_code == 2
+    assert not env.ledger.path.exists()
+
+
+def test_help_exits_0() -> None:
+    result = cli("--help")
+    assert result.exit_code == 0, result
+    for command in ("run", "resume", "rollback", "fork", "runs", "show", "logs", "validate"):
+        assert command in result.stdout
+
+
+# --- run ids -----------------------------------------------------------------------------
+
+
+def test_run_ids_are_unique_and_time_sortable(env: Env) -> None:
+    ids = _run_ids(env, 3)
+    assert len(set(ids)) == 3
+    assert ids == sorted(ids)
+    listed = [r["id"] for r in cli("runs", "--json").json()]
+    assert listed == list(reversed(ids))  # newest first
+
+
+def test_unique_prefix_of_a_run_id_is_accepted(env: Env) -> None:
+    first, second = _run_ids(env, 2)
+    # The shortest prefix of `first` that `second` does not share.
+    common = len(os.path.commonprefix([first, second]))
+    prefix = first[: common + 1]
+    result = cli("show", prefix, "--json")
+    assert result.exit_code == 0, result
+    assert result.json()["run"]["id"] == first
+    assert cli("show", first.upper(), "--json").exit_code == 0
+
+
+def test_ambiguous_prefix_exits_2_and_lists_candidates(env: Env) -> None:
+    first, second = _run_ids(env, 2)
+    common = os.path.commonprefix([first, second])
+    assert common, "ids made a moment apart share their time prefix"
+    result = cli("rollback", common)
+    assert result.exit_code == 2, result
+    assert first in result.stderr and second in result.stderr
+    assert "ambiguous" in result.stderr
+    assert env.ledger.lines() == ["s1", "s1"]  # nothing was rolled back
+
+
+@pytest.mark.parametrize("command", ["resume", "rollback", "show", "logs"])
+def test_unknown_run_id_exits_2(env: Env, command: str) -> None:
+    _run_ids(env, 1)
+    result = cli(command, "zzzzzz")
+    assert result.exit_code == 2, result
+    assert "zzzzzz" in result.stderr
+    assert "Traceback" not in result.output
+
+
+# --- runs, show, logs --------------------------------------------------------------------
+
+
+def test_runs_filters_by_status(env: Env) -> None:
+    good = cli("run", env.write("good.yml", chain(1)), "--json").json()["run_id"]
+    bad = cli("run", env.write("bad.yml", chain(1, fail_at=1)), "--json").json()["run_id"]
+    failed = cli("runs", "--status", "failed", "--json")
+    assert failed.exit_code == 0, failed
+    assert [r["id"] for r in failed.json()] == [bad]
+    succeeded = cli("runs", "--status", "succeeded", "--json").json()
+    assert [r["id"] for r in succeeded] == [good]
+    assert {r["id"] for r in cli("runs", "--json").json()} == {good, bad}
+    text = cli("runs", "--status", "failed")
+    assert bad in text.stdout and good not in text.stdout
+
+
+def test_show_lists_each_attempt(env: Env) -> None:
+    rid = cli("run", env.write("p.yml", chain(2, fail_at=2)), "--json").json()["run_id"]
+    detail = cli("show", rid, "--json")
+    assert detail.exit_code == 0, detail
+    data = detail.json()
+    assert data["run"]["status"] == "failed"
+    rows = [(a["step"], a["attempt"], a["status"]) for a in data["attempts"]]
+    assert rows == [("s1", 1, "completed"), ("s2", 1, "compensated")]
+    text = cli("show", rid)
+    assert text.exit_code == 0, text
+    assert "s1" in text.stdout and "s2" in text.stdout
+
+
+def test_logs_print_the_whole_captured_output(env: Env) -> None:
+    many = "for i in $(seq 3000); do echo line-$i; done; echo to-stderr >&2"
+    rid = cli("run", env.write("p.yml", pipeline(step("loud", many, undo=False))), "--json")
+    rid = rid.json()["run_id"]
+    result = cli("logs", rid, "loud")
+    assert result.exit_code == 0, result
+    # The store keeps a tail; the log files keep everything.
+    assert "line-1\n" in result.stdout and "line-3000" in result.stdout
+    assert "to-stderr" in result.stdout
+
+
+# --- end to end: the installed command ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_end_to_end_exit_codes_of_the_installed_command(env: Env) -> None:
+    path = env.write("p.yml", chain(3, fail_at=2))
+    first = run_agentsaga("run", path)
+    assert first.exit_code == 1, first
+    rid = env.newest_run_id()
+    assert rid in first.output
+
+    (env.path / "flag").touch()
+    resumed = run_agentsaga("resume", rid[:8])  # a unique prefix
+    assert resumed.exit_code == 0, resumed
+    assert env.ledger.lines() == ["s1", "s2", "undo-s2", "s2", "s3"]
+
+    rolled = run_agentsaga("rollback", rid, "--json")
+    assert rolled.exit_code == 0, rolled
+    assert rolled.json()["status"] == "rolled_back"
+    assert env.ledger.lines()[5:] == ["undo-s3", "undo-s2", "undo-s1"]
+
+    bad = run_agentsaga("validate", env.write("bad.yml", "name: t\nstepz: []\n"))
+    assert bad.exit_code == 2, bad
+    assert "bad.yml:2:1: unknown key 'stepz'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_rollback_failure_exits_3(env: Env) -> None:
+    text = pipeline(step("a", undo="exit 1"))
+    rid = cli("run", env.write("p.yml", text), "--json").json()["run_id"]
+    result = run_agentsaga("rollback", rid)
+    assert result.exit_code == 3, result
+
+
+@pytest.mark.slow
+def test_console_script_is_installed(env: Env) -> None:
+    exe = shutil.which("agentsaga")
+    assert exe is not None
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "rollback" in proc.stdout
