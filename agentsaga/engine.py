@@ -194,10 +194,7 @@ class Engine:
     ) -> RunResult:
         parent = self.store.get_run(parent_id)
         base_pipeline = pipeline or self._pipeline_of(parent)
-        merged = {**parent.vars, **(overrides or {})} if pipeline is None else (overrides or {})
-        new = load_text(base_pipeline.text, base_pipeline.path, {
-            k: v for k, v in merged.items() if k in base_pipeline.vars
-        })
+        new = self._fork_pipeline(parent, base_pipeline, overrides, pipeline is None)
         reuse = [p.step_id for p in self.plan_fork(parent_id, from_step, overrides, pipeline)
                  if p.action == "reuse"]
         run_id = new_run_id()
@@ -267,6 +264,8 @@ class Engine:
         for attempt in reversed(self.store.attempts(run_id)):
             if attempt.status not in LIVE_ATTEMPT or attempt.id in skipped:
                 continue
+            if attempt.reused_from is not None:
+                continue  # the parent's checkpoint: the parent's rollback undoes it
             step = steps.get(attempt.step_id)
             comp = compensations.effective(step) if step else None
             label = f"{attempt.step_id}#{attempt.attempt}"
@@ -286,8 +285,7 @@ class Engine:
     ) -> list[PlanItem]:
         parent = self.store.get_run(parent_id)
         base = pipeline or self._pipeline_of(parent)
-        merged = {**parent.vars, **(overrides or {})} if pipeline is None else (overrides or {})
-        new = load_text(base.text, base.path, {k: v for k, v in merged.items() if k in base.vars})
+        new = self._fork_pipeline(parent, base, overrides, pipeline is None)
         stop_at = new.index_of(from_step)
         current = current_attempts(self.store.attempts(parent_id))
         probe = RunRecord(**{**parent.__dict__, "vars": new.vars})
@@ -308,6 +306,16 @@ class Engine:
             else:
                 items.append(PlanItem(step.id, "run", invalid))
         return items
+
+    def _fork_pipeline(
+        self, parent: RunRecord, base: Pipeline, overrides: dict[str, str] | None,
+        keep_parent_vars: bool,
+    ) -> Pipeline:
+        """The fork's pipeline: the parent's vars (unless a new pipeline is given), then
+        ``--var`` overrides, which must be declared (load_text says so if not)."""
+        inherited = {k: str(v) for k, v in parent.vars.items() if k in base.vars}
+        merged = {**(inherited if keep_parent_vars else {}), **(overrides or {})}
+        return load_text(base.text, base.path, merged)
 
     # --- driving ------------------------------------------------------------------------
 
@@ -337,6 +345,10 @@ class Engine:
                     else:
                         assert outcome.error is not None
                         return self._fail(run_id, pipeline, outcome.error)
+        except CompensationFailed as exc:
+            # A failed attempt could not be undone: the run stops here, failed and
+            # resumable; resume retries the compensation before the step runs again.
+            return self._fail(run_id, pipeline, exc)
         except Interrupted as exc:
             self.store.update_run(run_id, status=RunStatus.INTERRUPTED, error=exc.to_json())
             self._emit(Event("run", run_id, status=RunStatus.INTERRUPTED, message=exc.message))
@@ -513,7 +525,7 @@ class Engine:
         attempts = self.store.attempts(run_id)
         affected = sorted({a.step_id for a in attempts if a.step_id not in keep})
         for attempt in reversed(attempts):
-            if attempt.step_id in keep or attempt.superseded:
+            if attempt.step_id in keep or attempt.superseded or attempt.reused_from is not None:
                 continue
             if attempt.status in LIVE_ATTEMPT and attempt.id not in skipped:
                 self._compensate(run_id, old, ws, attempt, "rewind")
@@ -612,8 +624,9 @@ class Engine:
         skipped = self._no_compensation_ids(run_id)
         steps = self._steps_by_id(run, pipeline)
         with self._signals():
+            # A fork's copied checkpoints belong to its parent: the parent undoes them.
             todo = [a for a in reversed(self.store.attempts(run_id))
-                    if a.status in LIVE_ATTEMPT and a.id not in skipped]
+                    if a.status in LIVE_ATTEMPT and a.id not in skipped and a.reused_from is None]
             for position, attempt in enumerate(todo):
                 step = steps.get(attempt.step_id)
                 if step is not None and step.irreversible and not self.options.force:
@@ -731,7 +744,6 @@ class Engine:
     def _namespace(
         self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
     ) -> dict[str, Any]:
-        ws = run.workspace or {}
         steps = {}
         for step_id, a in current.items():
             steps[step_id] = {
@@ -743,14 +755,17 @@ class Engine:
             }
         return {
             "vars": run.vars,
-            "run": {
-                "id": run.id, "branch": ws.get("branch"), "base": ws.get("base_commit"),
-                "workspace": ws.get("path"), "name": run.pipeline_name,
-                "parent": run.parent_run_id,
-            },
-            "env": {**os.environ, **{k: expressions.to_text(v) for k, v in pipeline.env.items()}},
+            "run": self._run_namespace(run),
+            "env": {**os.environ, **self._pipeline_env(run, pipeline)},
             "steps": steps,
             "rewind": run.state.get("rewind") or dict(_EMPTY_REWIND),
+        }
+
+    def _run_namespace(self, run: RunRecord) -> dict[str, Any]:
+        ws = run.workspace or {}
+        return {
+            "id": run.id, "branch": ws.get("branch"), "base": ws.get("base_commit"),
+            "workspace": ws.get("path"), "name": run.pipeline_name, "parent": run.parent_run_id,
         }
 
     def _render_fields(self, step: Step, ns: dict[str, Any]) -> dict[str, Any]:
@@ -772,9 +787,16 @@ class Engine:
             return None
         return _hash([step.definition_hash, params, env])
 
+    def _pipeline_env(self, run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
+        """The pipeline's top-level ``env:``, rendered (it may read vars, run and env)."""
+        ns = {"vars": run.vars, "run": self._run_namespace(run), "env": dict(os.environ),
+              "steps": {}, "rewind": dict(_EMPTY_REWIND)}
+        return {k: expressions.to_text(compensations.render_any(v, ns))
+                for k, v in pipeline.env.items()}
+
     def _base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({k: expressions.to_text(v) for k, v in pipeline.env.items()})
+        env.update(self._pipeline_env(self.store.get_run(run_id), pipeline))
         env["AGENTSAGA_RUN_ID"] = run_id
         return env
 

@@ -217,8 +217,13 @@ def load_text(text: str, path: str = "<pipeline>", overrides: dict[str, str] | N
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context_mark is not None and "end of stream" in problem:
+            # An unclosed quote or bracket: the end of the file is not where to look.
+            end = exc.problem_mark
+            problem = f"{exc.context}: {problem}" + (f" at line {end.line + 1}" if end else "")
+            mark = exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise PipelineError(path, line, col, f"YAML syntax error: {problem}") from exc
     except yaml.YAMLError as exc:
         raise PipelineError(path, 1, 1, f"YAML error: {exc}") from exc
@@ -372,12 +377,39 @@ class _Loader:
                     raise self.error(
                         where, f"rewind_to: {target!r} must be a step before {step.id!r}"
                     )
+            if_node = children.get("if")
+            if isinstance(if_node, yaml.ScalarNode) and not expressions.has_expressions(
+                str(if_node.value)
+            ):
+                self.check_bare_expression(if_node, pipeline, step.index, step.id)
+            if (
+                step.compensate is not None and step.compensate.git
+                and pipeline.workspace.get("isolation") == "none"
+            ):
+                comp_node = _children(children["compensate"])["git"]
+                raise self.error(
+                    comp_node, f"git: {step.compensate.git} needs a git workspace, but "
+                    "workspace.isolation is 'none'; use a run: compensation or a git isolation"
+                )
             for key, child in children.items():
                 if key == "compensate":
                     # A compensation runs after its step: it may read the step's own output.
                     self.check_strings(child, pipeline, step.index + 1, step.id, True)
                 elif key not in ("id", "kind", "replies", "schema"):
                     self.check_strings(child, pipeline, step.index, step.id, True)
+
+    def check_bare_expression(
+        self, node: yaml.ScalarNode, pipeline: Pipeline, before: int, own: str
+    ) -> None:
+        """``if:`` may be written without ``${{ }}``, as in GitHub Actions."""
+        try:
+            expr = expressions.parse_expression(str(node.value))
+        except ExpressionError as exc:
+            raise self.error_at(node, exc.offset, exc.problem) from None
+        for ref in expressions.expression_references(expr):
+            problem = self.reference_problem(ref.path, pipeline, before, own)
+            if problem:
+                raise self.error_at(node, ref.offset, problem)
 
     def check_strings(
         self, node: yaml.Node, pipeline: Pipeline, before: int, own: str | None,
@@ -425,6 +457,12 @@ class _Loader:
             return f"unknown step {name!r}{did_you_mean(str(name), ids)}"
         target = pipeline.step(str(name))
         if target.index >= before:
+            if own is None:
+                return (
+                    f"steps.{name} cannot be used here: this value is set before any step runs"
+                    "; to use a step's failure in a later step after a rewind, use "
+                    "${{ rewind.error }}"
+                )
             when = "this step itself" if target.id == own else f"a step that runs after {own!r}"
             return (
                 f"steps.{name} is {when}, so it has no output yet; to use a later step's "

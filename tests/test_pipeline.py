@@ -454,7 +454,7 @@ def test_bare_if_expression_is_checked_at_load(env: Env) -> None:
     )
     result = cli("validate", "p.yml")
     assert result.exit_code == 2, result
-    assert result.stderr.removeprefix("error: ").startswith("p.yml:6:"), result
+    assert result.stderr.removeprefix("error: ").startswith("p.yml:7:9:"), result
     assert "mdoe" in result.stderr
 
 

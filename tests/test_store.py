@@ -32,8 +32,14 @@ def _run(store: SqliteStore, run_id: str | None = None, status: str = "running")
     rid = run_id or new_run_id()
     store.create_run(
         RunRecord(
-            id=rid, pipeline_name="t", pipeline_path="p.yml", pipeline_text="name: t\n",
-            pipeline_hash="h", vars={"a": "1"}, status=status, state={"k": [1]},
+            id=rid,
+            pipeline_name="t",
+            pipeline_path="p.yml",
+            pipeline_text="name: t\n",
+            pipeline_hash="h",
+            vars={"a": "1"},
+            status=status,
+            state={"k": [1]},
         )
     )
     return rid
@@ -67,7 +73,10 @@ def test_reopening_is_idempotent(db: Path) -> None:
 
 def test_two_processes_opening_a_new_store_at_once(db: Path) -> None:
     """Two `agentsaga` commands may create the store at the same moment."""
-    code = f"from agentsaga.store.sqlite import SqliteStore; SqliteStore(__import__('pathlib').Path({str(db)!r})).close()"
+    code = (
+        "from pathlib import Path; from agentsaga.store.sqlite import SqliteStore; "
+        f"SqliteStore(Path({str(db)!r})).close()"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
     with _raw(db) as conn:
@@ -78,7 +87,11 @@ def test_a_run_round_trips(store: SqliteStore) -> None:
     rid = _run(store)
     run = store.get_run(rid)
     assert (run.id, run.pipeline_name, run.vars, run.state, run.status) == (
-        rid, "t", {"a": "1"}, {"k": [1]}, "running"
+        rid,
+        "t",
+        {"a": "1"},
+        {"k": [1]},
+        "running",
     )
     store.update_run(rid, status="failed", error={"message": "x"}, finished=True)
     run = store.get_run(rid)
@@ -97,7 +110,9 @@ def test_attempt_numbers_and_start_order(store: SqliteStore) -> None:
     b1 = store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
     a2 = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
     assert [(x.step_id, x.attempt, x.seq) for x in (a1, b1, a2)] == [
-        ("a", 1, 1), ("b", 1, 2), ("a", 2, 3)
+        ("a", 1, 1),
+        ("b", 1, 2),
+        ("a", 2, 3),
     ]
     assert [x.id for x in store.attempts(rid)] == [a1.id, b1.id, a2.id]
 
@@ -112,7 +127,9 @@ def test_finish_attempt_writes_output_and_status_in_one_transaction(
     store._conn.set_trace_callback(statements.append)
     try:
         store.finish_attempt(
-            attempt.id, status="completed", output={"stdout": "hi"},
+            attempt.id,
+            status="completed",
+            output={"stdout": "hi"},
             state=(rid, {"rewind": {"count": 1}}),
         )
     finally:
@@ -222,9 +239,7 @@ def test_expired_lease_is_taken_over(store: SqliteStore) -> None:
     assert lease is not None and lease.owner_id == "owner-2"
 
 
-def test_lease_of_a_dead_process_on_this_host_is_taken_over(
-    store: SqliteStore, db: Path
-) -> None:
+def test_lease_of_a_dead_process_on_this_host_is_taken_over(store: SqliteStore, db: Path) -> None:
     rid = _run(store)
     code = (
         "import sys; from pathlib import Path; from agentsaga.store.sqlite import SqliteStore; "

@@ -154,7 +154,7 @@ class SqlStore:
         raise RunNotFound(prefix, ids)
 
     def list_runs(self, status: str | None = None, limit: int | None = None) -> list[RunSummary]:
-        where = "WHERE r.status = ?" if status else ""
+        where = "WHERE status = ?" if status else ""
         params: list[Any] = [status] if status else []
         lim = f"LIMIT {int(limit)}" if limit else ""
         rows = self._query(
