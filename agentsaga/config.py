@@ -35,7 +35,6 @@ CONFIG = Obj(
         "memo": Enum("run", "global", "off"),
         "lease_ttl": NUM,
         "isolation": Enum("worktree", "branch", "none"),
-        "log_tail_chars": INT,
         "providers": MapOf(PROVIDER),
         "prices": MapOf(MapOf(NUM)),
         "redact_env": BOOL,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentsaga import compensations, expressions
+from agentsaga import compensations, expressions, faults
 from agentsaga.context import StepContext
 from agentsaga.llm import LLMGateway
 from agentsaga.errors import (
@@ -394,12 +394,14 @@ class Engine:
                 self.store.finish_attempt(attempt.id, status=StepStatus.FAILED, error=exc.to_json())
                 return _Outcome(ok=False, error=exc)
             base = ws.head()
+            faults.point("step.before_record")
             attempt = self.store.start_attempt(
                 run_id, step.id, step.index,
                 fingerprint=_hash([step.definition_hash, params, step_env]),
                 base_commit=base, snapshot=None,
             )
             env = {**self._base_env(run_id, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
+            faults.point("step.after_record")
             self._emit(Event("step", run_id, step.id, StepStatus.RUNNING, attempt.attempt))
             env["AGENTSAGA_IDEMPOTENCY_KEY"] = f"{run_id}:{step.id}:{attempt.attempt}"
             env["AGENTSAGA_ATTEMPT"] = str(attempt.attempt)
@@ -461,10 +463,12 @@ class Engine:
                     error={"type": type(exc).__name__, "message": str(exc), "internal": True},
                 )
                 raise
+            faults.point("step.after_effect")
             self.store.finish_attempt(
                 attempt.id, status=StepStatus.COMPLETED, output=output,
                 log_path=str(ctx.log_stem),
             )
+            faults.point("step.after_checkpoint")
             self.store.judge_calls(attempt.id)
             self._emit(Event("step", run_id, step.id, StepStatus.COMPLETED, attempt.attempt))
             return _Outcome(ok=True)
@@ -585,6 +589,7 @@ class Engine:
         )
         error: AgentsagaError | None = None
         tries = 0
+        faults.point("comp.before")
         for tries in range(1, comp.retry.attempts + 1):
             try:
                 compensations.run_once(comp, ci)
@@ -597,8 +602,10 @@ class Engine:
                 if self.cancel.wait(_backoff(comp.retry, tries)):
                     raise Interrupted() from None
                 continue
+            faults.point("comp.after_effect")
             self.store.finish_compensation(comp_id, attempt.id,
                                            status=CompensationStatus.SUCCEEDED, tries=tries)
+            faults.point("comp.between")
             self._emit(Event("compensate", run_id, step.id, StepStatus.COMPENSATED,
                              attempt.attempt))
             return True
@@ -707,7 +714,8 @@ class Engine:
         self, run: RunRecord, pipeline: Pipeline, repo_root: Path | None, start_point: str | None
     ) -> None:
         spec = pipeline.workspace
-        isolation = spec.get("isolation", "worktree" if repo_root else "none")
+        default = self.options.config.get("isolation", "worktree")
+        isolation = spec.get("isolation", default if repo_root else "none")
         if isolation == "none" or repo_root is None:
             path = Path(spec.get("repo", ".")).resolve() if repo_root is None else repo_root
             ws: RunWorkspace = PlainWorkspace(path)

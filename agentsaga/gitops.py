@@ -41,6 +41,7 @@ from typing import Any
 import git
 from git.exc import GitCommandError, GitCommandNotFound
 
+from agentsaga import faults
 from agentsaga.errors import GitError, GitUnsafe
 
 STATE_DIR = ".agentsaga"
@@ -542,6 +543,7 @@ def commit_all(ws: Workspace, message: str) -> str | None:
     _git(ws.path, "add", "-A")
     if _git_status(ws.path, "diff", "--cached", "--quiet")[0] == 0:
         return None
+    faults.point("git.in_commit")
     _git(ws.path, "commit", "-q", "--no-verify", "-m", message, env=_commit_env(ws.path))
     return _git(ws.path, "rev-parse", "HEAD")
 
@@ -569,6 +571,7 @@ def reset_to(
     # What is still untracked now was not in the snapshot: the step made it. `.agentsaga/`
     # is excluded already; the extra -e guards the store if the exclude line was removed.
     _git(ws.path, "clean", "-f", "-d", "-q", "-e", f"/{STATE_DIR}/")
+    faults.point("git.in_reset")
     if tip != parent:
         _git(
             ws.path, "update-ref", "-m", "agentsaga: reset", f"refs/heads/{ws.branch}", parent, tip

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentsaga import faults
 from agentsaga.errors import BudgetExceeded, ConfigError, ProviderError
 from agentsaga.store import Store, Usage
 
@@ -118,6 +119,8 @@ class LLMGateway:
                 status="ok" if response is not None else "error", http_attempt=attempt_no,
                 usage=usage, latency_ms=ms,
             )
+            if response is not None:
+                faults.point("llm.after_reply")
 
         from agentsaga.providers import call_with_retries
 

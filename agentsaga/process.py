@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsaga.errors import Interrupted, UserInputError
+from agentsaga.redact import redact_file, secret_values
 
 TAIL_CHARS = 4000
 #: stdout larger than this is not parsed as JSON (a deploy's JSON answer is small).
@@ -69,9 +70,10 @@ def run_command(
     log_stem: Path,
     timeout_s: float | None = None,
     cancel: threading.Event | None = None,
+    redact: bool = True,
 ) -> CommandResult:
     argv = argv_for(command)
-    log_stem.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_dirs(log_stem.parent)
     out_path = log_stem.with_name(log_stem.name + ".out")
     err_path = log_stem.with_name(log_stem.name + ".err")
     started = time.monotonic()
@@ -105,6 +107,9 @@ def run_command(
         timed_out = _wait(proc, timeout_s, cancel)
     if cancel is not None and cancel.is_set():
         raise Interrupted()
+    secrets = secret_values(env) if redact else []
+    for path in (out_path, err_path):
+        redact_file(path, secrets)
     return CommandResult(
         exit_code=None if timed_out else proc.returncode,
         stdout_tail=read_tail(out_path),
@@ -167,3 +172,14 @@ def read_tail(path: Path, chars: int = TAIL_CHARS) -> str:
 def _private_open(path: Path) -> Any:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     return os.fdopen(fd, "wb")
+
+
+def _private_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents readable by the owner only (logs hold
+    prompts and command output); mkdir's ``mode`` applies to the last level alone."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)

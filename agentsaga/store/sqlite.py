@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agentsaga import faults
 from agentsaga.errors import StoreError
 from agentsaga.store.sql import SqlStore
 
@@ -60,6 +61,7 @@ class SqliteStore(SqlStore):
                 # IMMEDIATE takes the write lock now, so read-then-write is atomic.
                 cur.execute("BEGIN IMMEDIATE")
                 yield cur
+                faults.point("store.in_write")
                 cur.execute("COMMIT")
             except BaseException as exc:
                 if self._conn.in_transaction:

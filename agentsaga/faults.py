@@ -1,0 +1,35 @@
+"""Crash injection for the durability tests: ``AGENTSAGA_FAULT=<point>[:<n>]``.
+
+When the variable names a point, the process SIGKILLs itself the n-th time (default: the
+first) it reaches that point — no cleanup, no finally blocks, as a power cut or an OOM kill
+would. Unset (always, outside tests), ``point()`` is one dictionary lookup. The points:
+
+    step.before_record    a step is about to be recorded as running
+    step.after_record     recorded running, nothing done yet
+    step.after_effect     the step's side effect is done, its checkpoint not yet written
+    step.after_checkpoint the checkpoint is written, the next step not started
+    llm.after_reply       a reply is in the call log, the step has not used it yet
+    git.in_commit         files staged on the run branch, the commit not made
+    git.in_reset          a reset half done: the tree restored, the branch not moved
+    comp.before           a compensation is recorded as running, not yet run
+    comp.after_effect     the compensation ran, its success not yet recorded
+    comp.between          one compensation recorded, the next not started
+    store.in_write        inside a store transaction, before COMMIT
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_SPEC = os.environ.get("AGENTSAGA_FAULT", "")
+_POINT, _, _NTH = _SPEC.partition(":")
+_COUNT = {"n": 0}
+
+
+def point(name: str) -> None:
+    if not _POINT or name != _POINT:
+        return
+    _COUNT["n"] += 1
+    if _COUNT["n"] >= int(_NTH or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
