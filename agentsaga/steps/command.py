@@ -17,6 +17,7 @@ def execute(ctx: StepContext) -> dict[str, Any]:
         log_stem=ctx.log_stem,
         timeout_s=ctx.timeout_s,
         cancel=ctx.cancel,
+        redact=bool(ctx.config.get("redact_env", True)),
     )
     output: dict[str, Any] = {
         "exit_code": result.exit_code,
