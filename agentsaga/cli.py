@@ -404,6 +404,30 @@ def demo(
 
 
 @app.command()
+def init(
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a starter .agentsaga.yml and pipelines/fix.yml into this repository."""
+    from agentsaga.config import CONFIG_FILE, find_repo_root
+    from agentsaga.demo import template
+
+    root = find_repo_root(Path.cwd())
+    if root is None:
+        raise ConfigError("not inside a git repository: run 'git init' first, or cd into one")
+    targets = {root / CONFIG_FILE: template("config.yml"),
+               root / "pipelines" / "fix.yml": template("starter.yml")}
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
+    for path, text in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {path.relative_to(root)}")
+    typer.echo("next: export ANTHROPIC_API_KEY=... && agentsaga run pipelines/fix.yml "
+               "--var task=\"...\"")
+
+
+@app.command()
 def schema() -> None:
     """Print the pipeline format as JSON Schema (for yaml-language-server)."""
     from agentsaga.pipeline import json_schema
