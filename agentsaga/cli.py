@@ -48,8 +48,11 @@ BudgetOpt = Annotated[
 def _main(
     store: Annotated[
         str | None,
-        typer.Option("--store", help="State store: a SQLite path or postgresql://... URL.",
-                     envvar="AGENTSAGA_STORE"),
+        typer.Option(
+            "--store",
+            help="State store: a SQLite path or postgresql://... URL.",
+            envvar="AGENTSAGA_STORE",
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -143,7 +146,8 @@ def run(
         bool, typer.Option("--rollback-on-failure", help="Roll back everything if the run fails.")
     ] = False,
     allow_dirty: Annotated[
-        bool, typer.Option("--allow-dirty", help="isolation: branch: stash and restore your changes.")
+        bool,
+        typer.Option("--allow-dirty", help="isolation: branch: stash and restore your changes."),
     ] = False,
     budget: BudgetOpt = None,
     memo: Annotated[
@@ -252,7 +256,9 @@ def fork(
 
 @app.command()
 def runs(
-    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", help="How many (newest first).")] = 50,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -347,7 +353,8 @@ def validate(
     pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")],
     var: VarOpt = None,
     explain: Annotated[
-        bool, typer.Option("--explain", help="List every command, compensation and write it may run.")
+        bool,
+        typer.Option("--explain", help="List every command, compensation and write it may run."),
     ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -361,11 +368,15 @@ def validate(
         explain_pipeline(loaded, json_mode)
         return
     if json_mode:
-        typer.echo(json.dumps({"valid": True, "name": loaded.name,
-                               "steps": [s.id for s in loaded.steps]}))
+        typer.echo(
+            json.dumps({"valid": True, "name": loaded.name, "steps": [s.id for s in loaded.steps]})
+        )
     else:
-        typer.echo(f"{pipeline}: ok ({len(loaded.steps)} steps: "
-                   + ", ".join(s.id for s in loaded.steps) + ")")
+        typer.echo(
+            f"{pipeline}: ok ({len(loaded.steps)} steps: "
+            + ", ".join(s.id for s in loaded.steps)
+            + ")"
+        )
 
 
 @app.command()
@@ -383,23 +394,27 @@ def demo(
     os.chdir(repo)
     if not json_mode:
         typer.echo(f"demo repository: {repo}")
-    loaded = load_file(repo / "pipeline.yml",
-                       {"deploy_dir": str(repo.parent / "deployments")})
+    loaded = load_file(repo / "pipeline.yml", {"deploy_dir": str(repo.parent / "deployments")})
     session = _Session(repo)
     result = session.engine(json_mode).run(loaded, session.repo_root)
     from agentsaga.report import token_report
 
     data = token_report(session.store, result.run_id)
     if json_mode:
-        typer.echo(json.dumps({**result.to_json(), "report": data, "repo": str(repo)},
-                              indent=2, default=str))
+        typer.echo(
+            json.dumps(
+                {**result.to_json(), "report": data, "repo": str(repo)}, indent=2, default=str
+            )
+        )
         raise typer.Exit(_exit_code(result.status, "run"))
     from agentsaga.cli_render import print_report, print_result
 
     print_result(result)
     print_report(data)
-    typer.echo(f"\nsee it:   cd {repo} && agentsaga show {result.run_id}\n"
-               f"undo it:  cd {repo} && agentsaga rollback {result.run_id}")
+    typer.echo(
+        f"\nsee it:   cd {repo} && agentsaga show {result.run_id}\n"
+        f"undo it:  cd {repo} && agentsaga rollback {result.run_id}"
+    )
     raise typer.Exit(_exit_code(result.status, "run"))
 
 
@@ -414,8 +429,10 @@ def init(
     root = find_repo_root(Path.cwd())
     if root is None:
         raise ConfigError("not inside a git repository: run 'git init' first, or cd into one")
-    targets = {root / CONFIG_FILE: template("config.yml"),
-               root / "pipelines" / "fix.yml": template("starter.yml")}
+    targets = {
+        root / CONFIG_FILE: template("config.yml"),
+        root / "pipelines" / "fix.yml": template("starter.yml"),
+    }
     existing = [str(p) for p in targets if p.exists()]
     if existing and not force:
         raise ConfigError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
@@ -423,8 +440,9 @@ def init(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {path.relative_to(root)}")
-    typer.echo("next: export ANTHROPIC_API_KEY=... && agentsaga run pipelines/fix.yml "
-               "--var task=\"...\"")
+    typer.echo(
+        'next: export ANTHROPIC_API_KEY=... && agentsaga run pipelines/fix.yml --var task="..."'
+    )
 
 
 @app.command()
@@ -464,9 +482,14 @@ def _emit_plan(run_id: str, items: list[Any], json_mode: bool) -> None:
 
 def _summary_json(s: Any) -> dict[str, Any]:
     return {
-        "id": s.id, "pipeline": s.pipeline_name, "status": s.status,
-        "created_at": s.created_at, "updated_at": s.updated_at,
-        "parent_run_id": s.parent_run_id, "steps": s.steps, "usage": s.usage.to_json(),
+        "id": s.id,
+        "pipeline": s.pipeline_name,
+        "status": s.status,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+        "parent_run_id": s.parent_run_id,
+        "steps": s.steps,
+        "usage": s.usage.to_json(),
     }
 
 
@@ -499,8 +522,10 @@ def main() -> None:
             sys.exit(2 if "UsageError" in names else getattr(exc, "exit_code", 2))
         if debug:
             traceback.print_exc()
-        _print_error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the "
-                     "traceback; the run's state is kept and it can be resumed)")
+        _print_error(
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+            "traceback; the run's state is kept and it can be resumed)"
+        )
         sys.exit(1)
 
 

@@ -19,16 +19,26 @@ from rich.table import Table
 from agentsaga.engine import Event, PlanItem, RunResult
 
 _COLORS = {
-    "completed": "green", "succeeded": "green", "compensated": "cyan", "rolled_back": "cyan",
-    "failed": "red", "compensation_failed": "red", "rollback_failed": "red",
-    "running": "yellow", "compensating": "yellow", "rolling_back": "yellow",
-    "skipped": "dim", "pending": "dim", "interrupted": "magenta",
+    "completed": "green",
+    "succeeded": "green",
+    "compensated": "cyan",
+    "rolled_back": "cyan",
+    "failed": "red",
+    "compensation_failed": "red",
+    "rollback_failed": "red",
+    "running": "yellow",
+    "compensating": "yellow",
+    "rolling_back": "yellow",
+    "skipped": "dim",
+    "pending": "dim",
+    "interrupted": "magenta",
 }
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False,
-                   soft_wrap=True)
+    return Console(
+        stderr=stderr, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True
+    )
 
 
 def _styled(status: str) -> str:
@@ -106,8 +116,10 @@ def print_result(result: RunResult) -> None:
     if result.error and result.status != "succeeded":
         console.print(f"  {result.error.get('message', '')}".replace("[", "\\["))
     if result.status == "failed":
-        console.print(f"  resume with: agentsaga resume {result.run_id}   "
-                      f"undo with: agentsaga rollback {result.run_id}")
+        console.print(
+            f"  resume with: agentsaga resume {result.run_id}   "
+            f"undo with: agentsaga rollback {result.run_id}"
+        )
 
 
 def print_plan(run_id: str, items: list[PlanItem]) -> None:
@@ -129,10 +141,20 @@ def print_runs(summaries: list[Any]) -> None:
     for column in ("run", "pipeline", "status", "steps", "tokens", "cost", "started"):
         table.add_column(column)
     for s in summaries:
-        cost = "unknown" if s.usage.cost_usd is None and s.usage.total else (
-            f"${s.usage.cost_usd:.4f}" if s.usage.cost_usd is not None else "-")
-        table.add_row(s.id, s.pipeline_name, _styled(s.status), str(s.steps),
-                      f"{s.usage.total:,}", cost, s.created_at[:19].replace("T", " "))
+        cost = (
+            "unknown"
+            if s.usage.cost_usd is None and s.usage.total
+            else (f"${s.usage.cost_usd:.4f}" if s.usage.cost_usd is not None else "-")
+        )
+        table.add_row(
+            s.id,
+            s.pipeline_name,
+            _styled(s.status),
+            str(s.steps),
+            f"{s.usage.total:,}",
+            cost,
+            s.created_at[:19].replace("T", " "),
+        )
     console.print(table)
 
 
@@ -153,8 +175,15 @@ def print_show(detail: dict[str, Any]) -> None:
         duration = f"{a['duration_ms'] / 1000:.2f}s" if a["duration_ms"] is not None else "-"
         status = a["status"] + (" (superseded)" if a["superseded"] else "")
         status += " (reused)" if a["reused_from"] else ""
-        table.add_row(a["step"], str(a["attempt"]), _styled(status), duration,
-                      f"{a['tokens']:,}", (a.get("commit") or "")[:10], a.get("compensation") or "")
+        table.add_row(
+            a["step"],
+            str(a["attempt"]),
+            _styled(status),
+            duration,
+            f"{a['tokens']:,}",
+            (a.get("commit") or "")[:10],
+            a.get("compensation") or "",
+        )
     console.print(table)
 
 
@@ -193,27 +222,57 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
 
 def print_report(data: dict[str, Any]) -> None:
     console = _console()
-    table = Table(box=None, pad_edge=False, title=f"tokens for run {data['run_id']}",
-                  title_justify="left")
-    for column in ("step", "attempt", "status", "input", "output", "cache r", "cache w",
-                   "cost", "reused"):
+    table = Table(
+        box=None, pad_edge=False, title=f"tokens for run {data['run_id']}", title_justify="left"
+    )
+    for column in (
+        "step",
+        "attempt",
+        "status",
+        "input",
+        "output",
+        "cache r",
+        "cache w",
+        "cost",
+        "reused",
+    ):
         table.add_column(column, justify="right" if column not in ("step", "status") else "left")
     for row in data["attempts"]:
         u = row["usage"]
-        cost = "-" if not row["tokens"] else (
-            "unknown" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
-        reused = "checkpoint" if row["reused_checkpoint"] else (
-            f"{row['reused_from_log']:,} (log)" if row["reused_from_log"] else "")
-        table.add_row(row["step"], str(row["attempt"]), row["status"], f"{u['input']:,}",
-                      f"{u['output']:,}", f"{u['cache_read']:,}", f"{u['cache_write']:,}", cost,
-                      reused)
+        cost = (
+            "-"
+            if not row["tokens"]
+            else ("unknown" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+        )
+        reused = (
+            "checkpoint"
+            if row["reused_checkpoint"]
+            else (f"{row['reused_from_log']:,} (log)" if row["reused_from_log"] else "")
+        )
+        table.add_row(
+            row["step"],
+            str(row["attempt"]),
+            row["status"],
+            f"{u['input']:,}",
+            f"{u['output']:,}",
+            f"{u['cache_read']:,}",
+            f"{u['cache_write']:,}",
+            cost,
+            reused,
+        )
     console.print(table)
     cost = data["cost_usd"]
-    console.print(f"spent {data['spent_tokens']:,} tokens"
-                  + (f" (${cost:.4f})" if cost is not None else " (cost unknown)")
-                  + f"; one clean pass: {data['clean_pass_tokens']:,}")
-    console.print(f"reused: {data['reused_checkpoint_tokens']:,} tokens from checkpoints, "
-                  f"{data['reused_from_log_tokens']:,} from the call log")
-    console.print(f"failed-run tax: saga {data['tax_saga']:.1%}; restart from scratch would "
-                  f"have been {data['tax_restart']:.1%} "
-                  f"({data['restart_counterfactual_tokens']:,} tokens)")
+    console.print(
+        f"spent {data['spent_tokens']:,} tokens"
+        + (f" (${cost:.4f})" if cost is not None else " (cost unknown)")
+        + f"; one clean pass: {data['clean_pass_tokens']:,}"
+    )
+    console.print(
+        f"reused: {data['reused_checkpoint_tokens']:,} tokens from checkpoints, "
+        f"{data['reused_from_log_tokens']:,} from the call log"
+    )
+    console.print(
+        f"failed-run tax: saga {data['tax_saga']:.1%}; restart from scratch would "
+        f"have been {data['tax_restart']:.1%} "
+        f"({data['restart_counterfactual_tokens']:,} tokens)"
+    )

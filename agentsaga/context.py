@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agentsaga.llm import LLMGateway
     from agentsaga.pipeline import Pipeline, Step
     from agentsaga.workspace import RunWorkspace
 
@@ -32,7 +32,7 @@ class StepContext:
     namespace: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     #: The engine's LLM gateway: budget check, call log, memo, retries. Set by the engine.
-    llm: Callable[..., Any] | None = None
+    llm: LLMGateway | None = None
 
     @property
     def cwd(self) -> Path:

@@ -33,7 +33,6 @@ from typing import Any
 
 from agentsaga import compensations, expressions, faults
 from agentsaga.context import StepContext
-from agentsaga.llm import LLMGateway
 from agentsaga.errors import (
     AgentsagaError,
     CompensationFailed,
@@ -42,6 +41,7 @@ from agentsaga.errors import (
     StepFailed,
     UserInputError,
 )
+from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, RetrySpec, Step, load_text
 from agentsaga.states import LIVE_ATTEMPT, CompensationStatus, RunStatus, StepStatus
 from agentsaga.steps import COMMAND_FIELDS, KINDS
@@ -141,9 +141,14 @@ class Engine:
     def run(self, pipeline: Pipeline, repo_root: Path | None) -> RunResult:
         run_id = new_run_id()
         record = RunRecord(
-            id=run_id, pipeline_name=pipeline.name, pipeline_path=pipeline.path,
-            pipeline_text=pipeline.text, pipeline_hash=pipeline.hash, vars=pipeline.vars,
-            status=RunStatus.RUNNING, state=self._initial_state(pipeline),
+            id=run_id,
+            pipeline_name=pipeline.name,
+            pipeline_path=pipeline.path,
+            pipeline_text=pipeline.text,
+            pipeline_hash=pipeline.hash,
+            vars=pipeline.vars,
+            status=RunStatus.RUNNING,
+            state=self._initial_state(pipeline),
         )
         self.store.create_run(record)
         with self._owning(run_id):
@@ -156,8 +161,11 @@ class Engine:
     ) -> RunResult:
         with self._owning(run_id):
             run = self.store.get_run(run_id)
-            if run.status in (RunStatus.ROLLED_BACK, RunStatus.ROLLING_BACK,
-                              RunStatus.ROLLBACK_FAILED):
+            if run.status in (
+                RunStatus.ROLLED_BACK,
+                RunStatus.ROLLING_BACK,
+                RunStatus.ROLLBACK_FAILED,
+            ):
                 raise UserInputError(
                     f"run {run_id} is {run.status}; 'agentsaga rollback {run_id}' finishes a "
                     f"rollback, 'agentsaga fork {run_id} --from STEP' starts again from it"
@@ -195,13 +203,23 @@ class Engine:
         parent = self.store.get_run(parent_id)
         base_pipeline = pipeline or self._pipeline_of(parent)
         new = self._fork_pipeline(parent, base_pipeline, overrides, pipeline is None)
-        reuse = [p.step_id for p in self.plan_fork(parent_id, from_step, overrides, pipeline)
-                 if p.action == "reuse"]
+        reuse = [
+            p.step_id
+            for p in self.plan_fork(parent_id, from_step, overrides, pipeline)
+            if p.action == "reuse"
+        ]
         run_id = new_run_id()
         record = RunRecord(
-            id=run_id, pipeline_name=new.name, pipeline_path=new.path, pipeline_text=new.text,
-            pipeline_hash=new.hash, vars=new.vars, status=RunStatus.RUNNING,
-            parent_run_id=parent_id, parent_step=from_step, state=self._initial_state(new),
+            id=run_id,
+            pipeline_name=new.name,
+            pipeline_path=new.path,
+            pipeline_text=new.text,
+            pipeline_hash=new.hash,
+            vars=new.vars,
+            status=RunStatus.RUNNING,
+            parent_run_id=parent_id,
+            parent_step=from_step,
+            state=self._initial_state(new),
         )
         self.store.create_run(record)
         with self._owning(run_id):
@@ -214,7 +232,9 @@ class Engine:
                 )
             self.store.copy_attempts(parent_id, run_id, reuse)
             if reuse:
-                self._emit(Event("reuse", run_id, message="reusing from parent " + ", ".join(reuse)))
+                self._emit(
+                    Event("reuse", run_id, message="reusing from parent " + ", ".join(reuse))
+                )
             self._open_workspace(record, new, repo_root, start_point=start_point)
             return self._drive(run_id, new)
 
@@ -280,7 +300,10 @@ class Engine:
         return items
 
     def plan_fork(
-        self, parent_id: str, from_step: str, overrides: dict[str, str] | None = None,
+        self,
+        parent_id: str,
+        from_step: str,
+        overrides: dict[str, str] | None = None,
         pipeline: Pipeline | None = None,
     ) -> list[PlanItem]:
         parent = self.store.get_run(parent_id)
@@ -297,7 +320,9 @@ class Engine:
             if invalid is None and step.index >= stop_at:
                 invalid = f"fork --from {from_step}"
             if invalid is None and not is_done(attempt):
-                invalid = f"not completed in the parent ({attempt.status if attempt else 'pending'})"
+                invalid = (
+                    f"not completed in the parent ({attempt.status if attempt else 'pending'})"
+                )
             if invalid is None and attempt is not None and attempt.status != StepStatus.SKIPPED:
                 if attempt.fingerprint != self._fingerprint(step, new, ns):
                     invalid = f"{step.id}'s inputs differ from the parent's"
@@ -308,7 +333,10 @@ class Engine:
         return items
 
     def _fork_pipeline(
-        self, parent: RunRecord, base: Pipeline, overrides: dict[str, str] | None,
+        self,
+        parent: RunRecord,
+        base: Pipeline,
+        overrides: dict[str, str] | None,
         keep_parent_vars: bool,
     ) -> Pipeline:
         """The fork's pipeline: the parent's vars (unless a new pipeline is given), then
@@ -379,11 +407,23 @@ class Engine:
             try:
                 if step.if_ is not None and not _truthy(step.if_, ns):
                     self.store.start_attempt(
-                        run_id, step.id, step.index, fingerprint=None, base_commit=None,
-                        snapshot=None, status=StepStatus.SKIPPED,
+                        run_id,
+                        step.id,
+                        step.index,
+                        fingerprint=None,
+                        base_commit=None,
+                        snapshot=None,
+                        status=StepStatus.SKIPPED,
                     )
-                    self._emit(Event("step", run_id, step.id, StepStatus.SKIPPED,
-                                     message=f"if: {step.if_} is false"))
+                    self._emit(
+                        Event(
+                            "step",
+                            run_id,
+                            step.id,
+                            StepStatus.SKIPPED,
+                            message=f"if: {step.if_} is false",
+                        )
+                    )
                     return _Outcome(ok=True)
                 params = self._render_fields(step, ns)
                 step_env = self._step_env(step, ns)
@@ -396,9 +436,12 @@ class Engine:
             base = ws.head()
             faults.point("step.before_record")
             attempt = self.store.start_attempt(
-                run_id, step.id, step.index,
+                run_id,
+                step.id,
+                step.index,
                 fingerprint=_hash([step.definition_hash, params, step_env]),
-                base_commit=base, snapshot=None,
+                base_commit=base,
+                snapshot=None,
             )
             env = {**self._base_env(run_id, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
             faults.point("step.after_record")
@@ -412,15 +455,28 @@ class Engine:
                         self.store.set_attempt_snapshot(attempt.id, base, snap)
                         attempt.snapshot = snap
                 ctx = StepContext(
-                    run_id=run_id, step=step, attempt=attempt.attempt, attempt_id=attempt.id,
-                    pipeline=pipeline, params=params, env=env, workspace=ws,
+                    run_id=run_id,
+                    step=step,
+                    attempt=attempt.attempt,
+                    attempt_id=attempt.id,
+                    pipeline=pipeline,
+                    params=params,
+                    env=env,
+                    workspace=ws,
                     log_stem=self._log_stem(run_id, step.id, attempt.attempt),
-                    timeout_s=step.timeout_s, cancel=self.cancel, namespace=ns,
+                    timeout_s=step.timeout_s,
+                    cancel=self.cancel,
+                    namespace=ns,
                     config=self.options.config,
                     llm=LLMGateway(
-                        self.store, run_id=run_id, step_id=step.id, attempt_id=attempt.id,
-                        config=self.options.config, run_budget=run.state.get("budget") or {},
-                        step_budget=step.budget, memo=self.options.config.get("memo", "run"),
+                        self.store,
+                        run_id=run_id,
+                        step_id=step.id,
+                        attempt_id=attempt.id,
+                        config=self.options.config,
+                        run_budget=run.state.get("budget") or {},
+                        step_budget=step.budget,
+                        memo=self.options.config.get("memo", "run"),
                     ),
                 )
                 output = KINDS[step.kind].executor()(ctx)
@@ -432,26 +488,40 @@ class Engine:
                 raise
             except AgentsagaError as exc:
                 last = try_no == retry.attempts or not exc.retryable
-                self._emit(Event("step", run_id, step.id, StepStatus.FAILED, attempt.attempt,
-                                 exc.message))
+                self._emit(
+                    Event("step", run_id, step.id, StepStatus.FAILED, attempt.attempt, exc.message)
+                )
                 state = self._rewind_decision(run, step, exc) if last else None
                 self.store.finish_attempt(
-                    attempt.id, status=StepStatus.FAILED,
-                    output=getattr(exc, "output", None), error=exc.to_json(),
+                    attempt.id,
+                    status=StepStatus.FAILED,
+                    output=getattr(exc, "output", None),
+                    error=exc.to_json(),
                     log_path=str(self._log_stem(run_id, step.id, attempt.attempt)),
                     state=(run_id, state) if state else None,
                 )
                 if getattr(exc, "kind", "") in REPLY_FAILURES:
                     self.store.judge_calls(attempt.id)
                 failed = self.store.attempts(run_id)
-                self._compensate(run_id, pipeline, ws, _by_id(failed, attempt.id),
-                                 "retry" if not last else "failure")
+                self._compensate(
+                    run_id,
+                    pipeline,
+                    ws,
+                    _by_id(failed, attempt.id),
+                    "retry" if not last else "failure",
+                )
                 if last:
                     rewind_to = state.get("restart_from") if state else None
                     return _Outcome(ok=False, error=exc, rewind_to=rewind_to)
                 delay = _backoff(retry, try_no)
-                self._emit(Event("note", run_id, step.id,
-                                 message=f"retrying in {delay:.1f}s ({try_no}/{retry.attempts})"))
+                self._emit(
+                    Event(
+                        "note",
+                        run_id,
+                        step.id,
+                        message=f"retrying in {delay:.1f}s ({try_no}/{retry.attempts})",
+                    )
+                )
                 if self.cancel.wait(delay):
                     raise Interrupted() from None
                 continue
@@ -459,13 +529,16 @@ class Engine:
                 # A bug of ours: keep the record true (the step failed), then let the CLI
                 # report it; the run stays resumable.
                 self.store.finish_attempt(
-                    attempt.id, status=StepStatus.FAILED,
+                    attempt.id,
+                    status=StepStatus.FAILED,
                     error={"type": type(exc).__name__, "message": str(exc), "internal": True},
                 )
                 raise
             faults.point("step.after_effect")
             self.store.finish_attempt(
-                attempt.id, status=StepStatus.COMPLETED, output=output,
+                attempt.id,
+                status=StepStatus.COMPLETED,
+                output=output,
                 log_path=str(ctx.log_stem),
             )
             faults.point("step.after_checkpoint")
@@ -483,26 +556,44 @@ class Engine:
         if policy is None or kind == "budget" or not isinstance(exc, StepFailed):
             return None
         if policy.when != "any" and policy.when != kind:
-            self._emit(Event("note", run.id, step.id,
-                             message=f"no rewind: failure is {kind}, on_failure wants {policy.when}"))
+            self._emit(
+                Event(
+                    "note",
+                    run.id,
+                    step.id,
+                    message=f"no rewind: failure is {kind}, on_failure wants {policy.when}",
+                )
+            )
             return None
-        state = json.loads(json.dumps(run.state))
+        state: dict[str, Any] = json.loads(json.dumps(run.state))
         counts = state.setdefault("rewinds", {})
         signatures = state.setdefault("signatures", {})
         signature = _failure_signature(exc)
         if counts.get(step.id, 0) >= policy.max_rewinds:
-            self._emit(Event("note", run.id, step.id,
-                             message=f"no rewind: max_rewinds ({policy.max_rewinds}) reached"))
+            self._emit(
+                Event(
+                    "note",
+                    run.id,
+                    step.id,
+                    message=f"no rewind: max_rewinds ({policy.max_rewinds}) reached",
+                )
+            )
             return None
         if signatures.get(step.id) == signature:
-            self._emit(Event("note", run.id, step.id,
-                             message="no rewind: the same failure repeated unchanged (stuck)"))
+            self._emit(
+                Event(
+                    "note",
+                    run.id,
+                    step.id,
+                    message="no rewind: the same failure repeated unchanged (stuck)",
+                )
+            )
             return None
         counts[step.id] = counts.get(step.id, 0) + 1
         signatures[step.id] = signature
-        previous = state.get("rewind") or _EMPTY_REWIND
+        previous: dict[str, Any] = state.get("rewind") or dict(_EMPTY_REWIND)
         state["rewind"] = {
-            "count": int(previous.get("count", 0)) + 1,
+            "count": int(previous.get("count") or 0) + 1,
             "from": step.id,
             "error": exc.message,
         }
@@ -510,8 +601,14 @@ class Engine:
         state["restart_index"] = next(
             i for i, s in enumerate(self._pipeline_of(run).steps) if s.id == policy.rewind_to
         )
-        self._emit(Event("note", run.id, step.id, message=f"rewinding to {policy.rewind_to} "
-                         f"({counts[step.id]}/{policy.max_rewinds})"))
+        self._emit(
+            Event(
+                "note",
+                run.id,
+                step.id,
+                message=f"rewinding to {policy.rewind_to} ({counts[step.id]}/{policy.max_rewinds})",
+            )
+        )
         return state
 
     def _finish_restart(self, run_id: str, old: Pipeline, new: Pipeline) -> None:
@@ -544,8 +641,11 @@ class Engine:
     ) -> None:
         """Compensate this step's attempts that crashed or were interrupted mid-flight."""
         stale = [
-            a for a in self.store.attempts(run_id)
-            if a.step_id == step.id and not a.superseded and a.status in LIVE_ATTEMPT
+            a
+            for a in self.store.attempts(run_id)
+            if a.step_id == step.id
+            and not a.superseded
+            and a.status in LIVE_ATTEMPT
             and a.status != StepStatus.COMPLETED
         ]
         if not stale:
@@ -555,15 +655,27 @@ class Engine:
             if attempt.id in skipped:
                 continue
             if attempt.status == StepStatus.RUNNING:
-                self._emit(Event("note", run_id, step.id, message=(
-                    f"attempt {attempt.attempt} was left running by a process that is gone: "
-                    "compensating it with output null")))
+                self._emit(
+                    Event(
+                        "note",
+                        run_id,
+                        step.id,
+                        message=(
+                            f"attempt {attempt.attempt} was left running by a process that "
+                            "is gone: compensating it with output null"
+                        ),
+                    )
+                )
             self._compensate(run_id, pipeline, ws, attempt, "recovery")
 
     # --- compensation and rollback ------------------------------------------------------
 
     def _compensate(
-        self, run_id: str, pipeline: Pipeline, ws: RunWorkspace, attempt: AttemptRecord,
+        self,
+        run_id: str,
+        pipeline: Pipeline,
+        ws: RunWorkspace,
+        attempt: AttemptRecord,
         reason: str,
     ) -> bool:
         """Run one attempt's compensation under its retry policy; record every try.
@@ -576,15 +688,27 @@ class Engine:
             self.store.record_skipped_compensation(run_id, attempt.id, attempt.step_id, reason)
             return False
         comp_id = self.store.start_compensation(run_id, attempt.id, step.id, reason)
-        self._emit(Event("compensate", run_id, step.id, StepStatus.COMPENSATING, attempt.attempt,
-                         compensations.describe(comp)))
+        self._emit(
+            Event(
+                "compensate",
+                run_id,
+                step.id,
+                StepStatus.COMPENSATING,
+                attempt.attempt,
+                compensations.describe(comp),
+            )
+        )
         current = current_attempts(self.store.attempts(run_id))
         ci = compensations.CompensationInput(
-            run_id=run_id, step=step, attempt=attempt,
-            namespace=self._namespace(run, pipeline, current), workspace=ws,
+            run_id=run_id,
+            step=step,
+            attempt=attempt,
+            namespace=self._namespace(run, pipeline, current),
+            workspace=ws,
             base_env=self._base_env(run_id, pipeline),
             log_stem=self._log_stem(run_id, step.id, attempt.attempt, "compensate"),
-            cancel=self.cancel, force=self.options.force,
+            cancel=self.cancel,
+            force=self.options.force,
             expected_head=(attempt.output or {}).get("commit") or attempt.base_commit,
         )
         error: AgentsagaError | None = None
@@ -603,18 +727,33 @@ class Engine:
                     raise Interrupted() from None
                 continue
             faults.point("comp.after_effect")
-            self.store.finish_compensation(comp_id, attempt.id,
-                                           status=CompensationStatus.SUCCEEDED, tries=tries)
+            self.store.finish_compensation(
+                comp_id, attempt.id, status=CompensationStatus.SUCCEEDED, tries=tries
+            )
             faults.point("comp.between")
-            self._emit(Event("compensate", run_id, step.id, StepStatus.COMPENSATED,
-                             attempt.attempt))
+            self._emit(
+                Event("compensate", run_id, step.id, StepStatus.COMPENSATED, attempt.attempt)
+            )
             return True
         assert error is not None
         failure = CompensationFailed(step.id, error.message)
-        self.store.finish_compensation(comp_id, attempt.id, status=CompensationStatus.FAILED,
-                                       tries=tries, error=failure.to_json())
-        self._emit(Event("compensate", run_id, step.id, StepStatus.COMPENSATION_FAILED,
-                         attempt.attempt, failure.message))
+        self.store.finish_compensation(
+            comp_id,
+            attempt.id,
+            status=CompensationStatus.FAILED,
+            tries=tries,
+            error=failure.to_json(),
+        )
+        self._emit(
+            Event(
+                "compensate",
+                run_id,
+                step.id,
+                StepStatus.COMPENSATION_FAILED,
+                attempt.attempt,
+                failure.message,
+            )
+        )
         raise failure
 
     def _rollback(self, run_id: str) -> RunResult:
@@ -632,16 +771,20 @@ class Engine:
         steps = self._steps_by_id(run, pipeline)
         with self._signals():
             # A fork's copied checkpoints belong to its parent: the parent undoes them.
-            todo = [a for a in reversed(self.store.attempts(run_id))
-                    if a.status in LIVE_ATTEMPT and a.id not in skipped and a.reused_from is None]
+            todo = [
+                a
+                for a in reversed(self.store.attempts(run_id))
+                if a.status in LIVE_ATTEMPT and a.id not in skipped and a.reused_from is None
+            ]
             for position, attempt in enumerate(todo):
                 step = steps.get(attempt.step_id)
                 if step is not None and step.irreversible and not self.options.force:
                     left = ", ".join(f"{a.step_id}#{a.attempt}" for a in todo[position:])
                     return self._rollback_stopped(
-                        run_id, f"stopped before irreversible step {step.id!r}: undo by hand "
+                        run_id,
+                        f"stopped before irreversible step {step.id!r}: undo by hand "
                         f"what remains ({left}), then 'agentsaga rollback {run_id} --force' to "
-                        "finish"
+                        "finish",
                     )
                 try:
                     done = self._compensate(run_id, pipeline, ws, attempt, "rollback")
@@ -649,18 +792,28 @@ class Engine:
                     failures.append(exc)
                     if halt:
                         return self._rollback_stopped(
-                            run_id, f"{exc.message}; fix the cause and run 'agentsaga rollback "
-                            f"{run_id}' again to continue where it stopped (or --force)"
+                            run_id,
+                            f"{exc.message}; fix the cause and run 'agentsaga rollback "
+                            f"{run_id}' again to continue where it stopped (or --force)",
                         )
                     continue
                 if not done:
-                    self._emit(Event("compensate", run_id, attempt.step_id, "skipped",
-                                     attempt.attempt, "no compensation: nothing to undo"))
+                    self._emit(
+                        Event(
+                            "compensate",
+                            run_id,
+                            attempt.step_id,
+                            "skipped",
+                            attempt.attempt,
+                            "no compensation: nothing to undo",
+                        )
+                    )
             if failures:
                 names = ", ".join(f.step_id for f in failures)
                 return self._rollback_stopped(
-                    run_id, f"could not undo {names}; the rest was undone. Fix them by hand or "
-                    f"run 'agentsaga rollback {run_id}' again"
+                    run_id,
+                    f"could not undo {names}; the rest was undone. Fix them by hand or "
+                    f"run 'agentsaga rollback {run_id}' again",
                 )
             if isinstance(ws, GitWorkspace):
                 ws.expected_head = self._believed_tip(run_id, ws)
@@ -695,7 +848,9 @@ class Engine:
         for step in pipeline.steps:
             count = sum(1 for a in attempts if a.step_id == step.id and a.reused_from is None)
             attempt = current.get(step.id)
-            views.append(StepView(step.id, attempt.status if attempt else StepStatus.PENDING, count))
+            views.append(
+                StepView(step.id, attempt.status if attempt else StepStatus.PENDING, count)
+            )
         return RunResult(run_id, run.status, views, run.error)
 
     # --- helpers ------------------------------------------------------------------------
@@ -703,7 +858,8 @@ class Engine:
     def _initial_state(self, pipeline: Pipeline) -> dict[str, Any]:
         rollback = self.options.rollback_on_failure
         return {
-            "rollback_on_failure": pipeline.on_failure == "rollback" if rollback is None
+            "rollback_on_failure": pipeline.on_failure == "rollback"
+            if rollback is None
             else rollback,
             "on_compensation_failure": pipeline.on_compensation_failure,
             "rewind": dict(_EMPTY_REWIND),
@@ -721,13 +877,27 @@ class Engine:
             ws: RunWorkspace = PlainWorkspace(path)
         else:
             ns = {"run": {"id": run.id, "name": run.pipeline_name}, "vars": run.vars, "env": {}}
-            branch = str(compensations.render_any(spec.get("branch", "agentsaga/${{ run.id }}"), ns))
-            self.store.update_run(run.id, workspace={
-                "isolation": isolation, "branch": branch, "planned": True,
-                "repo_root": str(repo_root), "path": str(repo_root),
-            })
-            ws = GitWorkspace.create(repo_root, run.id, branch, isolation,
-                                     self.options.allow_dirty, start_point=start_point)
+            branch = str(
+                compensations.render_any(spec.get("branch", "agentsaga/${{ run.id }}"), ns)
+            )
+            self.store.update_run(
+                run.id,
+                workspace={
+                    "isolation": isolation,
+                    "branch": branch,
+                    "planned": True,
+                    "repo_root": str(repo_root),
+                    "path": str(repo_root),
+                },
+            )
+            ws = GitWorkspace.create(
+                repo_root,
+                run.id,
+                branch,
+                isolation,
+                self.options.allow_dirty,
+                start_point=start_point,
+            )
         self.store.update_run(run.id, workspace=ws.to_json())
 
     def _workspace(self, run: RunRecord) -> RunWorkspace:
@@ -736,8 +906,9 @@ class Engine:
         return workspace_from_json(run.workspace, run.id)
 
     def _pipeline_of(self, run: RunRecord) -> Pipeline:
-        return load_text(run.pipeline_text, run.pipeline_path,
-                         {k: str(v) for k, v in run.vars.items()})
+        return load_text(
+            run.pipeline_text, run.pipeline_path, {k: str(v) for k, v in run.vars.items()}
+        )
 
     def _steps_by_id(self, run: RunRecord, pipeline: Pipeline | None = None) -> dict[str, Step]:
         steps = {s.id: s for s in self._pipeline_of(run).steps}
@@ -746,8 +917,11 @@ class Engine:
         return steps
 
     def _no_compensation_ids(self, run_id: str) -> set[int]:
-        return {c.attempt_id for c in self.store.compensations(run_id)
-                if c.status == CompensationStatus.SKIPPED}
+        return {
+            c.attempt_id
+            for c in self.store.compensations(run_id)
+            if c.status == CompensationStatus.SKIPPED
+        }
 
     def _namespace(
         self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
@@ -772,8 +946,12 @@ class Engine:
     def _run_namespace(self, run: RunRecord) -> dict[str, Any]:
         ws = run.workspace or {}
         return {
-            "id": run.id, "branch": ws.get("branch"), "base": ws.get("base_commit"),
-            "workspace": ws.get("path"), "name": run.pipeline_name, "parent": run.parent_run_id,
+            "id": run.id,
+            "branch": ws.get("branch"),
+            "base": ws.get("base_commit"),
+            "workspace": ws.get("path"),
+            "name": run.pipeline_name,
+            "parent": run.parent_run_id,
         }
 
     def _render_fields(self, step: Step, ns: dict[str, Any]) -> dict[str, Any]:
@@ -797,10 +975,16 @@ class Engine:
 
     def _pipeline_env(self, run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
         """The pipeline's top-level ``env:``, rendered (it may read vars, run and env)."""
-        ns = {"vars": run.vars, "run": self._run_namespace(run), "env": dict(os.environ),
-              "steps": {}, "rewind": dict(_EMPTY_REWIND)}
-        return {k: expressions.to_text(compensations.render_any(v, ns))
-                for k, v in pipeline.env.items()}
+        ns = {
+            "vars": run.vars,
+            "run": self._run_namespace(run),
+            "env": dict(os.environ),
+            "steps": {},
+            "rewind": dict(_EMPTY_REWIND),
+        }
+        return {
+            k: expressions.to_text(compensations.render_any(v, ns)) for k, v in pipeline.env.items()
+        }
 
     def _base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
         env = dict(os.environ)
@@ -856,7 +1040,9 @@ class Engine:
         if getattr(self, "_lease_lost", False):
             lease = self.store.get_lease(run_id)
             if lease is not None:
-                raise RunLocked(run_id, lease.owner_id, lease.host, lease.pid, str(lease.expires_at))
+                raise RunLocked(
+                    run_id, lease.owner_id, lease.host, lease.pid, str(lease.expires_at)
+                )
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -883,7 +1069,9 @@ def _by_id(attempts: list[AttemptRecord], attempt_id: int) -> AttemptRecord:
     return next(a for a in attempts if a.id == attempt_id)
 
 
-def _head_after(current: dict[str, AttemptRecord], reuse: list[str], parent: RunRecord) -> str | None:
+def _head_after(
+    current: dict[str, AttemptRecord], reuse: list[str], parent: RunRecord
+) -> str | None:
     """The run branch commit after the last reused step: the newest recorded commit."""
     for step_id in reversed(reuse):
         output = current[step_id].output or {}

@@ -211,7 +211,9 @@ def load_file(path: str | Path, overrides: dict[str, str] | None = None) -> Pipe
     return load_text(text, str(path), overrides)
 
 
-def load_text(text: str, path: str = "<pipeline>", overrides: dict[str, str] | None = None) -> Pipeline:
+def load_text(
+    text: str, path: str = "<pipeline>", overrides: dict[str, str] | None = None
+) -> Pipeline:
     """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -256,8 +258,11 @@ class _Loader:
             if key not in vars_:
                 known = ", ".join(sorted(vars_)) or "none are declared"
                 raise PipelineError(
-                    self.path, 1, 1, f"--var {key}: the pipeline declares no var {key!r} "
-                    f"(declared: {known}){did_you_mean(key, list(vars_))}"
+                    self.path,
+                    1,
+                    1,
+                    f"--var {key}: the pipeline declares no var {key!r} "
+                    f"(declared: {known}){did_you_mean(key, list(vars_))}",
                 )
             vars_[key] = value
         defaults = top.get("defaults", {})
@@ -274,8 +279,8 @@ class _Loader:
             if step.id in seen:
                 first = seen[step.id].start_mark.line + 1
                 raise self.error(
-                    _children(node)["id"], f"duplicate step id {step.id!r} (first defined at "
-                    f"line {first})"
+                    _children(node)["id"],
+                    f"duplicate step id {step.id!r} (first defined at line {first})",
                 )
             seen[step.id] = node
             steps.append(step)
@@ -307,7 +312,9 @@ class _Loader:
             raise self.error(node, "step is missing 'kind' (one of " + ", ".join(KINDS) + ")")
         kind = self.check(COMMON_STEP_FIELDS["kind"], children["kind"])
         spec = KINDS[kind]
-        step_type = Obj({**COMMON_STEP_FIELDS, **spec.fields}, required=("id", "kind", *spec.required))
+        step_type = Obj(
+            {**COMMON_STEP_FIELDS, **spec.fields}, required=("id", "kind", *spec.required)
+        )
         raw = self.check(step_type, node)
         step_id = raw["id"]
         if not step_id or not all(c.isalnum() or c in "-_" for c in step_id):
@@ -383,13 +390,15 @@ class _Loader:
             ):
                 self.check_bare_expression(if_node, pipeline, step.index, step.id)
             if (
-                step.compensate is not None and step.compensate.git
+                step.compensate is not None
+                and step.compensate.git
                 and pipeline.workspace.get("isolation") == "none"
             ):
                 comp_node = _children(children["compensate"])["git"]
                 raise self.error(
-                    comp_node, f"git: {step.compensate.git} needs a git workspace, but "
-                    "workspace.isolation is 'none'; use a run: compensation or a git isolation"
+                    comp_node,
+                    f"git: {step.compensate.git} needs a git workspace, but "
+                    "workspace.isolation is 'none'; use a run: compensation or a git isolation",
                 )
             for key, child in children.items():
                 if key == "compensate":
@@ -412,7 +421,11 @@ class _Loader:
                 raise self.error_at(node, ref.offset, problem)
 
     def check_strings(
-        self, node: yaml.Node, pipeline: Pipeline, before: int, own: str | None,
+        self,
+        node: yaml.Node,
+        pipeline: Pipeline,
+        before: int,
+        own: str | None,
         allow_rewind: bool,
     ) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -445,7 +458,9 @@ class _Loader:
         name = rest[0]
         if head == "vars" and name not in pipeline.vars:
             declared = list(pipeline.vars)
-            return f"unknown var {name!r}{did_you_mean(str(name), declared)} (declare it under vars:)"
+            return (
+                f"unknown var {name!r}{did_you_mean(str(name), declared)} (declare it under vars:)"
+            )
         if head == "run" and name not in RUN_FIELDS:
             return f"run has no field {name!r}; expected one of {', '.join(RUN_FIELDS)}"
         if head == "rewind" and name not in REWIND_FIELDS:
@@ -472,7 +487,9 @@ class _Loader:
             return None
         attr = rest[1]
         if attr not in STEP_REF_FIELDS:
-            return f"steps.{name} has no field {attr!r}; expected one of {', '.join(STEP_REF_FIELDS)}"
+            return (
+                f"steps.{name} has no field {attr!r}; expected one of {', '.join(STEP_REF_FIELDS)}"
+            )
         if attr == "output" and len(rest) >= 3:
             out = rest[2]
             outputs = sorted(KINDS[target.kind].outputs)
@@ -539,6 +556,13 @@ def json_schema() -> dict[str, Any]:
 
 
 __all__ = [
-    "BOOL", "Compensation", "OnFailure", "Pipeline", "RetrySpec", "Step", "json_schema",
-    "load_file", "load_text",
+    "BOOL",
+    "Compensation",
+    "OnFailure",
+    "Pipeline",
+    "RetrySpec",
+    "Step",
+    "json_schema",
+    "load_file",
+    "load_text",
 ]

@@ -21,9 +21,11 @@ MASK = "***"
 
 def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
-    values = {v for k, v in env.items()
-              if _SECRET_NAME.search(k) and len(v) >= _MIN_LENGTH
-              and k != "AGENTSAGA_IDEMPOTENCY_KEY"}
+    values = {
+        v
+        for k, v in env.items()
+        if _SECRET_NAME.search(k) and len(v) >= _MIN_LENGTH and k != "AGENTSAGA_IDEMPOTENCY_KEY"
+    }
     # Longest first: a secret containing another is masked whole.
     return sorted(values, key=len, reverse=True)
 

@@ -93,9 +93,7 @@ KINDS: dict[str, KindSpec] = {
         "test",
         {"run": COMMAND},
         ("run",),
-        frozenset(
-            {"exit_code", "passed", "stdout", "stderr", "summary", "failure_class", "json"}
-        ),
+        frozenset({"exit_code", "passed", "stdout", "stderr", "summary", "failure_class", "json"}),
         "agentsaga.steps.command",
         True,
         "runs a test command; non-zero exit fails the step",
