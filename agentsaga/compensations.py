@@ -20,7 +20,7 @@ from agentsaga.errors import AgentsagaError, StepFailed
 from agentsaga.pipeline import Compensation, Step
 from agentsaga.process import run_command
 from agentsaga.store import AttemptRecord
-from agentsaga.workspace import RunWorkspace
+from agentsaga.workspace import GitWorkspace, RunWorkspace
 
 #: Write steps undo themselves by default: their only side effect is on the run branch.
 DEFAULT_FOR_KIND = {"write": Compensation(git="reset")}
@@ -101,6 +101,10 @@ def _git(action: str, ci: CompensationInput) -> None:
             return  # nothing was committed by this attempt
         ci.workspace.revert(base, commit, ci.expected_head, ci.force)
     elif action == "delete-branch":
+        if isinstance(ci.workspace, GitWorkspace):
+            # Compare-and-swap like the other two: a person's commit on the branch makes
+            # the deletion refuse instead of destroying it.
+            ci.workspace.expected_head = ci.expected_head
         ci.workspace.teardown(ci.run_id, keep_refs=False, force=ci.force)
     else:  # pragma: no cover - the loader only admits the three above
         raise AgentsagaError(f"unknown git compensation {action!r}")

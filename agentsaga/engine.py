@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentsaga import compensations, expressions, faults
+from agentsaga import compensations, expressions, faults, process
 from agentsaga.context import StepContext
 from agentsaga.errors import (
     AgentsagaError,
@@ -988,6 +988,8 @@ class Engine:
 
     def _base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
         env = dict(os.environ)
+        # The store URL may hold a password, and a step has no business with our store.
+        env.pop("AGENTSAGA_STORE", None)
         env.update(self._pipeline_env(self.store.get_run(run_id), pipeline))
         env["AGENTSAGA_RUN_ID"] = run_id
         return env
@@ -1056,6 +1058,10 @@ class Engine:
             if self.cancel.is_set():
                 os._exit(130)
             self.cancel.set()
+            if not process.command_running():
+                # Nothing polls the cancel event (an LLM call, git): interrupt it here.
+                # Store transactions roll back on it; the attempt stays resumable.
+                raise Interrupted()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -472,8 +472,31 @@ def _require_on_branch(ws: Workspace) -> None:
         )
 
 
+def _below_own_reverts(cwd: Path, tip: str) -> str:
+    """The commit ``tip`` stands for once the run's own revert commits are seen through: a
+    revert of ``base..commit`` made on (the equivalent of) ``commit`` leaves the tree of
+    ``base``. A ``git: revert`` compensation moves the branch forward; the compensations
+    after it, and the final branch deletion, must still recognise the branch as the run's
+    and not mistake the revert for a person's work."""
+    chain: list[tuple[str, str, str]] = []
+    for _ in range(100):  # bounded: a rollback makes one revert per step at most
+        body = _git(cwd, "log", "-1", "--format=%B", tip)
+        ranges = [line.removeprefix(_REVERT_TRAILER).strip() for line in body.splitlines()
+                  if line.startswith(_REVERT_TRAILER)]
+        base, _, commit = (ranges[-1] if ranges else "").partition("..")
+        parent = _resolve(cwd, f"{tip}^1")
+        if not base or not commit or parent is None:
+            break
+        chain.append((tip, base, commit))
+        tip = parent
+    logical = tip
+    for revert, base, commit in reversed(chain):
+        logical = base if logical == commit else revert
+    return logical
+
+
 def _check_cas(ws: Workspace, tip: str, accepted: tuple[str, ...], force: bool) -> None:
-    if force or tip in accepted:
+    if force or tip in accepted or _below_own_reverts(ws.repo_root, tip) in accepted:
         return
     raise GitUnsafe(
         f"the run branch {ws.branch} is at {_describe(ws.repo_root, tip)}, not at "
@@ -558,6 +581,10 @@ def reset_to(
     deleted come back, files it created (committed, or left half-written and untracked) go,
     and untracked files that existed before the step return. Ignored files are left alone.
     """
+    if _resolve(ws.repo_root, f"refs/heads/{ws.branch}") is None:
+        # The branch is gone (a `git: delete-branch` compensation ran first, or a person
+        # deleted it): there is nothing of the run's left to reset, which is success.
+        return
     parent = _resolve(ws.path, f"{snapshot_sha}^1")
     if parent is None:
         raise GitError(f"{snapshot_sha} is not an agentsaga snapshot (it has no parent commit)")
@@ -589,6 +616,8 @@ def revert_commits(
     revert commit, or ``None`` when there is nothing to revert or it was reverted already
     (recognised by the trailer this function writes).
     """
+    if _resolve(ws.repo_root, f"refs/heads/{ws.branch}") is None:
+        return None  # the branch is gone, and with it the commits to revert
     tip = head(ws)
     trailer = f"{_REVERT_TRAILER} {base}..{commit}"
     if trailer in _git(ws.path, "log", "-1", "--format=%B", tip).splitlines():

@@ -321,6 +321,7 @@ class _Loader:
             raise self.error(
                 children["id"], f"step id {step_id!r} may hold only letters, digits, '-' and '_'"
             )
+        self.check_ranges(raw, children)
         compensate = None
         if "compensate" in raw:
             comp = raw["compensate"]
@@ -360,6 +361,28 @@ class _Loader:
             commit=raw.get("commit", False),
             budget=raw.get("budget", {}),
         )
+
+    def check_ranges(self, raw: dict[str, Any], children: dict[str, yaml.Node]) -> None:
+        """Values the types admit but that make no sense: say so instead of clamping."""
+        retry = raw.get("retry") or {}
+        if "attempts" in retry and retry["attempts"] < 1:
+            node = _children(children["retry"])["attempts"]
+            raise self.error(node, "retry.attempts counts every try, the first included: "
+                             "at least 1")
+        on_failure = raw.get("on_failure") or {}
+        if on_failure.get("max_rewinds", 0) < 0:
+            node = _children(children["on_failure"])["max_rewinds"]
+            raise self.error(node, "max_rewinds must be 0 or more")
+        for key in ("run",):
+            if raw.get(key) == [] or (isinstance(raw.get(key), str) and not raw[key].strip()):
+                raise self.error(children[key], f"an empty {key}: give the command to run")
+        comp = raw.get("compensate") or {}
+        if comp.get("run") == [] or (isinstance(comp.get("run"), str) and not comp["run"].strip()):
+            node = _children(children["compensate"])["run"]
+            raise self.error(node, "an empty compensate.run: give the command to run")
+        for key in ("max_tokens", "max_reflections", "max_file_bytes"):
+            if key in raw and raw[key] < 0:
+                raise self.error(children[key], f"{key} must be 0 or more")
 
     # --- references -------------------------------------------------------------------
 
@@ -495,8 +518,8 @@ class _Loader:
             outputs = sorted(KINDS[target.kind].outputs)
             if out not in outputs:
                 return (
-                    f"a {target.kind} step has no output {out!r}"
-                    f"{did_you_mean(str(out), outputs)}; it outputs {', '.join(outputs)}"
+                    f"a {target.kind} step has no output {out!r} (it outputs "
+                    f"{', '.join(outputs)}){did_you_mean(str(out), outputs)}"
                 )
         return None
 

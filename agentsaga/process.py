@@ -26,6 +26,15 @@ MAX_JSON_BYTES = 1_000_000
 _GRACE_S = 2.0
 
 
+#: Commands running now: Ctrl-C stops them through their cancel event; with none running,
+#: the interrupt must break out of whatever the step is doing (an HTTP call) instead.
+_RUNNING: set[int] = set()
+
+
+def command_running() -> bool:
+    return bool(_RUNNING)
+
+
 @dataclass
 class CommandResult:
     exit_code: int | None
@@ -104,7 +113,11 @@ def run_command(
                 126, "", f"permission denied: {argv[0]}", False,
                 (time.monotonic() - started) * 1000, out_path, err_path,
             )
-        timed_out = _wait(proc, timeout_s, cancel)
+        _RUNNING.add(proc.pid)
+        try:
+            timed_out = _wait(proc, timeout_s, cancel)
+        finally:
+            _RUNNING.discard(proc.pid)
     if cancel is not None and cancel.is_set():
         raise Interrupted()
     secrets = secret_values(env) if redact else []

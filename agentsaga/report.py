@@ -83,7 +83,11 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
                 t for s, t in latest.items() if index_of[s] < min(restart_at, a.step_index)
             )
         latest[a.step_id] = tokens
-    spent = sum(c.usage.total for c in calls if c.status == "ok")
+    paid = [c for c in calls if c.status == "ok"]
+    spent = sum(c.usage.total for c in paid)
+    # The run's usage as the APIs reported it, summed per field (reused calls cost nothing).
+    usage = {field: sum(getattr(c.usage, field) for c in paid)
+             for field in ("input", "output", "cache_read", "cache_write")}
     cost_known = [c.usage.cost_usd for c in calls if c.status == "ok"]
     cost = None if any(c is None for c in cost_known) else sum(c or 0.0 for c in cost_known)
     # One clean pass: each step's last successful attempt (its last attempt if none was).
@@ -101,6 +105,7 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "attempts": rows,
         "spent_tokens": spent,
+        "usage": usage,
         "cost_usd": cost,
         "reused_from_log_tokens": sum(memo_reused.values()),
         "reused_checkpoint_tokens": checkpoint_reused,

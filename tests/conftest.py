@@ -218,3 +218,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     yield Env(tmp_path, Ledger(tmp_path / "ledger"))
+
+
+pytest_plugins = ["tests.pg_server"]

@@ -57,7 +57,10 @@ def build_params(request: LLMRequest) -> dict[str, Any]:
         else:
             rest = messages[first_user]["content"]
             blocks: list[dict[str, Any]] = [prefix_block]
-            if rest:  # the API rejects empty text blocks
+            # The API rejects a text block that is empty or only whitespace ("text content
+            # blocks must contain non-whitespace text"): a write prompt ending in an empty
+            # ${{ rewind.error }} leaves just a newline after the prefix on its first pass.
+            if rest and rest.strip():
                 blocks.append({"type": "text", "text": rest})
             messages[first_user] = {"role": "user", "content": blocks}
     params: dict[str, Any] = {

@@ -2,7 +2,8 @@
 
 Files the plan names come first, then the rest in path order, until ``max_tokens``; what
 did not fit, or was binary, oversized or unreadable, is listed in ``skipped`` with its
-reason and token count. In a git workspace .gitignore is honoured (git's own listing).
+reason and token count. In a git repository .gitignore is honoured (git's own listing),
+whatever the run's isolation.
 """
 
 from __future__ import annotations
@@ -45,8 +46,21 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
+def _relative(pattern: str) -> str:
+    """``./src/*.py`` -> ``src/*.py``. Not ``lstrip("./")``, which would also eat the dot
+    of ``.github/**`` or ``.env*``."""
+    while pattern.startswith("./"):
+        pattern = pattern[2:]
+    return pattern
+
+
 def list_files(root: Path, uses_git: bool) -> list[str]:
-    if uses_git:
+    # .gitignore is honoured whenever the folder is in a git repository, not only when the
+    # run has a git workspace: `isolation: none` in a repo must not read build output or
+    # an ignored .env into a prompt.
+    from agentsaga.config import find_repo_root
+
+    if uses_git or find_repo_root(root) is not None:
         from agentsaga import gitops
 
         return gitops.list_files(root)
@@ -76,8 +90,8 @@ def _plan_text(ctx: StepContext) -> str:
 def execute(ctx: StepContext) -> dict[str, Any]:
     from agentsaga import tokens
 
-    patterns = [glob_regex(p.lstrip("./")) for p in ctx.params["files"]]
-    excludes = [glob_regex(p.lstrip("./")) for p in ctx.params.get("exclude", [])]
+    patterns = [glob_regex(_relative(p)) for p in ctx.params["files"]]
+    excludes = [glob_regex(_relative(p)) for p in ctx.params.get("exclude", [])]
     max_tokens = ctx.params.get("max_tokens")
     max_bytes = int(ctx.params.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     root = ctx.cwd

@@ -144,9 +144,12 @@ class SqlStore:
         prefix = prefix.strip().lower()
         if not prefix or not all(c.isalnum() for c in prefix):
             raise RunNotFound(prefix)
+        # substr, not a range `id >= p AND id < p || '~'`: that range is right only under
+        # byte-order collation; PostgreSQL databases created with a locale (en_US.UTF-8,
+        # ICU) sort '~' before letters and digits, and the range would match nothing.
         rows = self._query(
-            "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 6",
-            (prefix, prefix + "~"),
+            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 6",
+            (len(prefix), prefix),
         )
         ids = [row[0] for row in rows]
         if len(ids) == 1 or prefix in ids:
