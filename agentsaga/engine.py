@@ -135,6 +135,8 @@ class Engine:
         self.options = options or EngineOptions()
         self.cancel = threading.Event()
         self.owner_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._cache: dict[str, AttemptRecord] | None = None
+        self._cache_run: str | None = None
 
     # --- public entry points ------------------------------------------------------------
 
@@ -359,9 +361,8 @@ class Engine:
                 index = 0
                 while index < len(pipeline.steps):
                     self._check_lease(run_id)
-                    current = current_attempts(self.store.attempts(run_id))
                     step = pipeline.steps[index]
-                    if is_done(current.get(step.id)):
+                    if is_done(self._current(run_id).get(step.id)):
                         index += 1
                         continue
                     outcome = self._execute(run_id, pipeline, step, ws)
@@ -402,11 +403,10 @@ class Engine:
         for try_no in range(1, retry.attempts + 1):
             run = self.store.get_run(run_id)
             self._recover_attempts_of(run_id, pipeline, step, ws)
-            current = current_attempts(self.store.attempts(run_id))
-            ns = self._namespace(run, pipeline, current)
+            ns = self._namespace(run, pipeline, self._current(run_id))
             try:
                 if step.if_ is not None and not _truthy(step.if_, ns):
-                    self.store.start_attempt(
+                    self._current(run_id)[step.id] = self.store.start_attempt(
                         run_id,
                         step.id,
                         step.index,
@@ -444,6 +444,7 @@ class Engine:
                 snapshot=None,
             )
             env = {**self._base_env(run_id, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
+            self._current(run_id)[step.id] = attempt
             faults.point("step.after_record")
             self._emit(Event("step", run_id, step.id, StepStatus.RUNNING, attempt.attempt))
             env["AGENTSAGA_IDEMPOTENCY_KEY"] = f"{run_id}:{step.id}:{attempt.attempt}"
@@ -541,6 +542,7 @@ class Engine:
                 output=output,
                 log_path=str(ctx.log_stem),
             )
+            self._current(run_id)[step.id] = self.store.get_attempt(attempt.id)
             faults.point("step.after_checkpoint")
             self.store.judge_calls(attempt.id)
             self._emit(Event("step", run_id, step.id, StepStatus.COMPLETED, attempt.attempt))
@@ -631,6 +633,7 @@ class Engine:
             if attempt.status in LIVE_ATTEMPT and attempt.id not in skipped:
                 self._compensate(run_id, old, ws, attempt, "rewind")
         self.store.supersede(run_id, affected)
+        self._forget(run_id)
         state = dict(run.state)
         state.pop("restart_from", None)
         state.pop("restart_index", None)
@@ -640,6 +643,9 @@ class Engine:
         self, run_id: str, pipeline: Pipeline, step: Step, ws: RunWorkspace
     ) -> None:
         """Compensate this step's attempts that crashed or were interrupted mid-flight."""
+        latest = self._current(run_id).get(step.id)
+        if latest is None or latest.status not in LIVE_ATTEMPT or is_done(latest):
+            return  # the common case, answered from memory
         stale = [
             a
             for a in self.store.attempts(run_id)
@@ -699,6 +705,7 @@ class Engine:
             )
         )
         current = current_attempts(self.store.attempts(run_id))
+        self._forget(run_id)  # attempt statuses change below
         ci = compensations.CompensationInput(
             run_id=run_id,
             step=step,
@@ -923,18 +930,23 @@ class Engine:
             if c.status == CompensationStatus.SKIPPED
         }
 
+    def _current(self, run_id: str) -> dict[str, AttemptRecord]:
+        """Each step's current attempt, kept in memory while this process owns the run
+        (the lease makes it the only writer): reading every attempt back for every step
+        would make a long run quadratic."""
+        if self._cache_run != run_id or self._cache is None:
+            self._cache = current_attempts(self.store.attempts(run_id))
+            self._cache_run = run_id
+        return self._cache
+
+    def _forget(self, run_id: str) -> None:
+        if self._cache_run == run_id:
+            self._cache = None
+
     def _namespace(
         self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
     ) -> dict[str, Any]:
-        steps = {}
-        for step_id, a in current.items():
-            steps[step_id] = {
-                "output": a.output if a.status == StepStatus.COMPLETED else None,
-                "error": (a.error or {}).get("message"),
-                "status": a.status,
-                "usage": a.usage.to_json(),
-                "attempt": a.attempt,
-            }
+        steps = {step_id: _step_namespace(a) for step_id, a in current.items()}
         return {
             "vars": run.vars,
             "run": self._run_namespace(run),
@@ -1084,6 +1096,16 @@ def _head_after(
         if output.get("commit"):
             return str(output["commit"])
     return (parent.workspace or {}).get("base_commit")
+
+
+def _step_namespace(a: AttemptRecord) -> dict[str, Any]:
+    return {
+        "output": a.output if a.status == StepStatus.COMPLETED else None,
+        "error": (a.error or {}).get("message"),
+        "status": a.status,
+        "usage": a.usage.to_json(),
+        "attempt": a.attempt,
+    }
 
 
 def _truthy(condition: str, ns: dict[str, Any]) -> bool:

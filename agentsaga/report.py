@@ -131,7 +131,8 @@ def run_diff(store: Store, run_id: str, step: str | None, stat: bool) -> str:
         if not attempts:
             return f"step {step!r} made no commit in run {run_id}\n"
         a = attempts[-1]
-        base, head = a.output["base"] if a.output else None, a.output["commit"] if a.output else None
+        output = a.output or {}
+        base, head = output.get("base"), output.get("commit")
     else:
         live = [a for a in attempts if not a.superseded]
         if not live:

@@ -67,8 +67,13 @@ class Project:
         if fault:
             env["AGENTSAGA_FAULT"] = fault
         proc = subprocess.run(
-            agentsaga_argv(*args), cwd=self.repo, env=env, capture_output=True, text=True,
-            timeout=60, check=False,
+            agentsaga_argv(*args),
+            cwd=self.repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.llm_server import FakeLLMServer
 
 from agentsaga import tokens
 from agentsaga.steps.read import render_file
 from tests import gitstate
 from tests.llm_project import MODELS, Project, make_project
-from tests.llm_server import FakeLLMServer, llm_server  # noqa: F401 (the fixture)
 
 HEAD = f"defaults: {{provider: anthropic, model: {MODELS['anthropic']}}}\n"
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer) -> Project:
-    return make_project(tmp_path, monkeypatch, llm_server)
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer) -> Project:
+    return make_project(tmp_path, monkeypatch, server)
 
 
 def output_of(project: Project, run_id: str, step: str) -> dict[str, Any]:
@@ -57,10 +64,12 @@ def test_plan_output_json_from_a_bare_document_or_a_fenced_block(project: Projec
     project.server.reply('{"files": ["src/a.py"], "steps": 2}')
     project.server.reply('Here is the plan:\n```json\n{"files": ["b.py"]}\n```\nThat is all.')
     project.server.reply("Just prose: change src/a.py.")
-    project.write("p.yml", "name: plans\n" + HEAD + "workspace: {isolation: none}\nsteps:\n" + "".join(
+    steps = "".join(
         f"  - id: {name}\n    kind: plan\n    prompt: Plan {name}\n"
         for name in ("bare", "fenced", "prose")
-    ))
+    )
+    text = "name: plans\n" + HEAD + "workspace: {isolation: none}\nsteps:\n" + steps
+    project.write("p.yml", text)
 
     result = project.run_json("run", "p.yml")
 
@@ -79,7 +88,11 @@ def test_plan_schema_failure_names_the_failing_path_and_a_retry_asks_again(
     project: Project,
 ) -> None:
     project.server.reply('{"files": ["src/a.py", 3]}').reply('{"files": ["src/a.py"]}')
-    project.write("p.yml", "name: schema\n" + HEAD + """\
+    project.write(
+        "p.yml",
+        "name: schema\n"
+        + HEAD
+        + """\
 workspace: {isolation: none}
 steps:
   - id: plan
@@ -91,7 +104,8 @@ steps:
       required: [files]
       properties:
         files: {type: array, items: {type: string}}
-""")
+""",
+    )
 
     result = project.run_json("run", "p.yml")
 
@@ -107,10 +121,15 @@ steps:
 
 def test_plan_schema_failure_without_json_says_so(project: Project) -> None:
     project.server.reply("I would rather not use JSON.")
-    project.write("p.yml", "name: schema\n" + HEAD + (
-        "workspace: {isolation: none}\nsteps:\n  - id: plan\n    kind: plan\n"
-        "    prompt: JSON please\n    schema: {type: object}\n"
-    ))
+    project.write(
+        "p.yml",
+        "name: schema\n"
+        + HEAD
+        + (
+            "workspace: {isolation: none}\nsteps:\n  - id: plan\n    kind: plan\n"
+            "    prompt: JSON please\n    schema: {type: object}\n"
+        ),
+    )
 
     result = project.run("run", "p.yml")
 
@@ -138,9 +157,9 @@ READ_FILES = {
 
 @pytest.mark.parametrize("isolation", ["none", "branch"])
 def test_read_globs_exclude_gitignore_binary_oversized_and_the_token_fit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer, isolation: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer, isolation: str
 ) -> None:
-    project = make_project(tmp_path, monkeypatch, llm_server, files=READ_FILES)
+    project = make_project(tmp_path, monkeypatch, server, files=READ_FILES)
     repo = project.repo
     (repo / "src" / "blob.py").write_bytes(b"\x00\x01binary\x00" * 10)
     (repo / "src" / "big.py").write_text("# big\n" * 1000)
@@ -152,11 +171,14 @@ def test_read_globs_exclude_gitignore_binary_oversized_and_the_token_fit(
 
     cost = {p: tokens.count(render_file(p, READ_FILES[p])) for p in ("src/zeta.py", "src/a.py")}
     budget = cost["src/zeta.py"] + cost["src/a.py"] + 5  # two files fit, not three
-    llm_server.reply("1. Change src/zeta.py only.")
-    llm_server.reply("understood")
+    server.reply("1. Change src/zeta.py only.")
+    server.reply("understood")
     # The pipeline lives outside the repository: `isolation: branch` wants a clean tree.
     pipeline = tmp_path / "p.yml"
-    pipeline.write_text("name: reader\n" + HEAD + f"""\
+    pipeline.write_text(
+        "name: reader\n"
+        + HEAD
+        + f"""\
 workspace: {{isolation: {isolation}}}
 steps:
   - id: plan
@@ -173,7 +195,8 @@ steps:
     prompt: |
       Files:
       ${{{{ steps.read.output.files }}}}
-""")
+"""
+    )
 
     result = project.run_json("run", pipeline)
 
@@ -185,26 +208,32 @@ steps:
     skipped = {s["path"]: s for s in out["skipped"]}
     assert set(skipped) == {"src/b.py", "tests/test_a.py", "src/blob.py", "src/big.py"}
     assert skipped["src/b.py"]["reason"] == "over max_tokens"
-    assert skipped["src/b.py"]["tokens"] == tokens.count(render_file("src/b.py", READ_FILES["src/b.py"]))
+    b_tokens = tokens.count(render_file("src/b.py", READ_FILES["src/b.py"]))
+    assert skipped["src/b.py"]["tokens"] == b_tokens
     assert skipped["tests/test_a.py"]["reason"] == "over max_tokens"
     assert skipped["src/blob.py"]["reason"] == "binary"
     assert skipped["src/big.py"]["reason"] == "over 2000 bytes"
     # output.files renders in a prompt as each path followed by its fenced content.
-    expected = render_file("src/zeta.py", READ_FILES["src/zeta.py"]) + "\n" + render_file(
-        "src/a.py", READ_FILES["src/a.py"]
+    expected = (
+        render_file("src/zeta.py", READ_FILES["src/zeta.py"])
+        + "\n"
+        + render_file("src/a.py", READ_FILES["src/a.py"])
     )
     assert out["files"] == expected
     assert expected.startswith("src/zeta.py\n```python\ndef zeta_0(x):\n")
     look = project.requests_with("Files:")
     assert len(look) == 1 and expected in user_text(look[0].body)
-    assert "do not read me" not in json.dumps([r.body for r in llm_server.requests])
+    assert "do not read me" not in json.dumps([r.body for r in server.requests])
 
 
 # --- write ------------------------------------------------------------------------------
 
 CALC = "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n"
 
-WRITE = "name: writer\n" + HEAD + """\
+WRITE = (
+    "name: writer\n"
+    + HEAD
+    + """\
 steps:
   - id: write
     kind: write
@@ -212,6 +241,7 @@ steps:
     max_reflections: REFLECTIONS
     compensate: {git: reset}
 """
+)
 
 FIX_ADD = """\
 I will fix add and add a note.
@@ -290,12 +320,13 @@ def test_write_reflects_a_failing_block_back_to_the_model(project: Project) -> N
 
 @pytest.mark.parametrize(
     ("path", "why"),
-    [("../outside.txt", ".."), ("/tmp/agentsaga-absolute.txt", "absolute"),
-     (".git/hooks/pre-commit", ".git")],
+    [
+        ("../outside.txt", ".."),
+        ("/tmp/agentsaga-absolute.txt", "absolute"),
+        (".git/hooks/pre-commit", ".git"),
+    ],
 )
-def test_write_refuses_a_path_outside_the_workspace(
-    project: Project, path: str, why: str
-) -> None:
+def test_write_refuses_a_path_outside_the_workspace(project: Project, path: str, why: str) -> None:
     project.server.reply(f"{path}\n<<<<<<< SEARCH\n=======\nowned\n>>>>>>> REPLACE\n")
     project.write("p.yml", WRITE.replace("REFLECTIONS", "0"))
     before = gitstate.capture(project.repo)
@@ -327,7 +358,10 @@ E2E_FILES = {
     ".gitignore": "__pycache__/\n",
 }
 
-E2E_PIPELINE = "name: e2e\n" + HEAD + """\
+E2E_PIPELINE = (
+    "name: e2e\n"
+    + HEAD
+    + """\
 vars:
   task: Make tests/test_calc.py pass
 steps:
@@ -351,6 +385,7 @@ steps:
     env: {PYTHONDONTWRITEBYTECODE: "1", PYTHONPATH: "."}
     on_failure: {rewind_to: write, max_rewinds: 2}
 """
+)
 
 BREAK_ADD = """\
 calc.py
@@ -379,13 +414,13 @@ PLAN_TEXT = "1. In calc.py, multiply() adds: make it multiply. Touch nothing els
 
 @pytest.mark.slow
 def test_end_to_end_plan_break_rewind_fix_then_rollback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
 ) -> None:
-    project = make_project(tmp_path, monkeypatch, llm_server, config="", files=E2E_FILES)
+    project = make_project(tmp_path, monkeypatch, server, config="", files=E2E_FILES)
     before = gitstate.capture(project.repo)
-    llm_server.reply(PLAN_TEXT, usage={"input": 900, "output": 60})
-    llm_server.reply(BREAK_ADD, usage={"input": 120, "output": 80, "cache_write": 1500})
-    llm_server.reply(FIX_MULTIPLY, usage={"input": 260, "output": 80, "cache_read": 1500})
+    server.reply(PLAN_TEXT, usage={"input": 900, "output": 60})
+    server.reply(BREAK_ADD, usage={"input": 120, "output": 80, "cache_write": 1500})
+    server.reply(FIX_MULTIPLY, usage={"input": 260, "output": 80, "cache_read": 1500})
     pipeline = tmp_path / "pipeline.yml"
     pipeline.write_text(E2E_PIPELINE)
 
@@ -395,7 +430,7 @@ def test_end_to_end_plan_break_rewind_fix_then_rollback(
     rid = result["run_id"]
     plans = project.requests_with("planning step")
     writes = project.requests_with("editing step")
-    assert (len(plans), len(writes), llm_server.count) == (1, 2, 3)
+    assert (len(plans), len(writes), server.count) == (1, 2, 3)
     first, second = writes[0].body, writes[1].body
     # The rewound write was told which test failed (rewind.error); the first pass had
     # nothing after the prefix, and sent no whitespace-only block (the API rejects those).
@@ -413,8 +448,12 @@ def test_end_to_end_plan_break_rewind_fix_then_rollback(
 
     statuses = [(a.step_id, a.status) for a in project.attempts(rid)]
     assert statuses == [
-        ("plan", "completed"), ("read", "completed"), ("write", "compensated"),
-        ("test", "failed"), ("write", "completed"), ("test", "completed"),
+        ("plan", "completed"),
+        ("read", "completed"),
+        ("write", "compensated"),
+        ("test", "failed"),
+        ("write", "completed"),
+        ("test", "completed"),
     ]
     out = output_of(project, rid, "write")
     assert "return a * b" in git(project.repo, "show", f"{out['commit']}:calc.py")
@@ -423,8 +462,12 @@ def test_end_to_end_plan_break_rewind_fix_then_rollback(
     report = project.report(rid)
     served = 960 + 1700 + 1840
     assert report["spent_tokens"] == served
-    assert report["usage"] == {"input": 1280, "output": 220, "cache_read": 1500,
-                               "cache_write": 1500}
+    assert report["usage"] == {
+        "input": 1280,
+        "output": 220,
+        "cache_read": 1500,
+        "cache_write": 1500,
+    }
     assert report["clean_pass_tokens"] == 960 + 1840
     assert report["reused_checkpoint_tokens"] == 960  # the plan, not paid again
     assert report["tax_saga"] < report["tax_restart"]

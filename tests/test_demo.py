@@ -6,16 +6,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.llm_server import FakeLLMServer
 
 from tests.conftest import Result, agentsaga_argv, cli
 from tests.llm_project import make_project
-from tests.llm_server import FakeLLMServer, llm_server  # noqa: F401 (the fixture)
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as s:
+        yield s
 
 
 def readme_run(*args: str | Path, cwd: Path) -> Result:
@@ -23,8 +30,13 @@ def readme_run(*args: str | Path, cwd: Path) -> Result:
     (in the demo repository's .agentsaga/), not the test's."""
     env = {k: v for k, v in os.environ.items() if k != "AGENTSAGA_STORE"}
     proc = subprocess.run(
-        agentsaga_argv(*args), cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        agentsaga_argv(*args),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -111,8 +123,14 @@ def multiply(a, b):
 """
 PLANS = {
     "anthropic": "1. Fix multiply() in src/calc.py.",
-    "openai": json.dumps({"summary": "fix multiply", "files": ["src/calc.py"],
-                          "tests": [], "steps": ["make multiply multiply"]}),
+    "openai": json.dumps(
+        {
+            "summary": "fix multiply",
+            "files": ["src/calc.py"],
+            "tests": [],
+            "steps": ["make multiply multiply"],
+        }
+    ),
 }
 
 
@@ -121,21 +139,37 @@ PLANS = {
     ("pipeline", "api"), [("fix-failing-test.yml", "anthropic"), ("add-feature.yml", "openai")]
 )
 def test_real_pipeline_runs_against_the_loopback_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer,
-    pipeline: str, api: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server: FakeLLMServer,
+    pipeline: str,
+    api: str,
 ) -> None:
-    project = make_project(tmp_path, monkeypatch, llm_server, config="", files={
-        "src/__init__.py": "", "src/calc.py": CALC, "tests/__init__.py": "",
-        "tests/test_calc.py": TESTS, ".gitignore": "__pycache__/\n",
-    })
-    llm_server.reply(PLANS[api]).reply(FIX)
+    project = make_project(
+        tmp_path,
+        monkeypatch,
+        server,
+        config="",
+        files={
+            "src/__init__.py": "",
+            "src/calc.py": CALC,
+            "tests/__init__.py": "",
+            "tests/test_calc.py": TESTS,
+            ".gitignore": "__pycache__/\n",
+        },
+    )
+    server.reply(PLANS[api]).reply(FIX)
     task = "task=Make tests/test_calc.py pass" if api == "anthropic" else "feature=multiply"
 
     result = project.run_json(
-        "run", PIPELINES / pipeline, "--var", task,
-        "--var", "test_command=python -m pytest -q -p no:cacheprovider",
+        "run",
+        PIPELINES / pipeline,
+        "--var",
+        task,
+        "--var",
+        "test_command=python -m pytest -q -p no:cacheprovider",
     )
 
     assert result["status"] == "succeeded", result
-    assert [r.api for r in llm_server.requests] == [api, api]
-    assert "src/calc.py" in json.dumps(llm_server.requests[1].body)
+    assert [r.api for r in server.requests] == [api, api]
+    assert "src/calc.py" in json.dumps(server.requests[1].body)

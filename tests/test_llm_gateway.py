@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.llm_server import FakeLLMServer
 
 from tests.llm_project import (
     ANTHROPIC_KEY,
@@ -21,7 +23,6 @@ from tests.llm_project import (
     Project,
     make_project,
 )
-from tests.llm_server import FakeLLMServer, llm_server  # noqa: F401 (the fixture)
 
 APIS = ["anthropic", "openai"]
 
@@ -40,8 +41,14 @@ def plan_pipeline(api: str, *prompts: str, extra: str = "", top: str = "") -> st
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer) -> Project:
-    return make_project(tmp_path, monkeypatch, llm_server)
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer) -> Project:
+    return make_project(tmp_path, monkeypatch, server)
 
 
 # --- replies, usage, the report -------------------------------------------------------------
@@ -70,7 +77,10 @@ def test_reply_usage_with_cache_fields_lands_in_the_store_and_the_report(
         got = call.usage
         # Normalised: for OpenAI the cached tokens come out of prompt_tokens again.
         assert (got.input, got.output, got.cache_read, got.cache_write) == (
-            usage["input"], usage["output"], usage["cache_read"], usage["cache_write"]
+            usage["input"],
+            usage["output"],
+            usage["cache_read"],
+            usage["cache_write"],
         )
         assert got.estimated is False
         assert call.provider == api and call.model == MODELS[api]
@@ -111,19 +121,21 @@ def test_429_with_retry_after_then_success_records_both_attempts(
 
 
 def test_retry_after_is_capped_by_the_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
 ) -> None:
     """A server asking for an hour waits ``max_retry_after`` (the run would hang otherwise:
     pytest-timeout is the safety net, not an assertion)."""
     project = make_project(
-        tmp_path, monkeypatch, llm_server,
+        tmp_path,
+        monkeypatch,
+        server,
         config="providers:\n  anthropic: {max_retry_after: 0.1, max_retries: 1}\n",
     )
-    llm_server.status(429, retry_after=3600).reply("ok")
+    server.status(429, retry_after=3600).reply("ok")
     project.write("p.yml", plan_pipeline("anthropic"))
 
     assert project.run_json("run", "p.yml")["status"] == "succeeded"
-    assert llm_server.count == 2
+    assert server.count == 2
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -188,13 +200,15 @@ def test_malformed_body_is_retried_as_a_server_error(project: Project, api: str)
 
 @pytest.mark.parametrize("api", APIS)
 def test_reply_slower_than_the_timeout_is_abandoned_and_retried(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer, api: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer, api: str
 ) -> None:
     project = make_project(
-        tmp_path, monkeypatch, llm_server,
+        tmp_path,
+        monkeypatch,
+        server,
         config=f"providers:\n  {api}: {{timeout: 0.5, max_retries: 1}}\n",
     )
-    llm_server.slow(5.0, "too late").reply("in time")
+    server.slow(5.0, "too late").reply("in time")
     project.write("p.yml", plan_pipeline(api))
 
     result = project.run_json("run", "p.yml")
@@ -275,11 +289,11 @@ def test_a_reply_stored_before_a_crash_is_reused_on_resume(project: Project) -> 
 
 @pytest.mark.slow
 def test_memo_off_asks_again_after_a_crash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
 ) -> None:
     # Quoted: a bare `off` is YAML 1.1's false (see the xfail below).
-    project = make_project(tmp_path, monkeypatch, llm_server, config='memo: "off"\n')
-    llm_server.reply("the plan").reply("the plan, again")
+    project = make_project(tmp_path, monkeypatch, server, config='memo: "off"\n')
+    server.reply("the plan").reply("the plan, again")
     project.write("p.yml", plan_pipeline("openai"))
 
     crashed = project.subprocess("run", "p.yml", fault="llm.after_reply")
@@ -287,18 +301,21 @@ def test_memo_off_asks_again_after_a_crash(
     resumed = project.run_json("resume", project.newest_run_id())
 
     assert resumed["status"] == "succeeded", resumed
-    assert llm_server.count == 2
+    assert server.count == 2
     assert [c.status for c in project.calls(resumed["run_id"])] == ["ok", "ok"]
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: a bare `memo: off` loads as YAML false and "
-                   "is refused ('expected a string, got a boolean'); the example config "
-                   "documents it unquoted")
+@pytest.mark.xfail(
+    strict=True,
+    reason="config.py: a bare `memo: off` loads as YAML false and "
+    "is refused ('expected a string, got a boolean'); the example config "
+    "documents it unquoted",
+)
 def test_memo_off_unquoted_is_accepted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
 ) -> None:
-    project = make_project(tmp_path, monkeypatch, llm_server, config="memo: off\n")
-    llm_server.reply("the plan")
+    project = make_project(tmp_path, monkeypatch, server, config="memo: off\n")
+    server.reply("the plan")
     project.write("p.yml", plan_pipeline("anthropic"))
 
     result = project.run("run", "p.yml")
@@ -309,11 +326,14 @@ def test_memo_off_unquoted_is_accepted(
 @pytest.mark.slow
 @pytest.mark.parametrize(("memo", "requests"), [("global", 1), ("run", 2)])
 def test_memo_global_reuses_an_unjudged_reply_across_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer,
-    memo: str, requests: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server: FakeLLMServer,
+    memo: str,
+    requests: int,
 ) -> None:
-    project = make_project(tmp_path, monkeypatch, llm_server, config=f"memo: {memo}\n")
-    llm_server.reply("the plan", usage={"input": 50, "output": 5}).reply("a fresh plan")
+    project = make_project(tmp_path, monkeypatch, server, config=f"memo: {memo}\n")
+    server.reply("the plan", usage={"input": 50, "output": 5}).reply("a fresh plan")
     project.write("p.yml", plan_pipeline("openai"))
 
     crashed = project.subprocess("run", "p.yml", fault="llm.after_reply")
@@ -322,7 +342,7 @@ def test_memo_global_reuses_an_unjudged_reply_across_runs(
     second = project.run_json("run", "p.yml")
 
     assert second["status"] == "succeeded", second
-    assert llm_server.count == requests
+    assert server.count == requests
     statuses = [c.status for c in project.calls(second["run_id"])]
     assert statuses == (["reused"] if memo == "global" else ["ok"])
 
@@ -352,9 +372,12 @@ def test_budget_refusal_sends_no_request_and_resume_with_more_budget_goes_on(
     project: Project,
 ) -> None:
     project.server.reply("the plan", usage={"input": 30, "output": 4})
-    project.write("p.yml", plan_pipeline(
-        "anthropic", extra="    max_tokens: 1000\n", top="budget: {max_tokens: 500}\n"
-    ))
+    project.write(
+        "p.yml",
+        plan_pipeline(
+            "anthropic", extra="    max_tokens: 1000\n", top="budget: {max_tokens: 500}\n"
+        ),
+    )
 
     refused = project.run("run", "p.yml")
 
@@ -375,11 +398,16 @@ def test_budget_refusal_sends_no_request_and_resume_with_more_budget_goes_on(
 
 def test_run_budget_counts_what_earlier_steps_spent(project: Project) -> None:
     project.server.reply("0 " * 5, usage={"input": 100, "output": 400})
-    project.write("p.yml", plan_pipeline(
-        "anthropic", "one", "two",
-        extra="    max_tokens: 100\n",
-        top="budget: {max_tokens: 650}\n",
-    ))
+    project.write(
+        "p.yml",
+        plan_pipeline(
+            "anthropic",
+            "one",
+            "two",
+            extra="    max_tokens: 100\n",
+            top="budget: {max_tokens: 650}\n",
+        ),
+    )
 
     result = project.run("run", "p.yml")
 
@@ -397,7 +425,9 @@ def test_api_keys_never_reach_the_store_the_logs_or_json_output(project: Project
     project.server.reply("plan", usage={"input": 10, "output": 2})
     for _ in range(2):  # the run, then the resume
         project.server.status(401, message=f"Incorrect API key provided: {OPENAI_KEY}")
-    project.write("p.yml", f"""\
+    project.write(
+        "p.yml",
+        f"""\
         name: secrets
         defaults: {{provider: anthropic, model: {MODELS["anthropic"]}}}
         workspace: {{isolation: none}}
@@ -413,7 +443,8 @@ def test_api_keys_never_reach_the_store_the_logs_or_json_output(project: Project
             provider: openai
             model: {MODELS["openai"]}
             prompt: And another.
-        """)
+        """,
+    )
 
     first = project.run("run", "p.yml", "--json")
     assert first.exit_code == 1, first
@@ -447,3 +478,26 @@ def _git_show(repo: Path, spec: str) -> str:
     return subprocess.run(
         ["git", "show", spec], cwd=repo, capture_output=True, text=True, check=True
     ).stdout
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_temperature_reaches_the_api_only_when_set(project: Project, api: str) -> None:
+    """anthropic>=1.0 took ``temperature`` out of ``create()``'s signature; the API still
+    takes it in the body."""
+    project.server.always("ok")
+    project.write(
+        "p.yml",
+        plan_pipeline(
+            api,
+            "cold",
+            "default",
+            extra="",
+        ).replace('prompt: "cold"\n', 'prompt: "cold"\n    temperature: 0\n'),
+    )
+
+    result = project.run_json("run", "p.yml")
+
+    assert result["status"] == "succeeded", result
+    cold, default = (r.body for r in project.server.requests)
+    assert cold["temperature"] == 0
+    assert "temperature" not in default

@@ -71,7 +71,11 @@ def build_params(request: LLMRequest) -> dict[str, Any]:
     if request.system:
         params["system"] = [{"type": "text", "text": request.system, "cache_control": _EPHEMERAL}]
     if request.temperature is not None:
-        params["temperature"] = request.temperature
+        # The SDK (1.0 and later) dropped the sampling parameters from create()'s signature
+        # while the API still takes them on models that support them: extra_body puts the
+        # same field in the same JSON body. Sent only when the pipeline sets it, since the
+        # newest models refuse a non-default temperature.
+        params["extra_body"] = {"temperature": request.temperature}
     if request.stop:
         params["stop_sequences"] = list(request.stop)
     return params

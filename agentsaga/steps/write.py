@@ -88,7 +88,10 @@ def execute(ctx: StepContext) -> dict[str, Any]:
             )
         # Keep the prefix in the history's first message so the conversation stays whole.
         first = (prefix or "") + prompt if not history else prompt
-        history += [{"role": "user", "content": first}, {"role": "assistant", "content": reply.text}]
+        history += [
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": reply.text},
+        ]
         prompt, prefix = problem, None
     raise AssertionError("unreachable")  # pragma: no cover
 

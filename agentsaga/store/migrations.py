@@ -128,8 +128,14 @@ def _initial() -> list[str]:
     ]
 
 
+def _call_index() -> list[str]:
+    # finish_attempt sums an attempt's calls: without this it scans the whole call log.
+    return ["CREATE INDEX llm_calls_by_attempt ON llm_calls(attempt_id)"]
+
+
 MIGRATIONS: list[tuple[str, Callable[[], list[str]]]] = [
     ("m001_initial", _initial),
+    ("m002_call_index", _call_index),
 ]
 
 

@@ -84,8 +84,12 @@ class SqlStore:
         cur.execute(self._param(sql), tuple(params))
         return cur
 
+    def reading(self) -> AbstractContextManager[Any]:
+        """A cursor for one read. Dialects may make it cheaper than a write transaction."""
+        return self.transaction()
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.transaction() as cur:
+        with self.reading() as cur:
             rows: list[tuple[Any, ...]] = self._exec(cur, sql, params).fetchall()
             return rows
 
@@ -308,6 +312,14 @@ class SqlStore:
                 cur, "UPDATE step_attempts SET base_commit = ?, snapshot = ? WHERE id = ?",
                 (base_commit, snapshot, attempt_id),
             )
+
+    def get_attempt(self, attempt_id: int) -> AttemptRecord:
+        rows = self._query(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM step_attempts WHERE id = ?", (attempt_id,)
+        )
+        if not rows:
+            raise StoreError(f"attempt {attempt_id} is not in the store")
+        return _attempt(rows[0])
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._query(

@@ -72,6 +72,19 @@ class SqliteStore(SqlStore):
             finally:
                 cur.close()
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Cursor]:
+        """One SELECT in autocommit mode is its own consistent read transaction: no write
+        lock, no commit, so reads never wait behind or delay another process's writes."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            except sqlite3.Error as exc:
+                raise StoreError(_explain(exc, self.path)) from exc
+            finally:
+                cur.close()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
