@@ -48,6 +48,10 @@ def find_repo_root(start: Path) -> Path | None:
     for candidate in (path, *path.parents):
         if (candidate / ".git").exists():
             return candidate
+        if (candidate / "HEAD").is_file() and (candidate / "objects").is_dir() and (
+            candidate / "refs"
+        ).is_dir():
+            return candidate  # a bare repository: gitops refuses it with a clear message
     return None
 
 

@@ -36,6 +36,8 @@ from agentsaga.context import StepContext
 from agentsaga.errors import (
     AgentsagaError,
     CompensationFailed,
+    GitError,
+    GitUnsafe,
     Interrupted,
     RunLocked,
     StepFailed,
@@ -155,7 +157,7 @@ class Engine:
         self.store.create_run(record)
         with self._owning(run_id):
             self._emit(Event("run", run_id, status="started", message=pipeline.name))
-            self._open_workspace(record, pipeline, repo_root, start_point=None)
+            self._open_or_fail(record, pipeline, repo_root, start_point=None)
             return self._drive(run_id, pipeline)
 
     def resume(
@@ -237,7 +239,7 @@ class Engine:
                 self._emit(
                     Event("reuse", run_id, message="reusing from parent " + ", ".join(reuse))
                 )
-            self._open_workspace(record, new, repo_root, start_point=start_point)
+            self._open_or_fail(record, new, repo_root, start_point=start_point)
             return self._drive(run_id, new)
 
     # --- plans --------------------------------------------------------------------------
@@ -716,7 +718,7 @@ class Engine:
             log_stem=self._log_stem(run_id, step.id, attempt.attempt, "compensate"),
             cancel=self.cancel,
             force=self.options.force,
-            expected_head=(attempt.output or {}).get("commit") or attempt.base_commit,
+            expected_head=self._expected_head(run_id, ws, attempt),
         )
         error: AgentsagaError | None = None
         tries = 0
@@ -824,19 +826,63 @@ class Engine:
                 )
             if isinstance(ws, GitWorkspace):
                 ws.expected_head = self._believed_tip(run_id, ws)
-            ws.teardown(run_id, keep_refs=self.options.keep_refs, force=self.options.force)
+            try:
+                ws.teardown(run_id, keep_refs=self.options.keep_refs, force=self.options.force)
+            except GitError as exc:
+                return self._rollback_stopped(
+                    run_id,
+                    f"every step was undone, but the run branch could not be removed: "
+                    f"{exc.message}",
+                )
         self.store.update_run(run_id, status=RunStatus.ROLLED_BACK, clear_error=True, finished=True)
         self._emit(Event("run", run_id, status=RunStatus.ROLLED_BACK))
         return self.result(run_id)
 
     def _believed_tip(self, run_id: str, ws: GitWorkspace) -> str | None:
-        """Where the run left its branch: the newest commit of an attempt that was not
-        undone, else the commit the run started from."""
-        for attempt in reversed(self.store.attempts(run_id)):
-            commit = (attempt.output or {}).get("commit")
-            if commit and attempt.status not in (StepStatus.COMPENSATED,):
-                return str(commit)
-        return str(ws.ws.base_commit)
+        """Where the run left its branch, replayed from the records in time order: each
+        step commit moves it forward, each `git: reset` (or `git: revert`, which gitops
+        sees through) compensation moves it back to the commit that attempt started from."""
+        run = self.store.get_run(run_id)
+        steps = self._steps_by_id(run)
+        attempts = self.store.attempts(run_id)
+        by_id = {a.id: a for a in attempts}
+        events: list[tuple[str, int, int]] = [(a.started_at, 1, a.id) for a in attempts]
+        events += [
+            (c.started_at, 0, -c.attempt_id)
+            for c in self.store.compensations(run_id)
+            if c.status == CompensationStatus.SUCCEEDED
+        ]
+        tip: str | None = str(ws.ws.base_commit)
+        for _, _, key in sorted(events):
+            attempt = by_id[abs(key)]
+            if key > 0:
+                tip = (attempt.output or {}).get("commit") or tip
+                continue
+            step = steps.get(attempt.step_id)
+            comp = compensations.effective(step) if step else None
+            if comp is not None and comp.git == "reset" and attempt.snapshot:
+                tip = attempt.base_commit or tip
+            elif comp is not None and comp.git == "revert" and (attempt.output or {}).get("commit"):
+                # gitops sees through its own revert commits to the reverted range's base.
+                tip = (attempt.output or {}).get("base") or attempt.base_commit or tip
+        return tip
+
+    def _expected_head(self, run_id: str, ws: RunWorkspace, attempt: AttemptRecord) -> str | None:
+        """The compare-and-swap value for an attempt's git compensation: where the run left
+        the branch. An attempt that crashed after committing but before its checkpoint
+        recorded no commit; its own commit (named after the run and step) is accepted."""
+        if not isinstance(ws, GitWorkspace) or not ws.exists():
+            return None
+        believed = self._believed_tip(run_id, ws)
+        if attempt.status in (StepStatus.RUNNING, StepStatus.COMPENSATING) or attempt.error:
+            from agentsaga import gitops
+
+            tip = gitops.head(ws.ws)
+            if tip != believed and gitops.is_step_commit(
+                ws.ws, tip, run_id, attempt.step_id, parent=believed
+            ):
+                return tip
+        return believed
 
     def _rollback_stopped(self, run_id: str, message: str) -> RunResult:
         error = {"type": "RollbackFailed", "message": message}
@@ -873,12 +919,30 @@ class Engine:
             "budget": {**pipeline.budget, **self.options.budget},
         }
 
+    def _open_or_fail(
+        self, run: RunRecord, pipeline: Pipeline, repo_root: Path | None, start_point: str | None
+    ) -> None:
+        """Open the workspace; if it is refused, the run ends ``failed`` (not ``running``
+        for ever) with the reason, and the refusal reaches the user."""
+        try:
+            self._open_workspace(run, pipeline, repo_root, start_point)
+        except AgentsagaError as exc:
+            self.store.update_run(
+                run.id, status=RunStatus.FAILED, error=exc.to_json(), finished=True
+            )
+            raise
+
     def _open_workspace(
         self, run: RunRecord, pipeline: Pipeline, repo_root: Path | None, start_point: str | None
     ) -> None:
         spec = pipeline.workspace
-        default = self.options.config.get("isolation", "worktree")
-        isolation = spec.get("isolation", default if repo_root else "none")
+        isolation = spec.get("isolation", self.options.config.get("isolation", "worktree"))
+        if isolation != "none" and repo_root is None:
+            raise GitUnsafe(
+                f"{Path(spec.get('repo', '.')).resolve()} is not inside a git repository (a "
+                f"checkout with commits); cd into one, set workspace.repo, or set "
+                "workspace.isolation: none to run the commands without git"
+            )
         if isolation == "none" or repo_root is None:
             path = Path(spec.get("repo", ".")).resolve() if repo_root is None else repo_root
             ws: RunWorkspace = PlainWorkspace(path)

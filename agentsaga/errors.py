@@ -205,8 +205,11 @@ class GitError(AgentsagaError):
 
 
 class GitUnsafe(GitError):
-    """The repository is somewhere agentsaga will not act (mid-merge, bare, moved branch)."""
+    """The repository is somewhere agentsaga will not act (mid-merge, bare, moved branch).
 
+    Exit 2 when it stops a run from starting: the user must fix the repository first."""
+
+    exit_code = 2
     retryable = False
 
 

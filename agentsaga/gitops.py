@@ -349,7 +349,8 @@ def create_workspace(
             path=path,
             branch=branch,
             base_commit=_resolve(root, start_point) or info.head_commit
-            if start_point else info.head_commit,
+            if start_point
+            else info.head_commit,
             isolation=isolation,
             user_branch=info.head_branch,
             user_head=info.head_commit,
@@ -481,8 +482,11 @@ def _below_own_reverts(cwd: Path, tip: str) -> str:
     chain: list[tuple[str, str, str]] = []
     for _ in range(100):  # bounded: a rollback makes one revert per step at most
         body = _git(cwd, "log", "-1", "--format=%B", tip)
-        ranges = [line.removeprefix(_REVERT_TRAILER).strip() for line in body.splitlines()
-                  if line.startswith(_REVERT_TRAILER)]
+        ranges = [
+            line.removeprefix(_REVERT_TRAILER).strip()
+            for line in body.splitlines()
+            if line.startswith(_REVERT_TRAILER)
+        ]
         base, _, commit = (ranges[-1] if ranges else "").partition("..")
         parent = _resolve(cwd, f"{tip}^1")
         if not base or not commit or parent is None:
@@ -809,3 +813,20 @@ def intended_workspace(repo_root: Path, run_id: str) -> Workspace | None:
     if not intent.is_file():
         return None
     return Workspace.from_json(json.loads(intent.read_text()))
+
+
+def is_step_commit(ws: Workspace, sha: str, run_id: str, step_id: str, parent: str | None) -> bool:
+    """Whether ``sha`` is the commit a step of this run makes (its message names the run
+    and the step) directly on ``parent``: what a step that died before its checkpoint
+    leaves behind, as opposed to a person's commit."""
+    message = _git(ws.path, "log", "-1", "--format=%s", sha)
+    prefix = f"agentsaga {run_id}: step {step_id}"
+    if message != prefix and not message.startswith(prefix + " "):
+        return False
+    return parent is None or _resolve(ws.path, f"{sha}^1") == parent
+
+
+def diff_worktree(path: Path, a: str, stat: bool = False) -> str:
+    """``a`` against the working tree at ``path`` as it is now (tracked files)."""
+    args = ["diff", "--stat"] if stat else ["diff"]
+    return _git(Path(path), *args, a, "--")

@@ -55,6 +55,9 @@ class LLMGateway:
         self.config = config
         self.run_budget, self.step_budget = run_budget, step_budget
         self.memo = memo
+        # One SDK client per provider for the attempt: a write's reflections reuse its
+        # connection instead of opening a pool per call.
+        self._clients: dict[str, Any] = {}
 
     def settings(self, params: dict[str, Any], defaults: dict[str, Any]) -> CallSettings:
         provider = str(params.get("provider") or defaults.get("provider") or "scripted")
@@ -146,6 +149,8 @@ class LLMGateway:
                 if c.step_id == self.step_id and c.status in ("ok", "error")
             )
             return ScriptedProvider(settings.replies, cursor=used, name=settings.provider)
+        if settings.provider in self._clients:
+            return self._clients[settings.provider]
         extra = {"type": kind}
         if "timeout" in configured:
             extra["timeout_s"] = configured["timeout"]
@@ -153,7 +158,9 @@ class LLMGateway:
             base_url=configured.get("base_url"), api_key_env=configured.get("api_key_env"),
             extra=extra,
         )
-        return get_provider(settings.provider, config)
+        provider = get_provider(settings.provider, config)
+        self._clients[settings.provider] = provider
+        return provider
 
     def _retry_policy(self, provider: str) -> Any:
         from agentsaga.providers import RetryPolicy

@@ -28,7 +28,7 @@ _GRACE_S = 2.0
 
 #: Commands running now: Ctrl-C stops them through their cancel event; with none running,
 #: the interrupt must break out of whatever the step is doing (an HTTP call) instead.
-_RUNNING: set[int] = set()
+_RUNNING: set[object] = set()
 
 
 def command_running() -> bool:
@@ -86,38 +86,51 @@ def run_command(
     out_path = log_stem.with_name(log_stem.name + ".out")
     err_path = log_stem.with_name(log_stem.name + ".err")
     started = time.monotonic()
-    with _private_open(out_path) as out, _private_open(err_path) as err:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                # Its own session: a timeout or Ctrl-C stops the command and its children,
-                # and the terminal's Ctrl-C reaches us, not the command directly.
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            err.write(f"command not found: {argv[0]}\n".encode())
-            err.flush()
-            return CommandResult(
-                127, "", f"command not found: {argv[0]}", False,
-                (time.monotonic() - started) * 1000, out_path, err_path,
-            )
-        except PermissionError:
-            err.write(f"permission denied: {argv[0]}\n".encode())
-            err.flush()
-            return CommandResult(
-                126, "", f"permission denied: {argv[0]}", False,
-                (time.monotonic() - started) * 1000, out_path, err_path,
-            )
-        _RUNNING.add(proc.pid)
-        try:
+    # Counted as running from before the spawn: a Ctrl-C arriving mid-spawn must reach the
+    # command through the cancel event, not abandon it.
+    token = object()
+    _RUNNING.add(token)
+    try:
+        with _private_open(out_path) as out, _private_open(err_path) as err:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    # Its own session: a timeout or Ctrl-C stops the command and its children,
+                    # and the terminal's Ctrl-C reaches us, not the command directly.
+                    start_new_session=True,
+                )
+            except FileNotFoundError:
+                err.write(f"command not found: {argv[0]}\n".encode())
+                err.flush()
+                return CommandResult(
+                    127,
+                    "",
+                    f"command not found: {argv[0]}",
+                    False,
+                    (time.monotonic() - started) * 1000,
+                    out_path,
+                    err_path,
+                )
+            except PermissionError:
+                err.write(f"permission denied: {argv[0]}\n".encode())
+                err.flush()
+                return CommandResult(
+                    126,
+                    "",
+                    f"permission denied: {argv[0]}",
+                    False,
+                    (time.monotonic() - started) * 1000,
+                    out_path,
+                    err_path,
+                )
             timed_out = _wait(proc, timeout_s, cancel)
-        finally:
-            _RUNNING.discard(proc.pid)
+    finally:
+        _RUNNING.discard(token)
     if cancel is not None and cancel.is_set():
         raise Interrupted()
     secrets = secret_values(env) if redact else []
@@ -134,7 +147,9 @@ def run_command(
     )
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout_s: float | None, cancel: threading.Event | None) -> bool:
+def _wait(
+    proc: subprocess.Popen[bytes], timeout_s: float | None, cancel: threading.Event | None
+) -> bool:
     """Wait for the process; stop its group on timeout or cancel. True if it timed out."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:

@@ -15,23 +15,40 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any]:
     attempts = []
     for a in store.attempts(run_id):
         output = a.output or {}
-        attempts.append({
-            "step": a.step_id, "attempt": a.attempt, "seq": a.seq, "status": a.status,
-            "superseded": a.superseded, "reused_from": a.reused_from,
-            "duration_ms": a.duration_ms, "tokens": a.usage.total, "usage": a.usage.to_json(),
-            "commit": output.get("commit") if isinstance(output, dict) else None,
-            "base": a.base_commit, "snapshot": a.snapshot,
-            "compensation": comps.get(a.id), "error": (a.error or {}).get("message"),
-            "started_at": a.started_at, "finished_at": a.finished_at,
-        })
+        attempts.append(
+            {
+                "step": a.step_id,
+                "attempt": a.attempt,
+                "seq": a.seq,
+                "status": a.status,
+                "superseded": a.superseded,
+                "reused_from": a.reused_from,
+                "duration_ms": a.duration_ms,
+                "tokens": a.usage.total,
+                "usage": a.usage.to_json(),
+                "commit": output.get("commit") if isinstance(output, dict) else None,
+                "base": a.base_commit,
+                "snapshot": a.snapshot,
+                "compensation": comps.get(a.id),
+                "error": (a.error or {}).get("message"),
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+            }
+        )
     ws = run.workspace or {}
     return {
         "run": {
-            "id": run.id, "pipeline": run.pipeline_name, "status": run.status,
-            "parent_run_id": run.parent_run_id, "parent_step": run.parent_step,
-            "branch": ws.get("branch"), "workspace": ws.get("path"),
-            "created_at": run.created_at, "finished_at": run.finished_at,
-            "error": run.error, "vars": run.vars,
+            "id": run.id,
+            "pipeline": run.pipeline_name,
+            "status": run.status,
+            "parent_run_id": run.parent_run_id,
+            "parent_step": run.parent_step,
+            "branch": ws.get("branch"),
+            "workspace": ws.get("path"),
+            "created_at": run.created_at,
+            "finished_at": run.finished_at,
+            "error": run.error,
+            "vars": run.vars,
         },
         "attempts": attempts,
     }
@@ -65,12 +82,19 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
     for a in attempts:
         tokens = a.usage.total
         failed = a.error is not None
-        rows.append({
-            "step": a.step_id, "attempt": a.attempt, "status": a.status,
-            "failed": failed, "usage": a.usage.to_json(), "tokens": tokens,
-            "cost_usd": a.usage.cost_usd, "reused_from_log": memo_reused.get(a.id, 0),
-            "reused_checkpoint": a.reused_from is not None,
-        })
+        rows.append(
+            {
+                "step": a.step_id,
+                "attempt": a.attempt,
+                "status": a.status,
+                "failed": failed,
+                "usage": a.usage.to_json(),
+                "tokens": tokens,
+                "cost_usd": a.usage.cost_usd,
+                "reused_from_log": memo_reused.get(a.id, 0),
+                "reused_checkpoint": a.reused_from is not None,
+            }
+        )
         index_of[a.step_id] = a.step_index
         if failed:
             before = sum(t for s, t in latest.items() if index_of[s] < a.step_index)
@@ -86,8 +110,10 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
     paid = [c for c in calls if c.status == "ok"]
     spent = sum(c.usage.total for c in paid)
     # The run's usage as the APIs reported it, summed per field (reused calls cost nothing).
-    usage = {field: sum(getattr(c.usage, field) for c in paid)
-             for field in ("input", "output", "cache_read", "cache_write")}
+    usage = {
+        field: sum(getattr(c.usage, field) for c in paid)
+        for field in ("input", "output", "cache_read", "cache_write")
+    }
     cost_known = [c.usage.cost_usd for c in calls if c.status == "ok"]
     cost = None if any(c is None for c in cost_known) else sum(c or 0.0 for c in cost_known)
     # One clean pass: each step's last successful attempt (its last attempt if none was).
@@ -117,7 +143,8 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
 
 
 def run_diff(store: Store, run_id: str, step: str | None, stat: bool) -> str:
-    """The diff a step's commit made (or the whole run's: base to the newest commit)."""
+    """What a step changed (its commit, else its snapshot against the next snapshot or the
+    workspace as it is now), or the whole run (its base to the newest commit)."""
     from pathlib import Path
 
     from agentsaga import gitops
@@ -125,19 +152,24 @@ def run_diff(store: Store, run_id: str, step: str | None, stat: bool) -> str:
     run = store.get_run(run_id)
     ws = run.workspace or {}
     repo = Path(ws.get("repo_root") or ws.get("path") or ".")
-    attempts = [a for a in store.attempts(run_id) if a.output and a.output.get("commit")]
-    if step is not None:
-        attempts = [a for a in attempts if a.step_id == step and not a.superseded]
-        if not attempts:
-            return f"step {step!r} made no commit in run {run_id}\n"
-        a = attempts[-1]
-        output = a.output or {}
-        base, head = output.get("base"), output.get("commit")
-    else:
-        live = [a for a in attempts if not a.superseded]
+    attempts = store.attempts(run_id)
+    if step is None:
+        live = [a for a in attempts if not a.superseded and (a.output or {}).get("commit")]
         if not live:
             return f"run {run_id} made no commit\n"
-        base, head = ws.get("base_commit"), live[-1].output["commit"] if live[-1].output else None
-    if not base or not head:
-        return "nothing to show\n"
-    return gitops.diff(repo, base, head, stat=stat)
+        base, head = ws.get("base_commit"), (live[-1].output or {}).get("commit")
+        return gitops.diff(repo, base, head, stat=stat) if base and head else "nothing to show\n"
+    mine = [a for a in attempts if a.step_id == step and not a.superseded]
+    if not mine:
+        return f"step {step!r} has not run in run {run_id}\n"
+    attempt = mine[-1]
+    output = attempt.output or {}
+    if output.get("commit") and output.get("base") and output["commit"] != output["base"]:
+        return gitops.diff(repo, output["base"], output["commit"], stat=stat)
+    if not attempt.snapshot:
+        return f"step {step!r} changed nothing in the workspace\n"
+    later = [a.snapshot for a in attempts if a.seq > attempt.seq and a.snapshot]
+    if later:
+        return gitops.diff(repo, attempt.snapshot, later[0], stat=stat)
+    path = Path(ws.get("path") or repo)
+    return gitops.diff_worktree(path, attempt.snapshot, stat=stat)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.llm_server import FakeLLMServer
 
 from agentsaga import tokens
 from agentsaga.steps.read import render_file
 from tests import gitstate
 from tests.llm_project import MODELS, Project, make_project
+from tests.llm_server import FakeLLMServer
 
 HEAD = f"defaults: {{provider: anthropic, model: {MODELS['anthropic']}}}\n"
 
@@ -63,10 +63,11 @@ def user_text(request_body: dict[str, Any], index: int = 0) -> str:
 def test_plan_output_json_from_a_bare_document_or_a_fenced_block(project: Project) -> None:
     project.server.reply('{"files": ["src/a.py"], "steps": 2}')
     project.server.reply('Here is the plan:\n```json\n{"files": ["b.py"]}\n```\nThat is all.')
+    project.server.reply('Sloppy fence:\r\n```JSON\r\n{"files": []}```')
     project.server.reply("Just prose: change src/a.py.")
     steps = "".join(
         f"  - id: {name}\n    kind: plan\n    prompt: Plan {name}\n"
-        for name in ("bare", "fenced", "prose")
+        for name in ("bare", "fenced", "sloppy", "prose")
     )
     text = "name: plans\n" + HEAD + "workspace: {isolation: none}\nsteps:\n" + steps
     project.write("p.yml", text)
@@ -79,6 +80,7 @@ def test_plan_output_json_from_a_bare_document_or_a_fenced_block(project: Projec
     fenced = output_of(project, rid, "fenced")
     assert fenced["json"] == {"files": ["b.py"]}
     assert fenced["text"].startswith("Here is the plan:")
+    assert output_of(project, rid, "sloppy")["json"] == {"files": []}
     assert output_of(project, rid, "prose")["json"] is None
     # The packaged system prompt went with each call.
     assert all("planning step" in json.dumps(r.body["system"]) for r in project.server.requests)

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.llm_server import FakeLLMServer
 
 from tests.conftest import Result, agentsaga_argv, cli
 from tests.llm_project import make_project
+from tests.llm_server import FakeLLMServer
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 

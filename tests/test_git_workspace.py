@@ -123,8 +123,13 @@ def ag(cwd: Path, *args: str | Path, fault: str | None = None, timeout: float = 
     if fault:
         env["AGENTSAGA_FAULT"] = fault
     proc = subprocess.run(
-        agentsaga_argv(*args), cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        agentsaga_argv(*args),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -283,8 +288,10 @@ def test_sigkill_while_a_step_has_half_written_files(
     path = crash_pipeline(t)
     before = capture(repo)
     proc = Background(repo, t / "run", "run", path)
-    wait_until(lambda: (t / "mid.pid").exists() and (t / "mid.pid").read_text().strip() != "",
-               what="the mid step to start sleeping")
+    wait_until(
+        lambda: (t / "mid.pid").exists() and (t / "mid.pid").read_text().strip() != "",
+        what="the mid step to start sleeping",
+    )
     proc.kill_group()
     kill_group_from_pidfile(t / "mid.pid")  # steps run in their own session
     rid = newest_run_id()
@@ -442,8 +449,9 @@ def test_two_runs_on_one_repository_at_once(repo: Path, tmp_path: Path) -> None:
         pipes.append(
             write_pipeline(
                 t,
-                shell("w", f"echo {n} > mine.txt; echo {n} >> a.txt; {wait}", commit=True,
-                      reset=True),
+                shell(
+                    "w", f"echo {n} > mine.txt; echo {n} >> a.txt; {wait}", commit=True, reset=True
+                ),
                 shell("e", f"echo {n} >> b.txt; echo {n} > untracked-{n}.txt", reset=True),
                 name=n,
             )
@@ -451,8 +459,10 @@ def test_two_runs_on_one_repository_at_once(repo: Path, tmp_path: Path) -> None:
     before = capture(repo)
     procs = [Background(repo, t / f"bg-{i}", "run", p) for i, p in enumerate(pipes)]
     # Both are inside their first step at the same time before either may go on.
-    wait_until(lambda: (t / "one.pid").exists() and (t / "two.pid").exists(),
-               what="both runs to be in their first step")
+    wait_until(
+        lambda: (t / "one.pid").exists() and (t / "two.pid").exists(),
+        what="both runs to be in their first step",
+    )
     (t / "go").touch()
     for proc in procs:
         result = proc.wait()
@@ -498,8 +508,9 @@ def make_dirty(repo: Path) -> None:
 def test_branch_isolation_refuses_a_dirty_tree_without_allow_dirty(
     repo: Path, tmp_path: Path
 ) -> None:
-    path = write_pipeline(tmp_path, shell("c1", "echo c1 >> a.txt", commit=True),
-                          isolation="branch")
+    path = write_pipeline(
+        tmp_path, shell("c1", "echo c1 >> a.txt", commit=True), isolation="branch"
+    )
     make_dirty(repo)
     before = capture(repo)
     refused = cli("run", path)
@@ -508,13 +519,10 @@ def test_branch_isolation_refuses_a_dirty_tree_without_allow_dirty(
     assert capture(repo) == before
 
 
-def test_branch_isolation_with_allow_dirty_restores_everything(
-    repo: Path, tmp_path: Path
-) -> None:
+def test_branch_isolation_with_allow_dirty_restores_everything(repo: Path, tmp_path: Path) -> None:
     path = write_pipeline(
         tmp_path,
-        shell("c1", f"{PROBE} > {tmp_path}/seen; echo c1 >> a.txt; echo c > c.txt",
-              commit=True),
+        shell("c1", f"{PROBE} > {tmp_path}/seen; echo c1 >> a.txt; echo c > c.txt", commit=True),
         shell("e1", "echo e1 >> b.txt; echo w > w.txt; rm src/m.py", reset=True),
         isolation="branch",
     )
@@ -532,9 +540,7 @@ def test_branch_isolation_with_allow_dirty_restores_everything(
     undone = cli("rollback", rid)
     assert undone.exit_code == 0, undone
     assert capture(repo) == before
-    assert git(repo, "stash", "list", "--format=%gs").splitlines() == [
-        "On main: my older stash"
-    ]
+    assert git(repo, "stash", "list", "--format=%gs").splitlines() == ["On main: my older stash"]
 
 
 # --- detached HEAD -------------------------------------------------------------------------
@@ -598,8 +604,9 @@ def test_refuses_a_repository_mid_operation(
     repo: Path, tmp_path: Path, state: Any, message: str, isolation: str
 ) -> None:
     state(repo)
-    path = write_pipeline(tmp_path, shell("c1", f"touch {tmp_path}/ran", commit=True),
-                          isolation=isolation)
+    path = write_pipeline(
+        tmp_path, shell("c1", f"touch {tmp_path}/ran", commit=True), isolation=isolation
+    )
     before = capture(repo)
     refused = cli("run", path)
     assert refused.exit_code != 0, refused
@@ -651,7 +658,9 @@ def _listing(root: Path) -> dict[str, str]:
     return without_state(tree_files(root))
 
 
-def test_refuses_a_repository_with_no_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refuses_a_repository_with_no_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("AGENTSAGA_STORE", raising=False)
     root = tmp_path / "empty"
     root.mkdir()
@@ -829,9 +838,7 @@ def test_a_later_commit_without_compensation_does_not_block_an_earlier_reset(
     assert capture(repo) == before
 
 
-def test_sigkill_mid_step_in_branch_isolation_with_a_dirty_tree(
-    repo: Path, tmp_path: Path
-) -> None:
+def test_sigkill_mid_step_in_branch_isolation_with_a_dirty_tree(repo: Path, tmp_path: Path) -> None:
     t = tmp_path
     path = write_pipeline(
         t,
@@ -839,15 +846,18 @@ def test_sigkill_mid_step_in_branch_isolation_with_a_dirty_tree(
         shell(
             "mid",
             f"printf partial > out.txt; echo mid >> b.txt; echo $$ > {t}/mid.pid; sleep 30",
-            commit=True, reset=True,
+            commit=True,
+            reset=True,
         ),
         isolation="branch",
     )
     make_dirty(repo)
     before = capture(repo)
     proc = Background(repo, t / "run", "run", path, "--allow-dirty")
-    wait_until(lambda: (t / "mid.pid").exists() and (t / "mid.pid").read_text().strip() != "",
-               what="the mid step to start sleeping")
+    wait_until(
+        lambda: (t / "mid.pid").exists() and (t / "mid.pid").read_text().strip() != "",
+        what="the mid step to start sleeping",
+    )
     proc.kill_group()
     kill_group_from_pidfile(t / "mid.pid")
     assert (repo / "out.txt").read_text() == "partial"

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.llm_server import FakeLLMServer
 
 from tests.llm_project import (
     ANTHROPIC_KEY,
@@ -23,6 +22,7 @@ from tests.llm_project import (
     Project,
     make_project,
 )
+from tests.llm_server import FakeLLMServer
 
 APIS = ["anthropic", "openai"]
 

@@ -10,7 +10,9 @@ from typing import Any
 from agentsaga.context import StepContext
 from agentsaga.errors import AgentsagaError
 
-_FENCED_JSON = re.compile(r"```(?:json)?\s*\n(.*?)\n```", re.DOTALL)
+# Models vary the fence: ```json, ```JSON, a bare ```, CRLF, the closing fence on the
+# JSON's last line. Any of them holds the plan.
+_FENCED_JSON = re.compile(r"```[ \t]*(?:json)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def system_prompt(ctx: StepContext, kind: str) -> str:
@@ -30,7 +32,7 @@ def gateway(ctx: StepContext) -> Any:
 def extract_json(text: str) -> Any:
     """The reply as JSON when it is a JSON document or holds a fenced JSON block."""
     stripped = text.strip()
-    candidates = [stripped] + [m.group(1) for m in _FENCED_JSON.finditer(text)]
+    candidates = [stripped] + [m.group(1).strip() for m in _FENCED_JSON.finditer(text)]
     for candidate in candidates:
         if candidate[:1] in ("{", "["):
             try:

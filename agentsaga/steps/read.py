@@ -58,9 +58,9 @@ def list_files(root: Path, uses_git: bool) -> list[str]:
     # .gitignore is honoured whenever the folder is in a git repository, not only when the
     # run has a git workspace: `isolation: none` in a repo must not read build output or
     # an ignored .env into a prompt.
-    from agentsaga.config import find_repo_root
-
-    if uses_git or find_repo_root(root) is not None:
+    resolved = Path(root).resolve()
+    in_work_tree = any((d / ".git").exists() for d in (resolved, *resolved.parents))
+    if uses_git or in_work_tree:
         from agentsaga import gitops
 
         return gitops.list_files(root)

@@ -91,8 +91,13 @@ class SqliteStore(SqlStore):
 
 
 def _make_private_dir(path: Path) -> None:
-    """Create the store's folder readable by its owner only (it holds prompts and logs)."""
+    """Create the store's folder readable by its owner only (it holds prompts and logs).
+    Inside a repository it ignores itself, so it never shows in ``git status`` even
+    before a run has added it to ``.git/info/exclude``."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ignore = path / ".gitignore"
+    if path.name == ".agentsaga" and not ignore.exists():
+        ignore.write_text("# agentsaga's state, logs and worktrees\n*\n", encoding="utf-8")
 
 
 def _explain(exc: sqlite3.Error, path: Path) -> str:
