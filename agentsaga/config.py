@@ -18,6 +18,15 @@ from agentsaga.schema import BOOL, INT, NUM, STR, Enum, MapOf, Obj, SchemaViolat
 
 CONFIG_FILE = ".agentsaga.yml"
 
+class _MemoMode(Enum):
+    """``memo: off`` unquoted is YAML's boolean false: read it as the user meant it."""
+
+    def check(self, node: yaml.Node) -> str:
+        if isinstance(node, yaml.ScalarNode) and node.value.lower() in ("off", "false", "no"):
+            return "off"
+        return super().check(node)
+
+
 PROVIDER = Obj(
     {
         "type": Enum("anthropic", "openai", "scripted"),
@@ -32,7 +41,7 @@ PROVIDER = Obj(
 CONFIG = Obj(
     {
         "store": STR,
-        "memo": Enum("run", "global", "off"),
+        "memo": _MemoMode("run", "global", "off"),
         "lease_ttl": NUM,
         "isolation": Enum("worktree", "branch", "none"),
         "providers": MapOf(PROVIDER),

@@ -116,12 +116,14 @@ class StepFailed(AgentsagaError):
 
 
 class BudgetExceeded(StepFailed):
-    def __init__(self, what: str, would_be: float, limit: float, unit: str) -> None:
+    def __init__(
+        self, what: str, would_be: float, limit: float, unit: str, run_id: str = "<run-id>"
+    ) -> None:
         self.what, self.would_be, self.limit, self.unit = what, would_be, limit, unit
         super().__init__(
-            f"budget exceeded: {what} would reach {would_be:g} {unit}, over the limit of "
-            f"{limit:g} {unit}; no request was sent. Raise it with "
-            f"'agentsaga resume <run-id> --budget {unit}=N'",
+            f"budget exceeded: {what} would reach {would_be:,.6g} {unit}, over the limit of "
+            f"{limit:,.6g} {unit}; no request was sent. Raise it with "
+            f"'agentsaga resume {run_id} --budget {unit}=N'",
             kind="budget",
             retryable=False,
         )

@@ -218,6 +218,7 @@ class LLMGateway:
                     f"{scope}: {spent_tokens:,} tokens spent + this call's worst case "
                     f"{worst_tokens:,} ({prompt_tokens:,} prompt + {settings.max_tokens:,} "
                     "max_tokens)", spent_tokens + worst_tokens, float(limit), "max_tokens",
+                    self.run_id,
                 )
             cost_limit = budget.get("max_cost_usd")
             if cost_limit is not None and worst_cost is not None:
@@ -226,5 +227,5 @@ class LLMGateway:
                     raise BudgetExceeded(
                         f"{scope}: ${spent_cost:.4f} spent + this call's worst case "
                         f"${worst_cost:.4f}", round(spent_cost + worst_cost, 6),
-                        float(cost_limit), "max_cost_usd",
+                        float(cost_limit), "max_cost_usd", self.run_id,
                     )

@@ -229,10 +229,21 @@ def load_text(
         raise PipelineError(path, line, col, f"YAML syntax error: {problem}") from exc
     except yaml.YAMLError as exc:
         raise PipelineError(path, 1, 1, f"YAML error: {exc}") from exc
+    except RecursionError:
+        raise PipelineError(path, 1, 1, "the YAML is nested too deeply to be a pipeline") from None
     if root is None:
         raise PipelineError(path, 1, 1, "the pipeline is empty; it needs a name and steps")
     loader = _Loader(path, text)
-    return loader.load(root, overrides or {})
+    try:
+        return loader.load(root, overrides or {})
+    except yaml.MarkedYAMLError as exc:
+        # A tag such as `!run` is refused by the safe constructor while types are checked.
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise PipelineError(path, line, col, f"YAML error: {problem}") from None
+    except RecursionError:
+        raise PipelineError(path, 1, 1, "the YAML is nested too deeply to be a pipeline") from None
 
 
 class _Loader:

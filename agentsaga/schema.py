@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,12})?) ?(ms|s|m|h)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -30,7 +30,9 @@ class SchemaViolation(Exception):
 
 def parse_duration(text: str) -> float | None:
     """'2s', '500ms', '1.5m', '1h' or a bare number of seconds -> seconds."""
-    match = _DURATION.match(text)
+    # Stripped first and matched whole: no leading or trailing \s* for the regex to
+    # backtrack over (a long run of spaces made that quadratic).
+    match = _DURATION.fullmatch(text.strip())
     if not match:
         return None
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
@@ -45,6 +47,11 @@ def _construct(node: yaml.Node) -> Any:
     """Turn a node into a Python value with YAML's safe rules (ints, bools, null...)."""
     try:
         return _LOADER.construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as exc:
+        # An unknown tag (`!run`, `!!python/...`): the safe loader refuses it.
+        raise SchemaViolation(node, exc.problem or "this YAML tag is not allowed") from None
+    except ValueError as exc:
+        raise SchemaViolation(node, f"not a usable value: {str(exc)[:80]}") from None
     finally:
         # The loader memoises by node; clearing keeps it from growing across loads.
         _LOADER.constructed_objects.clear()
@@ -115,7 +122,7 @@ class Duration(Type):
         return {
             "oneOf": [
                 {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": _DURATION.pattern},
+                {"type": "string", "pattern": rf"^\s*{_DURATION.pattern}\s*$"},
             ]
         }
 

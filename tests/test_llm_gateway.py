@@ -291,7 +291,7 @@ def test_a_reply_stored_before_a_crash_is_reused_on_resume(project: Project) -> 
 def test_memo_off_asks_again_after_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
 ) -> None:
-    # Quoted: a bare `off` is YAML 1.1's false (see the xfail below).
+    # Quoted here; a bare `off` (YAML 1.1's false) is accepted too, tested below.
     project = make_project(tmp_path, monkeypatch, server, config='memo: "off"\n')
     server.reply("the plan").reply("the plan, again")
     project.write("p.yml", plan_pipeline("openai"))
@@ -305,12 +305,6 @@ def test_memo_off_asks_again_after_a_crash(
     assert [c.status for c in project.calls(resumed["run_id"])] == ["ok", "ok"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py: a bare `memo: off` loads as YAML false and "
-    "is refused ('expected a string, got a boolean'); the example config "
-    "documents it unquoted",
-)
 def test_memo_off_unquoted_is_accepted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer
 ) -> None:

@@ -1,0 +1,148 @@
+"""Resume and rollback at scale.
+
+* **Resume.** A run of N completed steps and one failed step (N = 2,000 by default) is
+  written through the Store API (with the fingerprints the engine computes, so ``resume``
+  reuses every completed step). The failed step, re-run, writes a timestamp
+  (``date +%s.%N``) to a file. Figure: from launching ``agentsaga resume RUN`` (the
+  installed command) to that timestamp. Target 300 ms.
+* **Rollback.** A run of N completed steps, each with a no-op compensation
+  (``compensate: {run: ["true"]}``), written the same way; ``agentsaga rollback RUN`` is
+  timed end to end. Per compensation = (wall time - start-up - N x a bare
+  ``subprocess.run(["true"])``) / N: what the engine adds to each compensation command.
+  Target 5 ms. The default sizes are smaller than 2,000 because the present engine's cost
+  per compensation grows with N (see RESULTS.md); ``--rollback-steps 2000`` runs the full size.
+
+Run: python benchmarks/scale.py [--resume-steps 2000 ...] [--rollback-steps 100 200 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import agentsaga_exe, fast_store, machine, median, noop_pipeline, time_command
+
+TIMEOUT_S = 170.0
+
+
+def build_run(folder: Path, n_done: int, failed_step: bool, compensate: bool) -> tuple[Path, str]:
+    """A run of ``n_done`` completed steps (+ one failed one that stamps the time when it
+    runs), in the store ``folder/state.db``. Returns the store and the run id."""
+    from agentsaga.engine import Engine, current_attempts
+    from agentsaga.pipeline import load_text
+    from agentsaga.states import RunStatus, StepStatus
+    from agentsaga.store import RunRecord, new_run_id
+
+    text = noop_pipeline(n_done, name=f"scale{n_done}", compensate=compensate)
+    if failed_step:
+        text += ("  - id: stamp\n    kind: shell\n"
+                 f"    run: 'date +%s.%N > {folder / 'stamp'}'\n")
+    pipeline = load_text(text, "scale.yml")
+    db = folder / "state.db"
+    store = fast_store(db)
+    engine = Engine(store, folder / ".agentsaga")
+    run_id = new_run_id()
+    record = RunRecord(
+        id=run_id, pipeline_name=pipeline.name, pipeline_path="scale.yml",
+        pipeline_text=pipeline.text, pipeline_hash=pipeline.hash, vars={},
+        status=RunStatus.RUNNING, state=engine._initial_state(pipeline),
+        workspace={"isolation": "none", "path": str(folder)},
+    )
+    store.create_run(record)
+    run = store.get_run(run_id)
+    # No step reads another's output, so one namespace gives every step's fingerprint.
+    ns = engine._namespace(run, pipeline, current_attempts([]))
+    output = {"exit_code": 0, "stdout": "", "stderr": "", "json": None}
+    for step in pipeline.steps[:n_done]:
+        a = store.start_attempt(run_id, step.id, step.index,
+                                fingerprint=engine._fingerprint(step, pipeline, ns),
+                                base_commit=None, snapshot=None)
+        store.finish_attempt(a.id, status=StepStatus.COMPLETED, output=output)
+    if failed_step:
+        step = pipeline.steps[n_done]
+        a = store.start_attempt(run_id, step.id, step.index,
+                                fingerprint=engine._fingerprint(step, pipeline, ns),
+                                base_commit=None, snapshot=None)
+        store.finish_attempt(a.id, status=StepStatus.FAILED,
+                             error={"type": "StepFailed", "message": "command exited with 1"})
+        store.update_run(run_id, status=RunStatus.FAILED,
+                         error={"type": "StepFailed", "message": "command exited with 1"},
+                         finished=True)
+    else:
+        store.update_run(run_id, status=RunStatus.SUCCEEDED, finished=True)
+    store.close()
+    return db, run_id
+
+
+def time_resume(n: int, tmp: Path) -> float | None:
+    folder = tmp / f"resume-{n}"
+    folder.mkdir()
+    db, run_id = build_run(folder, n, failed_step=True, compensate=False)
+    start = time.time()
+    try:
+        proc = subprocess.run([*agentsaga_exe(), "--store", str(db), "resume", run_id],
+                              cwd=folder, capture_output=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr.decode()[-2000:])
+    return float((folder / "stamp").read_text()) - start
+
+
+def time_rollback(n: int, tmp: Path, startup: float, true_cmd: float) -> tuple[float, float] | None:
+    folder = tmp / f"rollback-{n}"
+    folder.mkdir()
+    db, run_id = build_run(folder, n, failed_step=False, compensate=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([*agentsaga_exe(), "--store", str(db), "rollback", run_id],
+                              cwd=folder, capture_output=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr.decode()[-2000:])
+    return wall, (wall - startup - n * true_cmd) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resume-steps", type=int, nargs="+", default=[500, 1000, 2000])
+    parser.add_argument("--rollback-steps", type=int, nargs="+", default=[100, 200, 400])
+    args = parser.parse_args()
+    print(f"resume and rollback at scale ({machine()})")
+    startup = median(time_command([*agentsaga_exe(), "--help"], 7))
+    start = time.perf_counter()
+    for _ in range(200):
+        subprocess.run(["true"], check=True)
+    true_cmd = (time.perf_counter() - start) / 200
+    print(f"start-up {startup * 1000:.0f} ms; bare subprocess.run(['true']) {true_cmd * 1000:.2f} ms\n")
+    with tempfile.TemporaryDirectory(prefix="agentsaga-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        for n in args.resume_steps:
+            took = time_resume(n, tmp)
+            shown = f"{took * 1000:8.0f} ms" if took is not None else f"> {TIMEOUT_S:.0f} s"
+            print(f"resume: {n:5,d} completed + 1 failed: launch -> failed step running "
+                  f"{shown}   (target 300 ms)")
+            sys.stdout.flush()
+        for n in args.rollback_steps:
+            res = time_rollback(n, tmp, startup, true_cmd)
+            if res is None:
+                print(f"rollback: {n:5,d} no-op compensations: > {TIMEOUT_S:.0f} s")
+                continue
+            wall, per = res
+            print(f"rollback: {n:5,d} no-op compensations: {wall:6.2f} s, engine adds "
+                  f"{per * 1000:7.2f} ms per compensation   (target 5 ms)")
+            sys.stdout.flush()
+    os.environ.pop("AGENTSAGA_FAULT", None)
+
+
+if __name__ == "__main__":
+    main()
