@@ -77,7 +77,11 @@ def run_once(comp: Compensation, ci: CompensationInput) -> None:
     env["AGENTSAGA_COMPENSATING"] = "1"
     cwd = ci.workspace.path if ci.workspace.path.is_dir() else Path(os.getcwd())
     result = run_command(
-        command, cwd=cwd, env=env, log_stem=ci.log_stem, timeout_s=comp.timeout_s,
+        command,
+        cwd=cwd,
+        env=env,
+        log_stem=ci.log_stem,
+        timeout_s=comp.timeout_s,
         cancel=ci.cancel,
     )
     if result.timed_out or result.exit_code != 0:
@@ -132,8 +136,9 @@ def render_command(command: str | list[str], ns: dict[str, Any]) -> str | list[s
     """A string command is for bash: every value is shell-quoted. A list is argv: every
     element renders to exactly one argument, whatever it holds."""
     if isinstance(command, str):
-        rendered = render_any(command, ns, quote=True)
-        return str(rendered)
+        from agentsaga.shell import render_bash
+
+        return render_bash(command, ns)
     out = []
     for part in command:
         if isinstance(part, str) and expressions.has_expressions(part):

@@ -235,6 +235,11 @@ def confine_path(root: Path, rel: str) -> Path:
         raise EditPathError(rel, "the path leads into .git")
     if not inner.parts:
         raise EditPathError(rel, "the path is the workspace itself, not a file")
+    # agentsaga's own state and configuration: a reply that rewrote them could point the
+    # next command's provider (and its key) elsewhere, or forge the run's records.
+    first = inner.parts[0].casefold().rstrip(". ")
+    if first in (".agentsaga", ".agentsaga.yml", ".agentsaga.yaml"):
+        raise EditPathError(rel, "agentsaga's own state and configuration are not edited")
     return resolved
 
 

@@ -45,6 +45,7 @@ from agentsaga.errors import (
 )
 from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, RetrySpec, Step, load_text
+from agentsaga.redact import redact_json, secret_values
 from agentsaga.states import LIVE_ATTEMPT, CompensationStatus, RunStatus, StepStatus
 from agentsaga.steps import COMMAND_FIELDS, KINDS
 from agentsaga.store import AttemptRecord, RunRecord, Store, new_run_id
@@ -541,7 +542,8 @@ class Engine:
             self.store.finish_attempt(
                 attempt.id,
                 status=StepStatus.COMPLETED,
-                output=output,
+                # A reply or a command may echo a secret: it is masked before it is kept.
+                output=redact_json(output, secret_values()),
                 log_path=str(ctx.log_stem),
             )
             self._current(run_id)[step.id] = self.store.get_attempt(attempt.id)

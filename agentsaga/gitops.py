@@ -268,7 +268,7 @@ def _write_intent(ws: Workspace, run_id: str) -> None:
     # Written before anything changes, so a crash halfway through create_workspace leaves a
     # record of what to finish (and the proof that a half-made branch is ours).
     target = _intent_file(ws.repo_root, run_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(ws.to_json(), indent=2))
     os.replace(tmp, target)

@@ -22,6 +22,7 @@ from typing import Any
 
 from agentsaga import faults
 from agentsaga.errors import BudgetExceeded, ConfigError, ProviderError
+from agentsaga.redact import redact_json, secret_values
 from agentsaga.store import Store, Usage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -63,11 +64,14 @@ class LLMGateway:
         provider = str(params.get("provider") or defaults.get("provider") or "scripted")
         configured = self.config.get("providers", {}).get(provider, {})
         model = str(
-            params.get("model") or defaults.get("model") or configured.get("model")
+            params.get("model")
+            or defaults.get("model")
+            or configured.get("model")
             or DEFAULT_MODELS.get(configured.get("type", provider), provider)
         )
-        max_tokens = int(params.get("max_tokens") or defaults.get("max_tokens")
-                         or DEFAULT_MAX_TOKENS)
+        max_tokens = int(
+            params.get("max_tokens") or defaults.get("max_tokens") or DEFAULT_MAX_TOKENS
+        )
         temperature = params.get("temperature", defaults.get("temperature"))
         return CallSettings(provider, model, max_tokens, temperature, params.get("replies"))
 
@@ -86,21 +90,38 @@ class LLMGateway:
         messages = [Message(m["role"], m["content"]) for m in history]
         messages.append(Message("user", prompt))
         request = LLMRequest(
-            provider=settings.provider, model=settings.model, system=system,
-            messages=tuple(messages), max_tokens=settings.max_tokens,
-            temperature=settings.temperature, cache_prefix=cache_prefix,
+            provider=settings.provider,
+            model=settings.model,
+            system=system,
+            messages=tuple(messages),
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            cache_prefix=cache_prefix,
         )
         request_hash = request.request_hash()
+        # The hash is of the real request; what is stored has secrets masked (a prompt may
+        # interpolate ${{ env.SOME_TOKEN }}).
+        secrets = secret_values()
+        stored_request = redact_json(request.to_json(), secrets)
         if self.memo != "off":
             scope = self.run_id if self.memo == "run" else None
             earlier = self.store.find_unjudged_reply(request_hash, scope)
             if earlier is not None and earlier.response is not None:
                 self.store.record_llm_call(
-                    run_id=self.run_id, attempt_id=self.attempt_id, step_id=self.step_id,
-                    provider=settings.provider, model=settings.model,
-                    request_hash=request_hash, request=request.to_json(),
-                    response=earlier.response, error=None, status="reused", http_attempt=0,
-                    usage=Usage(), latency_ms=0.0, served_from=earlier.id,
+                    run_id=self.run_id,
+                    attempt_id=self.attempt_id,
+                    step_id=self.step_id,
+                    provider=settings.provider,
+                    model=settings.model,
+                    request_hash=request_hash,
+                    request=stored_request,
+                    response=earlier.response,
+                    error=None,
+                    status="reused",
+                    http_attempt=0,
+                    usage=Usage(),
+                    latency_ms=0.0,
+                    served_from=earlier.id,
                 )
                 return LLMResponse.from_json(earlier.response)
         self._check_budget(request, settings)
@@ -111,16 +132,28 @@ class LLMGateway:
             usage = Usage()
             if response is not None:
                 u = response.usage
-                usage = Usage(u.input, u.output, u.cache_read, u.cache_write,
-                              self._cost(settings, u), u.estimated)
+                usage = Usage(
+                    u.input,
+                    u.output,
+                    u.cache_read,
+                    u.cache_write,
+                    self._cost(settings, u),
+                    u.estimated,
+                )
             self.store.record_llm_call(
-                run_id=self.run_id, attempt_id=self.attempt_id, step_id=self.step_id,
-                provider=settings.provider, model=settings.model, request_hash=request_hash,
-                request=request.to_json(),
-                response=response.to_json() if response is not None else None,
-                error=error.to_json() if error is not None else None,
-                status="ok" if response is not None else "error", http_attempt=attempt_no,
-                usage=usage, latency_ms=ms,
+                run_id=self.run_id,
+                attempt_id=self.attempt_id,
+                step_id=self.step_id,
+                provider=settings.provider,
+                model=settings.model,
+                request_hash=request_hash,
+                request=stored_request,
+                response=redact_json(response.to_json(), secrets) if response else None,
+                error=redact_json(error.to_json(), secrets) if error is not None else None,
+                status="ok" if response is not None else "error",
+                http_attempt=attempt_no,
+                usage=usage,
+                latency_ms=ms,
             )
             if response is not None:
                 faults.point("llm.after_reply")
@@ -145,7 +178,8 @@ class LLMGateway:
             # Each call of this step in this run takes the next reply: a retry or a rewind
             # gets a new answer, as from a real model.
             used = sum(
-                1 for c in self.store.llm_calls(self.run_id)
+                1
+                for c in self.store.llm_calls(self.run_id)
                 if c.step_id == self.step_id and c.status in ("ok", "error")
             )
             return ScriptedProvider(settings.replies, cursor=used, name=settings.provider)
@@ -155,7 +189,8 @@ class LLMGateway:
         if "timeout" in configured:
             extra["timeout_s"] = configured["timeout"]
         config = ProviderConfig(
-            base_url=configured.get("base_url"), api_key_env=configured.get("api_key_env"),
+            base_url=configured.get("base_url"),
+            api_key_env=configured.get("api_key_env"),
             extra=extra,
         )
         provider = get_provider(settings.provider, config)
@@ -178,14 +213,18 @@ class LLMGateway:
     def _cost(self, settings: CallSettings, usage: Any) -> float | None:
         from agentsaga.pricing import cost_usd
 
-        return cost_usd(self._price_provider(settings), settings.model, usage,
-                        self.config.get("prices"))
+        return cost_usd(
+            self._price_provider(settings), settings.model, usage, self.config.get("prices")
+        )
 
     def _price_provider(self, settings: CallSettings) -> str:
         """Whose price list applies. The scripted provider plays the model it names, so a
         demo or a simulation is priced as that model would be."""
-        kind = self.config.get("providers", {}).get(settings.provider, {}).get(
-            "type", settings.provider)
+        kind = (
+            self.config.get("providers", {})
+            .get(settings.provider, {})
+            .get("type", settings.provider)
+        )
         if kind == "scripted":
             model = settings.model.lower()
             if model.startswith("claude"):
@@ -206,8 +245,11 @@ class LLMGateway:
         calls = [c for c in self.store.llm_calls(self.run_id) if c.status == "ok"]
         for scope, budget, spent_calls in (
             ("the run", self.run_budget, calls),
-            (f"step {self.step_id!r}", self.step_budget,
-             [c for c in calls if c.step_id == self.step_id]),
+            (
+                f"step {self.step_id!r}",
+                self.step_budget,
+                [c for c in calls if c.step_id == self.step_id],
+            ),
         ):
             if not budget:
                 continue
@@ -217,7 +259,10 @@ class LLMGateway:
                 raise BudgetExceeded(
                     f"{scope}: {spent_tokens:,} tokens spent + this call's worst case "
                     f"{worst_tokens:,} ({prompt_tokens:,} prompt + {settings.max_tokens:,} "
-                    "max_tokens)", spent_tokens + worst_tokens, float(limit), "max_tokens",
+                    "max_tokens)",
+                    spent_tokens + worst_tokens,
+                    float(limit),
+                    "max_tokens",
                     self.run_id,
                 )
             cost_limit = budget.get("max_cost_usd")
@@ -226,6 +271,9 @@ class LLMGateway:
                 if spent_cost + worst_cost > cost_limit:
                     raise BudgetExceeded(
                         f"{scope}: ${spent_cost:.4f} spent + this call's worst case "
-                        f"${worst_cost:.4f}", round(spent_cost + worst_cost, 6),
-                        float(cost_limit), "max_cost_usd", self.run_id,
+                        f"${worst_cost:.4f}",
+                        round(spent_cost + worst_cost, 6),
+                        float(cost_limit),
+                        "max_cost_usd",
+                        self.run_id,
                     )

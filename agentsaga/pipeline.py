@@ -378,8 +378,9 @@ class _Loader:
         retry = raw.get("retry") or {}
         if "attempts" in retry and retry["attempts"] < 1:
             node = _children(children["retry"])["attempts"]
-            raise self.error(node, "retry.attempts counts every try, the first included: "
-                             "at least 1")
+            raise self.error(
+                node, "retry.attempts counts every try, the first included: at least 1"
+            )
         on_failure = raw.get("on_failure") or {}
         if on_failure.get("max_rewinds", 0) < 0:
             node = _children(children["on_failure"])["max_rewinds"]
@@ -434,12 +435,32 @@ class _Loader:
                     f"git: {step.compensate.git} needs a git workspace, but "
                     "workspace.isolation is 'none'; use a run: compensation or a git isolation",
                 )
+            self.check_bash_strings(children)
             for key, child in children.items():
                 if key == "compensate":
                     # A compensation runs after its step: it may read the step's own output.
                     self.check_strings(child, pipeline, step.index + 1, step.id, True)
                 elif key not in ("id", "kind", "replies", "schema"):
                     self.check_strings(child, pipeline, step.index, step.id, True)
+
+    def check_bash_strings(self, children: dict[str, yaml.Node]) -> None:
+        """A ``run:`` string is for bash: an expression inside ``$( )`` cannot be quoted."""
+        from agentsaga.shell import SUBSTITUTION_PROBLEM, unsafe_offset
+
+        nodes = [children.get("run")]
+        if "compensate" in children:
+            nodes.append(_children(children["compensate"]).get("run"))
+        for node in nodes:
+            if not isinstance(node, yaml.ScalarNode) or not expressions.has_expressions(
+                str(node.value)
+            ):
+                continue
+            try:
+                offset = unsafe_offset(str(node.value))
+            except ExpressionError:
+                continue  # reported with its position by check_strings
+            if offset is not None:
+                raise self.error_at(node, offset, SUBSTITUTION_PROBLEM)
 
     def check_bare_expression(
         self, node: yaml.ScalarNode, pipeline: Pipeline, before: int, own: str

@@ -9,10 +9,12 @@ nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 _MIN_LENGTH = 6
@@ -51,3 +53,15 @@ def redact_file(path: Path, secrets: list[str]) -> None:
     for secret in encoded:
         data = data.replace(secret, MASK.encode())
     path.write_bytes(data)
+
+
+def redact_json(value: Any, secrets: list[str]) -> Any:
+    """``value`` (JSON-able) with every secret masked wherever it appears."""
+    if not secrets or value is None:
+        return value
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if not any(json.dumps(secret)[1:-1] in text for secret in secrets):
+        return value
+    for secret in secrets:
+        text = text.replace(json.dumps(secret)[1:-1], MASK)
+    return json.loads(text)

@@ -100,9 +100,17 @@ def _make_private_dir(path: Path) -> None:
         ignore.write_text("# agentsaga's state, logs and worktrees\n*\n", encoding="utf-8")
 
 
+def _read_only(path: Path) -> bool:
+    folder = path if path.is_dir() else path.parent
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
 def _explain(exc: sqlite3.Error, path: Path) -> str:
     text = str(exc)
-    if "readonly" in text or "read-only" in text:
+    if "readonly" in text or "read-only" in text or ("unable to open" in text and _read_only(path)):
         return f"the store {path} is read-only: {text}; fix its permissions, then resume the run"
     if "disk is full" in text or "database or disk is full" in text:
         return f"the disk holding {path} is full: {text}; free space, then resume the run"
