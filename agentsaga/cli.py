@@ -113,6 +113,20 @@ def _parse_budget(pairs: list[str] | None) -> dict[str, float]:
     return budget
 
 
+def _reporting_interrupts(engine: Any, drive: Any) -> Any:
+    """Run ``drive``; a Ctrl-C still ends in the run's document (status interrupted,
+    exit 130), so ``--json`` callers learn the run id they can resume."""
+    from agentsaga.errors import Interrupted
+
+    try:
+        return drive()
+    except Interrupted as exc:
+        if exc.run_id is None:
+            raise
+        _print_error(f"interrupted; resume with: agentsaga resume {exc.run_id}")
+        return engine.result(exc.run_id)
+
+
 def _emit_result(result: Any, json_mode: bool, command: str) -> None:
     from agentsaga.cli_render import print_result
 
@@ -170,7 +184,7 @@ def run(
         allow_dirty=allow_dirty,
         budget=_parse_budget(budget),
     )
-    result = engine.run(loaded, session.repo_root)
+    result = _reporting_interrupts(engine, lambda: engine.run(loaded, session.repo_root))
     _emit_result(result, json_mode, "run")
 
 
@@ -194,17 +208,27 @@ def resume(
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
     record = session.store.get_run(rid)
-    new = load_file(pipeline, {k: str(v) for k, v in record.vars.items()}) if pipeline else None
-    engine = session.engine(json_mode, force=force, budget=_parse_budget(budget))
+    new = None
+    if pipeline is not None:
+        # The run's vars carry over to the changed file, where it still declares them.
+        from agentsaga.pipeline import load_text
+
+        declared = load_file(pipeline)
+        stored = {k: str(v) for k, v in record.vars.items() if k in declared.vars}
+        new = load_text(declared.text, declared.path, stored)
+    engine = session.engine(json_mode, force=force)
     if from_step is not None:
         _check_step(from_step, new or engine._pipeline_of(record))
-    if budget:
-        record.state["budget"] = {**record.state.get("budget", {}), **_parse_budget(budget)}
-        session.store.update_run(rid, state=record.state)
     if plan:
         _emit_plan(rid, engine.plan_resume(rid, new, from_step), json_mode)
         return
-    _emit_result(engine.resume(rid, new, from_step), json_mode, "resume")
+    _emit_result(
+        _reporting_interrupts(
+            engine, lambda: engine.resume(rid, new, from_step, _parse_budget(budget))
+        ),
+        json_mode,
+        "resume",
+    )
 
 
 @app.command()
@@ -250,7 +274,9 @@ def fork(
     if plan:
         _emit_plan(rid, engine.plan_fork(rid, from_step, overrides, new), json_mode)
         return
-    result = engine.fork(rid, from_step, overrides, new, session.repo_root)
+    result = _reporting_interrupts(
+        engine, lambda: engine.fork(rid, from_step, overrides, new, session.repo_root)
+    )
     _emit_result(result, json_mode, "fork")
 
 

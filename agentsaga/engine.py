@@ -18,6 +18,7 @@ compensations are idempotent by contract) before the step re-executes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,6 +56,8 @@ from agentsaga.workspace import from_json as workspace_from_json
 #: Failures caused by the model's reply: that reply is judged and never served again.
 REPLY_FAILURES = frozenset({"edit", "schema"})
 _EMPTY_REWIND = {"count": 0, "from": "", "error": ""}
+_FINGERPRINT_RUN = {k: f"<{k}>" for k in ("id", "branch", "base", "workspace", "name", "parent")}
+_LLM_DEFAULTS = ("provider", "model", "max_tokens", "temperature")
 
 
 @dataclass
@@ -162,10 +165,17 @@ class Engine:
             return self._drive(run_id, pipeline)
 
     def resume(
-        self, run_id: str, pipeline: Pipeline | None = None, from_step: str | None = None
+        self,
+        run_id: str,
+        pipeline: Pipeline | None = None,
+        from_step: str | None = None,
+        budget: dict[str, float] | None = None,
     ) -> RunResult:
         with self._owning(run_id):
             run = self.store.get_run(run_id)
+            if budget:
+                run.state["budget"] = {**run.state.get("budget", {}), **budget}
+                self.store.update_run(run_id, state=run.state)
             if run.status in (
                 RunStatus.ROLLED_BACK,
                 RunStatus.ROLLING_BACK,
@@ -178,20 +188,47 @@ class Engine:
             old = self._pipeline_of(run)
             new = pipeline or old
             plan = self.plan_resume(run_id, pipeline, from_step)
-            restart = next((p for p in plan if p.action in ("rerun", "run")), None)
             reused = [p.step_id for p in plan if p.action == "reuse"]
             if reused:
                 self._emit(Event("reuse", run_id, message="reusing " + ", ".join(reused)))
-            if restart is not None and restart.action == "rerun":
-                run.state["restart_from"] = restart.step_id
-                run.state["restart_index"] = new.index_of(restart.step_id)
-                self.store.update_run(run_id, state=run.state)
-                # Compensate under the definitions the attempts ran with.
-                self._finish_restart(run_id, old, new)
+            restart_index = self._restart_index(run_id, plan, new)
+            if restart_index is not None:
+                # Recorded first: the compensations that follow finish after a crash too.
+                run.state["restart_from"] = (
+                    new.steps[restart_index].id if restart_index < len(new.steps) else ""
+                )
+                run.state["restart_index"] = restart_index
+            if from_step is not None:
+                # A rewind by hand: the re-run steps start afresh, with no stale failure.
+                run.state["rewind"] = dict(_EMPTY_REWIND)
+                run.state["rewind_by_step"] = {}
+                run.state["rewinds"], run.state["signatures"] = {}, {}
+            self.store.update_run(run_id, state=run.state)
             if pipeline is not None and pipeline.text != run.pipeline_text:
+                # The old text is kept: attempts made under it are undone with its
+                # definitions (a dropped step still has a compensation).
+                history = run.state.setdefault("old_pipelines", [])
+                history.append({"path": run.pipeline_path, "text": run.pipeline_text})
+                self.store.update_run(run_id, state=run.state)
                 self.store.set_pipeline(run_id, pipeline.path, pipeline.text, pipeline.hash)
             self.store.update_run(run_id, status=RunStatus.RUNNING, clear_error=True)
-            return self._drive(run_id, new)
+            return self._drive(run_id, new, old)
+
+    def _restart_index(self, run_id: str, plan: list[PlanItem], new: Pipeline) -> int | None:
+        """Where a resume must undo and re-run from: the first step the plan runs, when any
+        completed step after it re-runs or a step the new pipeline dropped still has live
+        attempts; None when the run simply continues."""
+        first = next((i for i, p in enumerate(plan) if p.action in ("rerun", "run")), None)
+        live_ids = {
+            a.step_id
+            for a in self.store.attempts(run_id)
+            if a.status in LIVE_ATTEMPT and not a.superseded and a.reused_from is None
+        }
+        dropped = live_ids - {s.id for s in new.steps}
+        rerun = any(p.action == "rerun" for p in plan)
+        if not rerun and not dropped:
+            return None
+        return first if first is not None else len(new.steps)
 
     def rollback(self, run_id: str) -> RunResult:
         with self._owning(run_id):
@@ -207,7 +244,7 @@ class Engine:
     ) -> RunResult:
         parent = self.store.get_run(parent_id)
         base_pipeline = pipeline or self._pipeline_of(parent)
-        new = self._fork_pipeline(parent, base_pipeline, overrides, pipeline is None)
+        new = self._fork_pipeline(parent, base_pipeline, overrides)
         reuse = [
             p.step_id
             for p in self.plan_fork(parent_id, from_step, overrides, pipeline)
@@ -272,9 +309,7 @@ class Engine:
                 invalid = f"upstream: {step.id} runs again"
                 continue
             assert attempt is not None
-            if attempt.status == StepStatus.SKIPPED or attempt.fingerprint == self._fingerprint(
-                step, target, ns
-            ):
+            if attempt.fingerprint == self._fingerprint(step, target, ns, run):
                 items.append(PlanItem(step.id, "reuse", "completed; fingerprint unchanged"))
                 continue
             items.append(PlanItem(step.id, "rerun", "fingerprint changed (definition or inputs)"))
@@ -313,7 +348,7 @@ class Engine:
     ) -> list[PlanItem]:
         parent = self.store.get_run(parent_id)
         base = pipeline or self._pipeline_of(parent)
-        new = self._fork_pipeline(parent, base, overrides, pipeline is None)
+        new = self._fork_pipeline(parent, base, overrides)
         stop_at = new.index_of(from_step)
         current = current_attempts(self.store.attempts(parent_id))
         probe = RunRecord(**{**parent.__dict__, "vars": new.vars})
@@ -328,8 +363,8 @@ class Engine:
                 invalid = (
                     f"not completed in the parent ({attempt.status if attempt else 'pending'})"
                 )
-            if invalid is None and attempt is not None and attempt.status != StepStatus.SKIPPED:
-                if attempt.fingerprint != self._fingerprint(step, new, ns):
+            if invalid is None and attempt is not None:
+                if attempt.fingerprint != self._fingerprint(step, new, ns, probe):
                     invalid = f"{step.id}'s inputs differ from the parent's"
             if invalid is None:
                 items.append(PlanItem(step.id, "reuse", "checkpoint of the parent run"))
@@ -342,17 +377,16 @@ class Engine:
         parent: RunRecord,
         base: Pipeline,
         overrides: dict[str, str] | None,
-        keep_parent_vars: bool,
     ) -> Pipeline:
-        """The fork's pipeline: the parent's vars (unless a new pipeline is given), then
-        ``--var`` overrides, which must be declared (load_text says so if not)."""
+        """The fork's pipeline: the parent's vars that it declares, then ``--var``
+        overrides, which must be declared (load_text says so if not)."""
         inherited = {k: str(v) for k, v in parent.vars.items() if k in base.vars}
-        merged = {**(inherited if keep_parent_vars else {}), **(overrides or {})}
+        merged = {**inherited, **(overrides or {})}
         return load_text(base.text, base.path, merged)
 
     # --- driving ------------------------------------------------------------------------
 
-    def _drive(self, run_id: str, pipeline: Pipeline) -> RunResult:
+    def _drive(self, run_id: str, pipeline: Pipeline, old: Pipeline | None = None) -> RunResult:
         run = self.store.get_run(run_id)
         ws = self._workspace(run)
         if isinstance(ws, GitWorkspace):
@@ -360,7 +394,8 @@ class Engine:
             ws.reopen()
         try:
             with self._signals():
-                self._finish_restart(run_id, pipeline, pipeline)
+                # Compensate under the definitions the attempts ran with.
+                self._finish_restart(run_id, old or pipeline, pipeline)
                 index = 0
                 while index < len(pipeline.steps):
                     self._check_lease(run_id)
@@ -384,6 +419,7 @@ class Engine:
         except Interrupted as exc:
             self.store.update_run(run_id, status=RunStatus.INTERRUPTED, error=exc.to_json())
             self._emit(Event("run", run_id, status=RunStatus.INTERRUPTED, message=exc.message))
+            exc.run_id = run_id
             raise
         self.store.update_run(run_id, status=RunStatus.SUCCEEDED, clear_error=True, finished=True)
         self._emit(Event("run", run_id, status=RunStatus.SUCCEEDED))
@@ -407,13 +443,14 @@ class Engine:
             run = self.store.get_run(run_id)
             self._recover_attempts_of(run_id, pipeline, step, ws)
             ns = self._namespace(run, pipeline, self._current(run_id))
+            ns["rewind"] = self._rewind_for(run, step)
             try:
                 if step.if_ is not None and not _truthy(step.if_, ns):
                     self._current(run_id)[step.id] = self.store.start_attempt(
                         run_id,
                         step.id,
                         step.index,
-                        fingerprint=None,
+                        fingerprint=self._fingerprint(step, pipeline, ns, run),
                         base_commit=None,
                         snapshot=None,
                         status=StepStatus.SKIPPED,
@@ -442,7 +479,7 @@ class Engine:
                 run_id,
                 step.id,
                 step.index,
-                fingerprint=_hash([step.definition_hash, params, step_env]),
+                fingerprint=self._fingerprint(step, pipeline, ns, run),
                 base_commit=base,
                 snapshot=None,
             )
@@ -603,6 +640,12 @@ class Engine:
             "from": step.id,
             "error": exc.message,
         }
+        # Only the steps the run goes back through see why; the others keep theirs.
+        pipeline = self._pipeline_of(run)
+        start = pipeline.index_of(policy.rewind_to)
+        by_step = state.setdefault("rewind_by_step", {})
+        for rewound in pipeline.steps[start : step.index + 1]:
+            by_step[rewound.id] = state["rewind"]
         state["restart_from"] = policy.rewind_to
         state["restart_index"] = next(
             i for i, s in enumerate(self._pipeline_of(run).steps) if s.id == policy.rewind_to
@@ -622,10 +665,9 @@ class Engine:
         attempt of the steps from there on (and of steps the new pipeline dropped), mark
         them superseded, then clear the point. Safe to repeat after a crash."""
         run = self.store.get_run(run_id)
-        target = run.state.get("restart_from")
-        if target is None:
+        if "restart_index" not in run.state:
             return
-        index = int(run.state.get("restart_index", new.index_of(target)))
+        index = int(run.state["restart_index"])
         keep = {s.id for s in new.steps if s.index < index}
         ws = self._workspace(run)
         skipped = self._no_compensation_ids(run_id)
@@ -635,7 +677,7 @@ class Engine:
             if attempt.step_id in keep or attempt.superseded or attempt.reused_from is not None:
                 continue
             if attempt.status in LIVE_ATTEMPT and attempt.id not in skipped:
-                self._compensate(run_id, old, ws, attempt, "rewind")
+                self._compensate(run_id, old, ws, self._close_crashed(attempt), "rewind")
         self.store.supersede(run_id, affected)
         self._forget(run_id)
         state = dict(run.state)
@@ -665,6 +707,7 @@ class Engine:
             if attempt.id in skipped:
                 continue
             if attempt.status == StepStatus.RUNNING:
+                attempt = self._close_crashed(attempt)
                 self._emit(
                     Event(
                         "note",
@@ -677,6 +720,19 @@ class Engine:
                     )
                 )
             self._compensate(run_id, pipeline, ws, attempt, "recovery")
+
+    def _close_crashed(self, attempt: AttemptRecord) -> AttemptRecord:
+        """An attempt left ``running`` by a dead process is closed as failed before it is
+        undone: its end is recorded, and the tokens its calls were paid for are summed
+        into it, as for any attempt that ends."""
+        if attempt.status != StepStatus.RUNNING:
+            return attempt
+        self.store.finish_attempt(
+            attempt.id,
+            status=StepStatus.FAILED,
+            error={"type": "Crashed", "message": "the process running it died"},
+        )
+        return self.store.get_attempt(attempt.id)
 
     # --- compensation and rollback ------------------------------------------------------
 
@@ -798,7 +854,9 @@ class Engine:
                         "finish",
                     )
                 try:
-                    done = self._compensate(run_id, pipeline, ws, attempt, "rollback")
+                    done = self._compensate(
+                        run_id, pipeline, ws, self._close_crashed(attempt), "rollback"
+                    )
                 except CompensationFailed as exc:
                     failures.append(exc)
                     if halt:
@@ -979,12 +1037,19 @@ class Engine:
         return workspace_from_json(run.workspace, run.id)
 
     def _pipeline_of(self, run: RunRecord) -> Pipeline:
-        return load_text(
-            run.pipeline_text, run.pipeline_path, {k: str(v) for k, v in run.vars.items()}
-        )
+        return _load_stored(run.pipeline_text, run.pipeline_path, _vars_key(run.vars))
 
     def _steps_by_id(self, run: RunRecord, pipeline: Pipeline | None = None) -> dict[str, Step]:
-        steps = {s.id: s for s in self._pipeline_of(run).steps}
+        """Step definitions by id: the run's pipeline, and the older texts a resume with
+        --pipeline replaced, so a step since dropped can still be undone."""
+        steps: dict[str, Step] = {}
+        for older in run.state.get("old_pipelines") or []:
+            try:
+                loaded = _load_stored(older["text"], older["path"], _vars_key(run.vars))
+            except AgentsagaError:
+                continue
+            steps.update({s.id: s for s in loaded.steps})
+        steps.update({s.id: s for s in self._pipeline_of(run).steps})
         if pipeline is not None:
             steps.update({s.id: s for s in pipeline.steps})
         return steps
@@ -1018,7 +1083,7 @@ class Engine:
             "run": self._run_namespace(run),
             "env": {**os.environ, **self._pipeline_env(run, pipeline)},
             "steps": steps,
-            "rewind": run.state.get("rewind") or dict(_EMPTY_REWIND),
+            "rewind": dict(_EMPTY_REWIND),
         }
 
     def _run_namespace(self, run: RunRecord) -> dict[str, Any]:
@@ -1043,13 +1108,34 @@ class Engine:
                 rendered[key] = compensations.render_any(value, ns)
         return rendered
 
-    def _fingerprint(self, step: Step, pipeline: Pipeline, ns: dict[str, Any]) -> str | None:
+    def _fingerprint(
+        self, step: Step, pipeline: Pipeline, ns: dict[str, Any], run: RunRecord
+    ) -> str | None:
+        """What the step is and every input it reads: its definition, its fields and env
+        rendered, the pipeline's env and the LLM defaults it inherits. ``run.*`` is left
+        out (the same in every resume; different in a fork that rightly reuses it)."""
+        probe = {**ns, "run": _FINGERPRINT_RUN, "rewind": self._rewind_for(run, step)}
         try:
-            params = self._render_fields(step, ns)
-            env = self._step_env(step, ns)
+            params = self._render_fields(step, probe)
+            env = self._step_env(step, probe)
+            top_env = {
+                k: expressions.to_text(compensations.render_any(v, probe))
+                for k, v in pipeline.env.items()
+            }
         except AgentsagaError:
             return None
-        return _hash([step.definition_hash, params, env])
+        inherited = (
+            {k: pipeline.defaults.get(k) for k in _LLM_DEFAULTS}
+            if step.kind in ("plan", "write")
+            else {}
+        )
+        return _hash([step.definition_hash, params, env, top_env, inherited])
+
+    def _rewind_for(self, run: RunRecord, step: Step) -> dict[str, Any]:
+        """``rewind.*`` for a step: why the run came back to it, empty on its first pass
+        and for steps no rewind went through."""
+        by_step: dict[str, Any] = run.state.get("rewind_by_step") or {}
+        return by_step.get(step.id) or dict(_EMPTY_REWIND)
 
     def _pipeline_env(self, run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
         """The pipeline's top-level ``env:``, rendered (it may read vars, run and env)."""
@@ -1162,6 +1248,18 @@ def _head_after(
         if output.get("commit"):
             return str(output["commit"])
     return (parent.workspace or {}).get("base_commit")
+
+
+def _vars_key(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, str(v)) for k, v in values.items()))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_stored(text: str, path: str, vars_key: tuple[tuple[str, str], ...]) -> Pipeline:
+    """A run's stored pipeline, parsed once per process (it is read at every turn of a
+    rollback or a rewind). Stored vars the text does not declare are ignored: a resume
+    with a changed pipeline may have dropped one."""
+    return load_text(text, path, dict(vars_key), ignore_undeclared=True)
 
 
 def _step_namespace(a: AttemptRecord) -> dict[str, Any]:

@@ -237,3 +237,5 @@ class Interrupted(AgentsagaError):
 
     def __init__(self, message: str = "interrupted; the run is resumable") -> None:
         super().__init__(message)
+        #: Set by the engine on its way out, so the CLI can still report the run.
+        self.run_id: str | None = None

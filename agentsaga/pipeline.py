@@ -212,9 +212,13 @@ def load_file(path: str | Path, overrides: dict[str, str] | None = None) -> Pipe
 
 
 def load_text(
-    text: str, path: str = "<pipeline>", overrides: dict[str, str] | None = None
+    text: str,
+    path: str = "<pipeline>",
+    overrides: dict[str, str] | None = None,
+    ignore_undeclared: bool = False,
 ) -> Pipeline:
-    """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared)."""
+    """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared,
+    unless ``ignore_undeclared``: a run's stored vars applied to a changed pipeline)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -234,6 +238,7 @@ def load_text(
     if root is None:
         raise PipelineError(path, 1, 1, "the pipeline is empty; it needs a name and steps")
     loader = _Loader(path, text)
+    loader.ignore_undeclared = ignore_undeclared
     try:
         return loader.load(root, overrides or {})
     except yaml.MarkedYAMLError as exc:
@@ -250,6 +255,7 @@ class _Loader:
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
         self.lines = text.splitlines()
+        self.ignore_undeclared = False
 
     def error(self, node: yaml.Node, problem: str) -> PipelineError:
         mark = node.start_mark
@@ -266,6 +272,8 @@ class _Loader:
         top_nodes = _children(root)
         vars_ = dict(top.get("vars", {}))
         for key, value in overrides.items():
+            if key not in vars_ and self.ignore_undeclared:
+                continue
             if key not in vars_:
                 known = ", ".join(sorted(vars_)) or "none are declared"
                 raise PipelineError(

@@ -59,11 +59,10 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
 
     * ``spent``: every call the providers were paid for (usage as the API reported it).
     * ``reused``: tokens not paid again — replies served from the call log, and the
-      checkpoints of steps a rewind, retry or resume did not re-run (counted once per
-      failure after which restarting from scratch would have re-paid them).
+      checkpoints of the steps before each point where the run went back (a retry, a
+      rewind, a resume, a fork), which a restart from scratch would have paid again.
     * ``clean pass``: the tokens of each step's final attempt: one run with no failure.
-    * ``restart``: the counterfactual — after each failure, pay again for every step
-      before the failing one, as a restart from scratch would.
+    * ``restart``: the counterfactual — what the saga paid plus what it reused.
     * tax = spent / clean pass − 1, under each policy.
     """
     attempts = store.attempts(run_id)
@@ -75,37 +74,37 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
             source = by_id[call.served_from]
             memo_reused[call.attempt_id] = memo_reused.get(call.attempt_id, 0) + source.usage.total
     rows = []
-    latest: dict[str, int] = {}
+    latest: dict[str, int] = {}  # each step's tokens in its newest attempt so far
     index_of: dict[str, int] = {}
-    restart_extra = 0
     checkpoint_reused = 0
+    previous_index = -1
     for a in attempts:
         tokens = a.usage.total
-        failed = a.error is not None
+        if a.reused_from is not None:
+            # A fork's copy of its parent's checkpoint: paid by the parent, reused here.
+            tokens = store.get_attempt(a.reused_from).usage.total
+            checkpoint_reused += tokens
+        elif a.step_index <= previous_index:
+            # The run went back — a retry, a rewind, a resume after a crash or a failure,
+            # resume --from: a restart from scratch would have paid every step before
+            # this one again; the saga reused their checkpoints.
+            checkpoint_reused += sum(t for s, t in latest.items() if index_of[s] < a.step_index)
+        if a.reused_from is None:
+            previous_index = a.step_index
         rows.append(
             {
                 "step": a.step_id,
                 "attempt": a.attempt,
                 "status": a.status,
-                "failed": failed,
+                "failed": a.error is not None,
                 "usage": a.usage.to_json(),
-                "tokens": tokens,
+                "tokens": a.usage.total,
                 "cost_usd": a.usage.cost_usd,
                 "reused_from_log": memo_reused.get(a.id, 0),
                 "reused_checkpoint": a.reused_from is not None,
             }
         )
         index_of[a.step_id] = a.step_index
-        if failed:
-            before = sum(t for s, t in latest.items() if index_of[s] < a.step_index)
-            restart_extra += before + tokens
-            # The saga re-ran from the step of the next attempt (the retry, the rewind
-            # target, or where a resume went on): the steps before it were reused.
-            later = [b for b in attempts if b.seq > a.seq and b.reused_from is None]
-            restart_at = later[0].step_index if later else a.step_index
-            checkpoint_reused += sum(
-                t for s, t in latest.items() if index_of[s] < min(restart_at, a.step_index)
-            )
         latest[a.step_id] = tokens
     paid = [c for c in calls if c.status == "ok"]
     spent = sum(c.usage.total for c in paid)
@@ -120,13 +119,17 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
     final: dict[str, int] = {}
     succeeded: set[str] = set()
     for a in attempts:
+        tokens = latest_tokens = a.usage.total
+        if a.reused_from is not None:
+            tokens = latest_tokens = store.get_attempt(a.reused_from).usage.total
         if a.error is None:
-            final[a.step_id] = a.usage.total
+            final[a.step_id] = tokens
             succeeded.add(a.step_id)
         elif a.step_id not in succeeded:
-            final[a.step_id] = a.usage.total
+            final[a.step_id] = latest_tokens
     clean = sum(final.values())
-    restart_total = clean + restart_extra
+    # Restarting from scratch pays all the saga paid, plus all it reused.
+    restart_total = spent + checkpoint_reused + sum(memo_reused.values())
     return {
         "run_id": run_id,
         "attempts": rows,

@@ -26,7 +26,9 @@ from tests.pipelines_util import pipeline, step
 
 pytestmark = pytest.mark.slow
 
-BURST_STEPS = 300
+# Enough steps that ten kills land before the burst ends even at ~2 ms a step (a no-op
+# step's cost since the engine stopped re-reading the run and waits on a pidfd).
+BURST_STEPS = 1200
 KILLS = 10
 
 
@@ -72,7 +74,7 @@ def test_sigkill_during_a_checkpoint_burst_never_corrupts_the_store(env: Env) ->
         # Kill somewhere inside the burst: once it is stepping, at a random moment.
         wait_until(lambda p=proc, n=start: len(env.ledger.lines()) > n or p.proc.poll() is not None,
                    what="the burst to start")
-        time.sleep(rng.uniform(0.0, 0.25))  # ~10 ms a step: a kill every ~12 steps
+        time.sleep(rng.uniform(0.0, 0.25))  # ~2-10 ms a step: a kill every 25-125 steps
         if proc.proc.poll() is None:
             proc.kill()
             kills += 1

@@ -242,3 +242,18 @@ def mentions_billing(*texts: str | None) -> bool:
     """Whether an error is about money rather than the request (never worth retrying)."""
     joined = " ".join(t for t in texts if t).lower()
     return any(word in joined for word in _BILLING_WORDS)
+
+
+def find_interrupt(exc: BaseException) -> BaseException | None:
+    """Our Ctrl-C (``Interrupted``) if it is what ``exc`` wraps: the SDKs turn any error
+    inside a request into a connection error, which would otherwise be retried."""
+    from ..errors import Interrupted
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

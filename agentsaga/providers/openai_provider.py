@@ -35,6 +35,7 @@ from .base import (
     LLMResponse,
     ProviderConfig,
     Usage,
+    find_interrupt,
     mentions_billing,
     parse_retry_after,
     redact,
@@ -123,6 +124,9 @@ class OpenAIProvider:
         except ProviderError:
             raise
         except Exception as exc:  # translated below, most specific first
+            interrupted = find_interrupt(exc)
+            if interrupted is not None:
+                raise interrupted from None  # Ctrl-C, which the SDK wrapped as a network error
             raise self._translate(exc) from exc
 
     def _response(self, completion: Any, request: LLMRequest, latency_ms: float) -> LLMResponse:
