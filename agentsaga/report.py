@@ -119,14 +119,14 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
     final: dict[str, int] = {}
     succeeded: set[str] = set()
     for a in attempts:
-        tokens = latest_tokens = a.usage.total
+        tokens = a.usage.total
         if a.reused_from is not None:
-            tokens = latest_tokens = store.get_attempt(a.reused_from).usage.total
+            tokens = store.get_attempt(a.reused_from).usage.total
         if a.error is None:
             final[a.step_id] = tokens
             succeeded.add(a.step_id)
         elif a.step_id not in succeeded:
-            final[a.step_id] = latest_tokens
+            final[a.step_id] = tokens
     clean = sum(final.values())
     # Restarting from scratch pays all the saga paid, plus all it reused.
     restart_total = spent + checkpoint_reused + sum(memo_reused.values())

@@ -128,7 +128,8 @@ def main() -> None:
             overhead, commands, wall = in_process(n, tmp)
             per_step_e2e = (e2e - startup - py) / n
             print(f"--- {n} steps of `true`")
-            print(f"bare bash loop               {bash:7.2f} s  ({bash / n * 1000:5.2f} ms/command)")
+            print(f"bare bash loop               {bash:7.2f} s  "
+                  f"({bash / n * 1000:5.2f} ms/command)")
             print(f"python subprocess.run loop   {py:7.2f} s  ({py / n * 1000:5.2f} ms/command)")
             print(f"agentsaga run (end to end)   {e2e:7.2f} s  ({e2e / n * 1000:5.2f} ms/step; "
                   f"~{per_step_e2e * 1000:.2f} ms/step over the python loop, start-up excluded)")

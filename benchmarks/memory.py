@@ -15,7 +15,6 @@ Run: python benchmarks/memory.py
 
 from __future__ import annotations
 
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -93,7 +92,8 @@ def main() -> None:
         rss_runs = peak_rss_mb([*exe, "--store", str(store), "runs"], tmp)
         rss_runs_json = peak_rss_mb([*exe, "--store", str(store), "runs", "--json",
                                      "--limit", "10000"], tmp)
-        print(f"peak RSS, agentsaga runs (10,000 runs):        {rss_runs:6.1f} MB   (target 100 MB)")
+        print(f"peak RSS, agentsaga runs (10,000 runs):        {rss_runs:6.1f} MB   "
+              "(target 100 MB)")
         print(f"peak RSS, agentsaga runs --json --limit 10000: {rss_runs_json:6.1f} MB")
         rss_help = peak_rss_mb([*exe, "--help"], tmp)
         print(f"peak RSS, agentsaga --help (floor):            {rss_help:6.1f} MB")

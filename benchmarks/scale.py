@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,15 +61,23 @@ def build_run(folder: Path, n_done: int, failed_step: bool, compensate: bool) ->
     # No step reads another's output, so one namespace gives every step's fingerprint.
     ns = engine._namespace(run, pipeline, current_attempts([]))
     output = {"exit_code": 0, "stdout": "", "stderr": "", "json": None}
+
+    def fingerprint(step: Any) -> str | None:
+        # The engine's own fingerprint (its signature has changed over time: with or
+        # without the run record).
+        try:
+            return engine._fingerprint(step, pipeline, ns, run)  # type: ignore[no-any-return]
+        except TypeError:
+            return engine._fingerprint(step, pipeline, ns)  # type: ignore[no-any-return]
     for step in pipeline.steps[:n_done]:
         a = store.start_attempt(run_id, step.id, step.index,
-                                fingerprint=engine._fingerprint(step, pipeline, ns),
+                                fingerprint=fingerprint(step),
                                 base_commit=None, snapshot=None)
         store.finish_attempt(a.id, status=StepStatus.COMPLETED, output=output)
     if failed_step:
         step = pipeline.steps[n_done]
         a = store.start_attempt(run_id, step.id, step.index,
-                                fingerprint=engine._fingerprint(step, pipeline, ns),
+                                fingerprint=fingerprint(step),
                                 base_commit=None, snapshot=None)
         store.finish_attempt(a.id, status=StepStatus.FAILED,
                              error={"type": "StepFailed", "message": "command exited with 1"})
@@ -123,7 +132,8 @@ def main() -> None:
     for _ in range(200):
         subprocess.run(["true"], check=True)
     true_cmd = (time.perf_counter() - start) / 200
-    print(f"start-up {startup * 1000:.0f} ms; bare subprocess.run(['true']) {true_cmd * 1000:.2f} ms\n")
+    print(f"start-up {startup * 1000:.0f} ms; "
+          f"bare subprocess.run(['true']) {true_cmd * 1000:.2f} ms\n")
     with tempfile.TemporaryDirectory(prefix="agentsaga-bench-") as tmp_name:
         tmp = Path(tmp_name)
         for n in args.resume_steps:

@@ -31,10 +31,11 @@ def main() -> None:
     print(f"start-up, median of {args.runs} runs ({machine()})")
     print(f"command: {' '.join(exe)}")
     rows: list[tuple[str, list[float], float | None]] = []
-    rows.append(("python -c pass (floor)", time_command([sys.executable, "-c", "pass"], args.runs), None))
+    floor = time_command([sys.executable, "-c", "pass"], args.runs)
+    rows.append(("python -c pass (floor)", floor, None))
     rows.append(("agentsaga --help", time_command([*exe, "--help"], args.runs, cwd=REPO), 0.150))
-    rows.append(("agentsaga validate pipelines/demo.yml",
-                 time_command([*exe, "validate", "pipelines/demo.yml"], args.runs, cwd=REPO), 0.150))
+    validate = time_command([*exe, "validate", "pipelines/demo.yml"], args.runs, cwd=REPO)
+    rows.append(("agentsaga validate pipelines/demo.yml", validate, 0.150))
     with tempfile.TemporaryDirectory(prefix="agentsaga-bench-") as tmp:
         store = Path(tmp) / "state.db"
         start = time.perf_counter()

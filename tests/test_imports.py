@@ -74,7 +74,9 @@ def test_listing_runs_loads_no_sdk(tmp_path, command: str) -> None:  # type: ign
                                pipeline_text="name: p\n", pipeline_hash="0", vars={},
                                status="succeeded"))
     store.close()
-    args = ["--store", str(tmp_path / "state.db"), command] + ([run_id] if command == "show" else [])
+    args = ["--store", str(tmp_path / "state.db"), command]
+    if command == "show":
+        args.append(run_id)
     # The engine module itself is still imported by cli_render for type names (see
     # benchmarks/RESULTS.md); what it would drag in must not be.
     assert [m for m in loaded_after(*args) if m != "agentsaga.engine"] == []
