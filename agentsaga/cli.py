@@ -493,7 +493,8 @@ def _check_step(step_id: str, pipeline: Any) -> None:
         from agentsaga.schema import did_you_mean
 
         raise UserInputError(
-            f"--from {step_id!r}: no such step{did_you_mean(step_id, ids)} (steps: {', '.join(ids)})"
+            f"--from {step_id!r}: no such step{did_you_mean(step_id, ids)} "
+            f"(steps: {', '.join(ids)})"
         )
 
 

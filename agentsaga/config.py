@@ -18,6 +18,7 @@ from agentsaga.schema import BOOL, INT, NUM, STR, Enum, MapOf, Obj, SchemaViolat
 
 CONFIG_FILE = ".agentsaga.yml"
 
+
 class _MemoMode(Enum):
     """``memo: off`` unquoted is YAML's boolean false: read it as the user meant it."""
 
@@ -57,9 +58,11 @@ def find_repo_root(start: Path) -> Path | None:
     for candidate in (path, *path.parents):
         if (candidate / ".git").exists():
             return candidate
-        if (candidate / "HEAD").is_file() and (candidate / "objects").is_dir() and (
-            candidate / "refs"
-        ).is_dir():
+        if (
+            (candidate / "HEAD").is_file()
+            and (candidate / "objects").is_dir()
+            and (candidate / "refs").is_dir()
+        ):
             return candidate  # a bare repository: gitops refuses it with a clear message
     return None
 

@@ -71,14 +71,21 @@ class GitWorkspace:
 
     @classmethod
     def create(
-        cls, repo_root: Path, run_id: str, branch: str, isolation: str, allow_dirty: bool,
+        cls,
+        repo_root: Path,
+        run_id: str,
+        branch: str,
+        isolation: str,
+        allow_dirty: bool,
         start_point: str | None = None,
     ) -> GitWorkspace:
         from agentsaga import gitops
 
-        return cls(gitops.create_workspace(
-            repo_root, run_id, branch, isolation, allow_dirty, start_point=start_point
-        ))
+        return cls(
+            gitops.create_workspace(
+                repo_root, run_id, branch, isolation, allow_dirty, start_point=start_point
+            )
+        )
 
     def reopen(self) -> None:
         from agentsaga import gitops

@@ -99,8 +99,17 @@ class PgCluster:
         if self.as_root:
             shutil.chown(pwfile, "postgres", "postgres")
         done = self._run(
-            "initdb", "-D", str(self.data), "-U", USER, f"--pwfile={pwfile}",
-            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
             "--no-sync",
         )
         pwfile.unlink()
@@ -117,8 +126,17 @@ class PgCluster:
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             )
             done = self._run(
-                "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
-                "-t", "60", "start",
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
             )
             if done.returncode == 0:
                 return

@@ -53,10 +53,13 @@ def check_one_winner(results: list[tuple[Spawned, Result]]) -> Spawned:
 
 @pytest.mark.timeout(120)
 def test_racing_resumes_one_owner_the_others_exit_4_naming_it(env: Env) -> None:
-    path = env.write("p.yml", pipeline(
-        step("s1", "echo s1 >> ledger; test -f flag"),
-        step("slow", "sleep 3; echo slow >> ledger"),
-    ))
+    path = env.write(
+        "p.yml",
+        pipeline(
+            step("s1", "echo s1 >> ledger; test -f flag"),
+            step("slow", "sleep 3; echo slow >> ledger"),
+        ),
+    )
     first = cli("run", path, "--json")
     assert first.exit_code == 1, first
     rid = first.json()["run_id"]
@@ -69,10 +72,13 @@ def test_racing_resumes_one_owner_the_others_exit_4_naming_it(env: Env) -> None:
 
 @pytest.mark.timeout(120)
 def test_racing_rollbacks_one_owner_the_others_exit_4_naming_it(env: Env) -> None:
-    path = env.write("p.yml", pipeline(
-        step("s1"),
-        step("s2", undo="sleep 3; echo undo-s2 >> ledger"),
-    ))
+    path = env.write(
+        "p.yml",
+        pipeline(
+            step("s1"),
+            step("s2", undo="sleep 3; echo undo-s2 >> ledger"),
+        ),
+    )
     rid = cli("run", path, "--json").json()["run_id"]
 
     check_one_winner(race(env, "rollback", rid))
@@ -83,10 +89,13 @@ def test_racing_rollbacks_one_owner_the_others_exit_4_naming_it(env: Env) -> Non
 @pytest.mark.timeout(120)
 def test_a_lease_whose_owner_was_killed_is_taken_over_at_once(env: Env) -> None:
     flag, pidfile = env.path / "release", env.path / "cmd.pid"
-    path = env.write("p.yml", pipeline(
-        step("s1"),
-        step("hang", block_until(str(flag), str(pidfile)) + "; echo hang >> ledger"),
-    ))
+    path = env.write(
+        "p.yml",
+        pipeline(
+            step("s1"),
+            step("hang", block_until(str(flag), str(pidfile)) + "; echo hang >> ledger"),
+        ),
+    )
     owner = env.spawn("run", path)
     wait_until(pidfile.exists, what="the hanging step")
     rid = env.newest_run_id()
@@ -159,8 +168,13 @@ def test_two_runs_on_one_repository_at_once_do_not_interfere(
     before = capture(repo)
 
     def start(*args: str | Path) -> subprocess.Popen[str]:
-        return subprocess.Popen(agentsaga_argv(*args), cwd=repo, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            agentsaga_argv(*args),
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     procs = [start("run", tmp_path / f"{tag}.yml") for tag in ("a", "b")]
     outs = [p.communicate(timeout=90) for p in procs]

@@ -110,8 +110,9 @@ class RoutingLLM(FakeLLMServer):
             self.requests.append(request)
         if "WRITE-STEP" in json.dumps(request.body):
             return Behaviour("reply", text=EDIT_REPLY, usage={"input": 40, "output": 20})
-        return Behaviour("reply", text="Change hello to hello world.", usage={"input": 30,
-                                                                              "output": 8})
+        return Behaviour(
+            "reply", text="Change hello to hello world.", usage={"input": 30, "output": 8}
+        )
 
     def per_step(self, since: int = 0) -> dict[str, int]:
         with self._lock:
@@ -156,22 +157,35 @@ class World:
         self.pipeline.write_text(pipeline_text(self.ledger, self.calls))
 
     def env(self, fault: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("AGENTSAGA_STORE", "AGENTSAGA_FAULT", "AGENTSAGA_HOME")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("AGENTSAGA_STORE", "AGENTSAGA_FAULT", "AGENTSAGA_HOME")
+        }
         # The default store, <repo>/.agentsaga/state.db, as a user has it.
-        env.update(ANTHROPIC_BASE_URL=self.server.url, ANTHROPIC_API_KEY="sk-ant-test-000000",
-                   NO_COLOR="1")
+        env.update(
+            ANTHROPIC_BASE_URL=self.server.url, ANTHROPIC_API_KEY="sk-ant-test-000000", NO_COLOR="1"
+        )
         if fault:
             env["AGENTSAGA_FAULT"] = fault
         return env
 
-    def agentsaga(self, *args: str, fault: str | None = None,
-                  wrapper: Path | None = None, extra_env: dict[str, str] | None = None
-                  ) -> subprocess.CompletedProcess[str]:
+    def agentsaga(
+        self,
+        *args: str,
+        fault: str | None = None,
+        wrapper: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         head = [sys.executable, str(wrapper)] if wrapper else [sys.executable, "-m", "agentsaga"]
         return subprocess.run(
-            [*head, *args], cwd=self.repo, env={**self.env(fault), **(extra_env or {})},
-            capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+            [*head, *args],
+            cwd=self.repo,
+            env={**self.env(fault), **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
         )
 
     def lines(self, path: Path) -> list[str]:
@@ -200,8 +214,9 @@ class World:
         return [r[0] for r in self.query("SELECT id FROM runs ORDER BY created_at")]
 
     def recorded_replies(self) -> dict[str, int]:
-        rows = self.query("SELECT step_id, COUNT(*) FROM llm_calls WHERE status = 'ok' "
-                          "GROUP BY step_id")
+        rows = self.query(
+            "SELECT step_id, COUNT(*) FROM llm_calls WHERE status = 'ok' GROUP BY step_id"
+        )
         return {step: n for step, n in rows}
 
     def integrity(self) -> str:
@@ -223,7 +238,7 @@ def restore(snap: Path, live: Path) -> None:
 
 # --- tracing: which point is reached when, for which step ---------------------------------
 
-TRACER = '''
+TRACER = """
 import os, sys
 import agentsaga.faults as faults
 
@@ -273,7 +288,7 @@ faults.point = point
 sys.argv = ["agentsaga", *sys.argv[1:]]
 from agentsaga.cli import main
 main()
-'''
+"""
 
 
 def resolve(trace: list[str], label: str) -> str:
@@ -365,16 +380,25 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, server: RoutingLLM) -> It
     tracer = root / "tracer.py"
     tracer.write_text(TRACER)
     run_trace_file, rb_trace_file = root / "trace-run", root / "trace-rollback"
-    done = world.agentsaga("run", str(world.pipeline), wrapper=tracer,
-                           extra_env={"TRACE_FILE": str(run_trace_file)})
+    done = world.agentsaga(
+        "run", str(world.pipeline), wrapper=tracer, extra_env={"TRACE_FILE": str(run_trace_file)}
+    )
     assert done.returncode == 0, done.stderr
     snap = root / "snap"
     snapshot(world.root, snap)
     (run_id,) = world.run_ids()
-    rolled = world.agentsaga("rollback", run_id, wrapper=tracer,
-                             extra_env={"TRACE_FILE": str(rb_trace_file)})
-    base = Baseline(root, server, run_trace_file.read_text().split(),
-                    rb_trace_file.read_text().split(), before, snap, world.root)
+    rolled = world.agentsaga(
+        "rollback", run_id, wrapper=tracer, extra_env={"TRACE_FILE": str(rb_trace_file)}
+    )
+    base = Baseline(
+        root,
+        server,
+        run_trace_file.read_text().split(),
+        rb_trace_file.read_text().split(),
+        before,
+        snap,
+        world.root,
+    )
     if rolled.returncode != 0:
         base.notes.append("clean rollback failed: " + rolled.stderr.strip().splitlines()[-1])
     yield base
@@ -385,8 +409,13 @@ def _print_table(base: Baseline) -> None:
     if not TABLE:
         return
     width = max(len(k) for k in TABLE) + 2
-    lines = ["", "crash sweep: fault point x outcome", "-" * 110,
-             f"{'point@step':<{width}}{'fault':<26}{'resume':<44}rollback", "-" * 110]
+    lines = [
+        "",
+        "crash sweep: fault point x outcome",
+        "-" * 110,
+        f"{'point@step':<{width}}{'fault':<26}{'resume':<44}rollback",
+        "-" * 110,
+    ]
     for label in FORWARD + ROLLBACK:
         row = TABLE.get(label)
         if row is None:
@@ -411,8 +440,9 @@ def ledger_problems(lines: list[str], final_applied: int) -> list[str]:
         step = key.split(":")[1]
         if verb == "do":
             if applied.get(step) is not None:
-                problems.append(f"{step} applied again ({key}) while {applied[step]} was not "
-                                "undone")
+                problems.append(
+                    f"{step} applied again ({key}) while {applied[step]} was not undone"
+                )
             applied[step] = key
         elif verb == "undo":
             if applied.get(step) != key:
@@ -427,15 +457,18 @@ def ledger_problems(lines: list[str], final_applied: int) -> list[str]:
 
 def call_notes(calls: list[str]) -> str:
     """How often each command was invoked (a repeat is fine: the key makes it idempotent)."""
-    repeats = [f"{c.split()[1]} {c.split()[2].split(':')[1]} x{n}"
-               for c, n in Counter(line.rsplit(" version=", 1)[0] for line in calls).items()
-               if n > 1]
+    repeats = [
+        f"{c.split()[1]} {c.split()[2].split(':')[1]} x{n}"
+        for c, n in Counter(line.rsplit(" version=", 1)[0] for line in calls).items()
+        if n > 1
+    ]
     return ("; re-invoked: " + ", ".join(repeats)) if repeats else ""
 
 
 def branch_problems(world: World, run_id: str) -> list[str]:
-    branches = git(world.repo, "for-each-ref", "--format=%(refname:short)",
-                   f"refs/heads/agentsaga/{run_id}").split()
+    branches = git(
+        world.repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/agentsaga/{run_id}"
+    ).split()
     if len(branches) != 1:
         return [f"run branch: {branches}"]
     branch = branches[0]
@@ -455,8 +488,9 @@ def _short(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def check_resume(world: World, run_id: str, sent: dict[str, int],
-                 recorded: dict[str, int]) -> tuple[str, list[str]]:
+def check_resume(
+    world: World, run_id: str, sent: dict[str, int], recorded: dict[str, int]
+) -> tuple[str, list[str]]:
     mark = len(world.server.requests)
     proc = world.agentsaga("resume", run_id)
     problems = []
@@ -476,13 +510,17 @@ def check_resume(world: World, run_id: str, sent: dict[str, int],
     if world.integrity() != "ok":
         problems.append(f"integrity: {world.integrity()}")
     asked = sum(again.values())
-    summary = (f"exit 0, {asked} LLM call(s) in resume" if not problems
-               else "FAIL " + "; ".join(p[:90] for p in problems))
+    summary = (
+        f"exit 0, {asked} LLM call(s) in resume"
+        if not problems
+        else "FAIL " + "; ".join(p[:90] for p in problems)
+    )
     return summary + call_notes(world.lines(world.calls)), problems
 
 
-def check_rollback(world: World, run_id: str, before: dict[str, Any],
-                   label: str = "") -> tuple[str, list[str]]:
+def check_rollback(
+    world: World, run_id: str, before: dict[str, Any], label: str = ""
+) -> tuple[str, list[str]]:
     mark = len(world.server.requests)
     proc = world.agentsaga("rollback", run_id)
     problems = []
@@ -497,8 +535,9 @@ def check_rollback(world: World, run_id: str, before: dict[str, Any],
         problems.append("rollback called the LLM")
     if world.integrity() != "ok":
         problems.append(f"integrity: {world.integrity()}")
-    summary = ("exit 0, repo restored" if not problems
-               else "FAIL " + "; ".join(p[:90] for p in problems))
+    summary = (
+        "exit 0, repo restored" if not problems else "FAIL " + "; ".join(p[:90] for p in problems)
+    )
     return summary + call_notes(world.lines(world.calls)), problems
 
 
@@ -524,11 +563,13 @@ def test_crash_during_run_then_resume_or_rollback(
     if not run_ids:
         # Killed before the run's first record committed: nothing happened to undo.
         after = capture(world.repo)
-        problems = [f"repository differs in {k}: {after[k]}" for k in before
-                    if before[k] != after[k]]
+        problems = [
+            f"repository differs in {k}: {after[k]}" for k in before if before[k] != after[k]
+        ]
         problems += ["ledger written"] if world.lines(world.ledger) else []
         row["resume"] = row["rollback"] = (
-            "no run recorded: nothing to do" if not problems else "FAIL " + "; ".join(problems))
+            "no run recorded: nothing to do" if not problems else "FAIL " + "; ".join(problems)
+        )
         assert not problems
         return
     (run_id,) = run_ids
@@ -549,8 +590,9 @@ def test_crash_during_rollback_then_rollback_again(label: str, baseline: Baselin
     world = World(baseline.live, baseline.server)
     (run_id,) = world.run_ids()
     crashed = world.agentsaga("rollback", run_id, fault=fault)
-    row = TABLE.setdefault(label, {"fault": fault, "resume": "n/a (rollback phase)",
-                                   "rollback": "-"})
+    row = TABLE.setdefault(
+        label, {"fault": fault, "resume": "n/a (rollback phase)", "rollback": "-"}
+    )
     assert crashed.returncode == -9, f"{fault} did not kill the rollback: {crashed.stderr}"
     row["rollback"], problems = check_rollback(world, run_id, baseline.before)
     assert not problems, row
@@ -560,8 +602,11 @@ def test_every_fault_point_is_swept(baseline: Baseline) -> None:
     """The sweep names every point faults.py declares, and each is reached."""
     from agentsaga import faults
 
-    declared = {line.split()[0] for line in (faults.__doc__ or "").splitlines()
-                if line.startswith("    ") and "." in line.split()[0]}
+    declared = {
+        line.split()[0]
+        for line in (faults.__doc__ or "").splitlines()
+        if line.startswith("    ") and "." in line.split()[0]
+    }
     swept = {label.split("@")[0] for label in FORWARD + ROLLBACK}
     reached = {e.split("@")[0] for e in baseline.run_trace + baseline.rollback_trace}
     assert declared == swept, declared ^ swept
@@ -576,7 +621,8 @@ def test_rollback_of_a_committing_shell_step_with_a_run_compensation(
     restore the repository; the run's own commit on its own branch is not "a person's"."""
     world = World(tmp_path / "w", server)
     world.create()
-    world.pipeline.write_text(textwrap.dedent(f"""\
+    world.pipeline.write_text(
+        textwrap.dedent(f"""\
         name: committing-shell
         env: {{LEDGER: {json.dumps(str(world.ledger))}, CALLS: {json.dumps(str(world.calls))}}}
         steps:
@@ -585,7 +631,8 @@ def test_rollback_of_a_committing_shell_step_with_a_run_compensation(
             commit: true
             run: {json.dumps(DO + "; echo generated > gen.txt")}
             compensate: {{run: {json.dumps(UNDO)}}}
-        """))
+        """)
+    )
     before = capture(world.repo)
     done = world.agentsaga("run", str(world.pipeline))
     assert done.returncode == 0, done.stderr

@@ -44,8 +44,11 @@ fuzz = settings(
     # Every input runs to the end (a finding is collected, not raised), so there is
     # nothing to shrink or explain; the explain phase also trips filterwarnings=error.
     phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                           HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 #: What each fuzz test tried and what came out: printed at the end with -s.
@@ -101,7 +104,8 @@ def finding(name: str, exc: BaseException, text: str) -> str:
 def assert_no_findings(name: str) -> None:
     found = FINDINGS.get(name, {})
     assert not found, f"{name}: " + "; ".join(
-        f"{kind} on {text[:200]!r}" for kind, text in found.items())
+        f"{kind} on {text[:200]!r}" for kind, text in found.items()
+    )
 
 
 def load_outcome(text: str, name: str = "load_text") -> str:
@@ -126,22 +130,100 @@ yamlish_alphabet = st.sampled_from(
 )
 yamlish_text = st.lists(yamlish_alphabet, max_size=200).map("".join)
 
-KEYS = ["name", "description", "vars", "env", "defaults", "budget", "workspace", "steps",
-        "on_failure", "on_compensation_failure", "id", "kind", "run", "prompt", "files",
-        "compensate", "git", "retry", "attempts", "backoff", "max_backoff", "timeout", "if",
-        "irreversible", "commit", "rewind_to", "max_rewinds", "when", "provider", "model",
-        "max_tokens", "replies", "schema", "isolation", "repo", "branch", "exclude",
-        "max_tokens", "max_cost_usd", "system", "temperature", "cache", "max_reflections"]
-KIND_WORDS = ["plan", "read", "write", "test", "shell", "deploy", "reset", "revert",
-              "delete-branch", "rollback", "halt", "continue", "worktree", "branch", "none",
-              "2s", "500ms", "1h", "-1", "0", "1e400", ".inf", ".nan", "yes", "null"]
-EXPRESSIONS = ["${{ vars.task }}", "${{ steps.a.output.text }}", "${{ steps.b.status }}",
-               "${{ run.id }}", "${{ rewind.error }}", "${{ env.HOME }}", "${{ }}",
-               "${{ steps.a.output.json[0] }}", "${{ vars.x == 'y' and not run.id }}",
-               "${{ steps['a'].output }}", "${{", "}}"]
-leaf = (st.none() | st.booleans() | st.integers(-(10**6), 10**6)
-        | st.floats(allow_nan=True, allow_infinity=True)
-        | st.sampled_from(KIND_WORDS + EXPRESSIONS) | st.text(max_size=12))
+KEYS = [
+    "name",
+    "description",
+    "vars",
+    "env",
+    "defaults",
+    "budget",
+    "workspace",
+    "steps",
+    "on_failure",
+    "on_compensation_failure",
+    "id",
+    "kind",
+    "run",
+    "prompt",
+    "files",
+    "compensate",
+    "git",
+    "retry",
+    "attempts",
+    "backoff",
+    "max_backoff",
+    "timeout",
+    "if",
+    "irreversible",
+    "commit",
+    "rewind_to",
+    "max_rewinds",
+    "when",
+    "provider",
+    "model",
+    "max_tokens",
+    "replies",
+    "schema",
+    "isolation",
+    "repo",
+    "branch",
+    "exclude",
+    "max_tokens",
+    "max_cost_usd",
+    "system",
+    "temperature",
+    "cache",
+    "max_reflections",
+]
+KIND_WORDS = [
+    "plan",
+    "read",
+    "write",
+    "test",
+    "shell",
+    "deploy",
+    "reset",
+    "revert",
+    "delete-branch",
+    "rollback",
+    "halt",
+    "continue",
+    "worktree",
+    "branch",
+    "none",
+    "2s",
+    "500ms",
+    "1h",
+    "-1",
+    "0",
+    "1e400",
+    ".inf",
+    ".nan",
+    "yes",
+    "null",
+]
+EXPRESSIONS = [
+    "${{ vars.task }}",
+    "${{ steps.a.output.text }}",
+    "${{ steps.b.status }}",
+    "${{ run.id }}",
+    "${{ rewind.error }}",
+    "${{ env.HOME }}",
+    "${{ }}",
+    "${{ steps.a.output.json[0] }}",
+    "${{ vars.x == 'y' and not run.id }}",
+    "${{ steps['a'].output }}",
+    "${{",
+    "}}",
+]
+leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(KIND_WORDS + EXPRESSIONS)
+    | st.text(max_size=12)
+)
 key = st.sampled_from(KEYS) | st.text(min_size=1, max_size=6)
 values = st.recursive(
     leaf,
@@ -149,7 +231,8 @@ values = st.recursive(
     max_leaves=25,
 )
 small_values = st.recursive(
-    leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(key, inner, max_size=3),
+    leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(key, inner, max_size=3),
     max_leaves=6,
 )
 text_fields = st.sampled_from(EXPRESSIONS + ["echo hi", "make test"]) | st.text(max_size=10)
@@ -160,8 +243,7 @@ def step_dicts(draw: st.DrawFn) -> dict[str, Any]:
     """Mostly well-formed steps (the right required field for the kind), with a few
     random extra fields: the loader's deeper checks get exercised, not only its first."""
     kind = draw(st.sampled_from(["plan", "read", "write", "test", "shell", "deploy"]) | leaf)
-    step: dict[str, Any] = {"id": draw(st.sampled_from(["a", "b", "c", "a b", ""])),
-                            "kind": kind}
+    step: dict[str, Any] = {"id": draw(st.sampled_from(["a", "b", "c", "a b", ""])), "kind": kind}
     required = {"plan": "prompt", "write": "prompt", "read": "files"}.get(str(kind), "run")
     step[required] = draw(text_fields | st.lists(text_fields, max_size=3))
     if draw(st.booleans()):
@@ -186,8 +268,11 @@ def mutated(draw: st.DrawFn) -> str:
     text = draw(st.sampled_from(SEED_TEXTS))
     for _ in range(draw(st.integers(1, 4))):
         lines = text.splitlines(keepends=True) or [""]
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "indent", "insert",
-                                   "replace", "truncate"]))
+        op = draw(
+            st.sampled_from(
+                ["delete", "duplicate", "swap", "indent", "insert", "replace", "truncate"]
+            )
+        )
         i = draw(st.integers(0, len(lines) - 1))
         if op == "delete":
             del lines[i]
@@ -257,9 +342,17 @@ def test_the_seeds_are_valid() -> None:
 # --- the schema types ---------------------------------------------------------------------
 
 SCHEMA_TYPES: list[tuple[str, schema.Type]] = [
-    ("STR", schema.STR), ("INT", schema.INT), ("NUM", schema.NUM), ("BOOL", schema.BOOL),
-    ("SCALAR", schema.SCALAR), ("Duration", schema.Duration()), ("COMMAND", COMMAND),
-    ("RETRY", RETRY), ("COMPENSATE", COMPENSATE), ("ON_FAILURE", ON_FAILURE), ("TOP", TOP),
+    ("STR", schema.STR),
+    ("INT", schema.INT),
+    ("NUM", schema.NUM),
+    ("BOOL", schema.BOOL),
+    ("SCALAR", schema.SCALAR),
+    ("Duration", schema.Duration()),
+    ("COMMAND", COMMAND),
+    ("RETRY", RETRY),
+    ("COMPENSATE", COMPENSATE),
+    ("ON_FAILURE", ON_FAILURE),
+    ("TOP", TOP),
 ]
 
 
@@ -309,14 +402,19 @@ def test_validate_command_on_random_files(tmp_path: Path) -> None:
     name = "agentsaga validate FILE"
 
     @settings(fuzz, max_examples=400)
-    @given(mutated() | yamlish_text | documents().map(
-        lambda d: yaml.safe_dump(d, allow_unicode=True, sort_keys=False)))
+    @given(
+        mutated()
+        | yamlish_text
+        | documents().map(lambda d: yaml.safe_dump(d, allow_unicode=True, sort_keys=False))
+    )
     def one(text: str) -> None:
         path = tmp_path / "fuzz.yml"
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         result = bounded(lambda: cli("validate", path), 5.0)
-        if "Traceback" in result.output or "internal error" in result.output or (
-            result.exit_code not in (0, 2)
+        if (
+            "Traceback" in result.output
+            or "internal error" in result.output
+            or (result.exit_code not in (0, 2))
         ):
             problem = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
             count(name, finding(name, RuntimeError(problem[:80]), text))
@@ -343,7 +441,7 @@ FOUND = {
     "an unhashable key": "name: x\nsteps:\n  - {id: s, kind: shell, run: echo, ? [a]: b}\n",
     # int() refuses more than 4300 digits (CVE-2020-10735 limit): ValueError.
     "an integer of 5000 digits": "name: x\nsteps:\n  - {id: s, kind: shell, run: echo, "
-                                 "timeout: 1" + "0" * 5000 + "}\n",
+    "timeout: 1" + "0" * 5000 + "}\n",
 }
 
 
@@ -421,9 +519,20 @@ def test_atheris_on_the_loader(tmp_path: Path) -> None:
     harness, report = tmp_path / "harness.py", tmp_path / "report.json"
     harness.write_text(ATHERIS_HARNESS)
     subprocess.run(
-        [sys.executable, str(harness), str(report), "-runs=20000", "-max_total_time=20",
-         "-timeout=5", "-rss_limit_mb=2048", str(corpus)],
-        capture_output=True, text=True, timeout=100, check=False,
+        [
+            sys.executable,
+            str(harness),
+            str(report),
+            "-runs=20000",
+            "-max_total_time=20",
+            "-timeout=5",
+            "-rss_limit_mb=2048",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
     )
     data = json.loads(report.read_text())
     COUNTS.setdefault("atheris load_text", Counter())["executions"] += data["runs"]

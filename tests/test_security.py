@@ -148,8 +148,8 @@ def test_model_output_through_the_real_sdk_never_executes(
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0000")
         text = injection_pipeline(canary, out, reply).replace(
-            f"    provider: scripted\n    prompt: \"anything\"\n    replies: [{q(reply)}]\n",
-            "    provider: anthropic\n    model: claude-sonnet-4-6\n    prompt: \"anything\"\n",
+            f'    provider: scripted\n    prompt: "anything"\n    replies: [{q(reply)}]\n',
+            '    provider: anthropic\n    model: claude-sonnet-4-6\n    prompt: "anything"\n',
         )
         result = cli("run", env.write("p.yml", text))
     assert result.exit_code == 0, result
@@ -228,16 +228,26 @@ steps:
 """)
     hooks_before = sorted(p.name for p in (hostile_repo / ".git" / "hooks").iterdir())
     config_before = (hostile_repo / ".git" / "config").read_text()
-    proc = subprocess.run(agentsaga_argv("run", pipeline), cwd=hostile_repo,
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        agentsaga_argv("run", pipeline),
+        cwd=hostile_repo,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "refused" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
     # Nothing in the repository or next to it holds the model's text (the store and the
     # pipeline file do, as the reply and its record).
-    written = [p for root in (hostile_repo, tmp_path / "outside") for p in root.rglob("*")
-               if p.is_file() and not p.is_symlink() and MARK.encode() in p.read_bytes()]
+    written = [
+        p
+        for root in (hostile_repo, tmp_path / "outside")
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink() and MARK.encode() in p.read_bytes()
+    ]
     assert written == []
     assert not Path("/tmp/agentsaga-escape.txt").exists()
     assert not Path("/etc/agentsaga-escape").exists()
@@ -267,7 +277,9 @@ def test_secrets_echoed_by_commands_are_masked_everywhere(
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     echo = 'echo "key=$ANTHROPIC_API_KEY tok=$MY_TOKEN pw=$DB_PASSWORD gh=$GITHUB_SECRET_THING"'
-    path = env.write("p.yml", f"""\
+    path = env.write(
+        "p.yml",
+        f"""\
 name: secrets
 workspace: {{isolation: none}}
 steps:
@@ -282,12 +294,18 @@ steps:
     kind: shell
     run: {q(echo + " >&2; exit 3")}
     compensate: {{run: {q(echo)}}}
-""")
+""",
+    )
     result = cli("run", path, "--json")
     assert result.exit_code == 1, result
     rid = result.json()["run_id"]
-    shown = [result.output, cli("logs", rid).output, cli("show", rid, "--json").output,
-             cli("report", rid, "--json").output, cli("runs", "--json").output]
+    shown = [
+        result.output,
+        cli("logs", rid).output,
+        cli("show", rid, "--json").output,
+        cli("report", rid, "--json").output,
+        cli("runs", "--json").output,
+    ]
     cli("rollback", rid)
     shown.append(cli("logs", rid).output)
     stored = _bytes_under(env.path)  # state.db, its WAL, every log file
@@ -304,7 +322,9 @@ def test_a_secret_interpolated_into_a_prompt_is_not_stored(
     """DESIGN §4: "Secrets never reach the store or logs". A prompt that interpolates
     ``${{ env.MY_TOKEN }}`` is kept verbatim in the call log (llm_calls.request)."""
     monkeypatch.setenv("MY_TOKEN", SECRETS["MY_TOKEN"])
-    path = env.write("p.yml", """\
+    path = env.write(
+        "p.yml",
+        """\
 name: prompt-secret
 workspace: {isolation: none}
 steps:
@@ -313,7 +333,8 @@ steps:
     provider: scripted
     prompt: "deploy with token ${{ env.MY_TOKEN }}"
     replies: ["ok"]
-""")
+""",
+    )
     result = cli("run", path, "--json")
     assert result.exit_code == 0, result
     rid = result.json()["run_id"]
@@ -335,13 +356,20 @@ def test_state_folder_database_and_logs_are_private(
     )
     old = os.umask(0o022)  # a usual umask: what we create must not rely on the user's
     try:
-        proc = subprocess.run(agentsaga_argv("run", tmp_path / "p.yml"), cwd=repo,
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            agentsaga_argv("run", tmp_path / "p.yml"),
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
-        rid = json.loads(subprocess.run(agentsaga_argv("runs", "--json"), cwd=repo,
-                                        capture_output=True, text=True).stdout)[0]["id"]
-        subprocess.run(agentsaga_argv("rollback", rid), cwd=repo, check=True,
-                       capture_output=True)
+        rid = json.loads(
+            subprocess.run(
+                agentsaga_argv("runs", "--json"), cwd=repo, capture_output=True, text=True
+            ).stdout
+        )[0]["id"]
+        subprocess.run(agentsaga_argv("rollback", rid), cwd=repo, check=True, capture_output=True)
     finally:
         os.umask(old)
     home = repo / ".agentsaga"
@@ -362,7 +390,9 @@ def test_state_folder_database_and_logs_are_private(
 
 
 def test_validate_explain_lists_every_command_compensation_and_write(env: Env) -> None:
-    path = env.write("p.yml", """\
+    path = env.write(
+        "p.yml",
+        """\
 name: review-me
 steps:
   - id: plan
@@ -393,7 +423,8 @@ steps:
     kind: shell
     run: rm -rf build
     compensate: {git: revert}
-""")
+""",
+    )
     result = cli("validate", "--explain", path, "--json")
     assert result.exit_code == 0, result
     doc = result.json()
@@ -413,7 +444,14 @@ steps:
 
     text = cli("validate", "--explain", path)
     assert text.exit_code == 0, text
-    for needle in ("python -m pytest -q", "curl", "./deploy.sh --prod",
-                   './deploy.sh --revert "$V"', "git: reset", "git: revert", "rm -rf build",
-                   "irreversible"):
+    for needle in (
+        "python -m pytest -q",
+        "curl",
+        "./deploy.sh --prod",
+        './deploy.sh --revert "$V"',
+        "git: reset",
+        "git: revert",
+        "rm -rf build",
+        "irreversible",
+    ):
         assert needle in text.stdout, needle

@@ -81,8 +81,14 @@ def _run(store: SqlStore, run_id: str | None = None, status: str = "running", **
     rid = run_id or new_run_id()
     store.create_run(
         RunRecord(
-            id=rid, pipeline_name="t", pipeline_path="p.yml", pipeline_text="name: t\n",
-            pipeline_hash="h", vars={"a": "1", "ü": "ß%?"}, status=status, state={"k": [1]},
+            id=rid,
+            pipeline_name="t",
+            pipeline_path="p.yml",
+            pipeline_text="name: t\n",
+            pipeline_hash="h",
+            vars={"a": "1", "ü": "ß%?"},
+            status=status,
+            state={"k": [1]},
             **extra,
         )
     )
@@ -98,9 +104,19 @@ def _start(store: SqlStore, rid: str, step: str, index: int = 0, **kw: Any) -> A
 
 def _call(store: SqlStore, rid: str, attempt_id: int | None, **kw: Any) -> int:
     args: dict[str, Any] = dict(
-        run_id=rid, attempt_id=attempt_id, step_id="a", provider="scripted", model="m",
-        request_hash="h1", request={"prompt": "100% sure?"}, response={"text": "ok"},
-        error=None, status="ok", http_attempt=1, usage=Usage(10, 5, 2, 1, 0.5), latency_ms=12.5,
+        run_id=rid,
+        attempt_id=attempt_id,
+        step_id="a",
+        provider="scripted",
+        model="m",
+        request_hash="h1",
+        request={"prompt": "100% sure?"},
+        response={"text": "ok"},
+        error=None,
+        status="ok",
+        http_attempt=1,
+        usage=Usage(10, 5, 2, 1, 0.5),
+        latency_ms=12.5,
     )
     args.update(kw)
     return store.record_llm_call(**args)
@@ -138,7 +154,12 @@ def test_a_run_round_trips_and_updates(store: SqlStore) -> None:
     rid = _run(store, workspace={"isolation": "none"})
     run = store.get_run(rid)
     assert (run.id, run.pipeline_name, run.vars, run.state, run.status, run.workspace) == (
-        rid, "t", {"a": "1", "ü": "ß%?"}, {"k": [1]}, "running", {"isolation": "none"},
+        rid,
+        "t",
+        {"a": "1", "ü": "ß%?"},
+        {"k": [1]},
+        "running",
+        {"isolation": "none"},
     )
     assert run.created_at.endswith("Z") and run.finished_at is None
 
@@ -152,7 +173,11 @@ def test_a_run_round_trips_and_updates(store: SqlStore) -> None:
     )
     run = store.get_run(rid)
     assert (run.status, run.state, run.workspace, run.error, run.finished_at) == (
-        "running", {"rewind": 1}, {"w": 2}, None, None,
+        "running",
+        {"rewind": 1},
+        {"w": 2},
+        None,
+        None,
     )
     store.set_pipeline(rid, "q.yml", "name: q\n", "h2")
     run = store.get_run(rid)
@@ -202,8 +227,13 @@ def test_list_runs_newest_first_with_status_filter_and_totals(store: SqlStore) -
     store.finish_attempt(a.id, status="completed", output={})
     summary = next(s for s in store.list_runs() if s.id == old)
     assert summary.steps == 2
-    assert (summary.usage.input, summary.usage.output, summary.usage.cache_read,
-            summary.usage.cache_write, summary.usage.cost_usd) == (10, 5, 2, 1, 0.5)
+    assert (
+        summary.usage.input,
+        summary.usage.output,
+        summary.usage.cache_read,
+        summary.usage.cache_write,
+        summary.usage.cost_usd,
+    ) == (10, 5, 2, 1, 0.5)
 
 
 # --- attempts --------------------------------------------------------------------------
@@ -216,7 +246,10 @@ def test_attempt_numbers_per_step_and_seq_per_run(store: SqlStore) -> None:
     a2 = _start(store, rid, "a")
     o1 = _start(store, other, "a")
     assert [(x.step_id, x.attempt, x.seq) for x in (a1, b1, a2, o1)] == [
-        ("a", 1, 1), ("b", 1, 2), ("a", 2, 3), ("a", 1, 1),
+        ("a", 1, 1),
+        ("b", 1, 2),
+        ("a", 2, 3),
+        ("a", 1, 1),
     ]
     assert [x.id for x in store.attempts(rid)] == [a1.id, b1.id, a2.id]
     assert a1.owner_pid == os.getpid() and a1.finished_at is None
@@ -230,18 +263,38 @@ def test_finish_attempt_records_output_tokens_and_run_state_together(store: SqlS
     attempt = _start(store, rid, "a", snapshot="snap0")
     _call(store, rid, attempt.id)
     _call(store, rid, attempt.id, usage=Usage(1, 1, 0, 0, 0.25, estimated=True))
-    _call(store, rid, attempt.id, status="error", response=None, error={"m": "boom"},
-          usage=Usage(1000, 1000, 0, 0, 9.0))  # failed calls are not the attempt's tokens
+    _call(
+        store,
+        rid,
+        attempt.id,
+        status="error",
+        response=None,
+        error={"m": "boom"},
+        usage=Usage(1000, 1000, 0, 0, 9.0),
+    )  # failed calls are not the attempt's tokens
     store.finish_attempt(
-        attempt.id, status="failed", output={"stdout": "50% done?"}, error={"message": "x"},
-        log_path="logs/a.log", state=(rid, {"rewind": {"count": 1}}),
+        attempt.id,
+        status="failed",
+        output={"stdout": "50% done?"},
+        error={"message": "x"},
+        log_path="logs/a.log",
+        state=(rid, {"rewind": {"count": 1}}),
     )
     (done,) = store.attempts(rid)
     assert (done.status, done.output, done.error, done.log_path) == (
-        "failed", {"stdout": "50% done?"}, {"message": "x"}, "logs/a.log",
+        "failed",
+        {"stdout": "50% done?"},
+        {"message": "x"},
+        "logs/a.log",
     )
-    assert (done.usage.input, done.usage.output, done.usage.cache_read, done.usage.cache_write,
-            done.usage.cost_usd, done.usage.estimated) == (11, 6, 2, 1, 0.75, True)
+    assert (
+        done.usage.input,
+        done.usage.output,
+        done.usage.cache_read,
+        done.usage.cache_write,
+        done.usage.cost_usd,
+        done.usage.estimated,
+    ) == (11, 6, 2, 1, 0.75, True)
     assert done.finished_at and done.duration_ms is not None and done.duration_ms >= 0
     assert store.get_run(rid).state == {"rewind": {"count": 1}}
     # log_path is kept when a later write does not give one
@@ -277,8 +330,10 @@ def test_a_process_killed_inside_a_transaction_commits_nothing(backend: Backend)
         f"state=({rid!r}, {{'after': 1}}))"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, "AGENTSAGA_FAULT": "store.in_write"},
-        timeout=60, check=False,
+        [sys.executable, "-c", code],
+        env={**os.environ, "AGENTSAGA_FAULT": "store.in_write"},
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == -9
     assert store.attempts(rid)[0].status == "running"
@@ -343,7 +398,9 @@ def test_compensations_move_the_attempt_status(store: SqlStore) -> None:
     store.record_skipped_compensation(rid, a.id, "a", "rollback")
 
     assert [x.status for x in store.attempts(rid)] == [
-        "completed", "compensation_failed", "compensated",
+        "completed",
+        "compensation_failed",
+        "compensated",
     ]
     comps = store.compensations(rid)
     assert [(x.step_id, x.status, x.tries, x.error, x.reason) for x in comps] == [
@@ -366,7 +423,11 @@ def test_llm_calls_record_and_list(store: SqlStore) -> None:
     assert [c.id for c in calls] == [first, second]
     c0, c1 = calls
     assert (c0.request, c0.response, c0.status, c0.judged, c0.attempt_id) == (
-        {"prompt": "100% sure?"}, {"text": "ok"}, "ok", False, a.id,
+        {"prompt": "100% sure?"},
+        {"text": "ok"},
+        "ok",
+        False,
+        a.id,
     )
     assert (c0.usage.total, c0.usage.cost_usd, c0.latency_ms) == (18, 0.5, 12.5)
     assert (c1.status, c1.served_from, c1.http_attempt, c1.attempt_id) == ("reused", first, 2, None)

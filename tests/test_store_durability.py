@@ -72,8 +72,10 @@ def test_sigkill_during_a_checkpoint_burst_never_corrupts_the_store(env: Env) ->
         start = len(env.ledger.lines())
         proc: Spawned = env.spawn("run", path) if run_id is None else env.spawn("resume", run_id)
         # Kill somewhere inside the burst: once it is stepping, at a random moment.
-        wait_until(lambda p=proc, n=start: len(env.ledger.lines()) > n or p.proc.poll() is not None,
-                   what="the burst to start")
+        wait_until(
+            lambda p=proc, n=start: len(env.ledger.lines()) > n or p.proc.poll() is not None,
+            what="the burst to start",
+        )
         time.sleep(rng.uniform(0.0, 0.25))  # ~2-10 ms a step: a kill every 25-125 steps
         if proc.proc.poll() is None:
             proc.kill()
@@ -111,16 +113,20 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point.mkdir()
     made = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): "
-                    f"{made.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {made.stderr.strip()}"
+        )
     try:
         yield mount_point
     finally:
-        subprocess.run(["mount", "-o", "remount,rw", str(mount_point)], check=False,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "remount,rw", str(mount_point)], check=False, capture_output=True
+        )
         subprocess.run(["umount", "-l", str(mount_point)], check=False, capture_output=True)
 
 
@@ -141,13 +147,19 @@ def test_a_disk_filling_up_mid_run_gives_a_clear_error_and_a_resumable_run(
     db = small_disk / "state.db"
     monkeypatch.setenv("AGENTSAGA_STORE", str(db))
     fill = f"dd if=/dev/zero of={small_disk}/fill bs=4k 2>/dev/null; true"
-    path = env.write("p.yml", pipeline(
-        step("s1", undo=False),
-        step("filler", f"echo filler >> ledger; [ -f once ] || {{ touch once; {fill}; }}",
-             undo=False),
-        step("s3", undo=False),
-        name="disk",
-    ))
+    path = env.write(
+        "p.yml",
+        pipeline(
+            step("s1", undo=False),
+            step(
+                "filler",
+                f"echo filler >> ledger; [ -f once ] || {{ touch once; {fill}; }}",
+                undo=False,
+            ),
+            step("s3", undo=False),
+            name="disk",
+        ),
+    )
 
     first = run_agentsaga("run", path, timeout=60)
     assert first.exit_code != 0, first
@@ -172,10 +184,15 @@ def test_a_read_only_store_refuses_clearly_and_the_run_resumes_once_writable(
     refuse with a clear message and change nothing; once writable, resume finishes."""
     db = small_disk / "state.db"
     monkeypatch.setenv("AGENTSAGA_STORE", str(db))
-    path = env.write("p.yml", pipeline(
-        step("s1", undo=False), step("s2", "echo s2 >> ledger; test -f flag", undo=False),
-        step("s3", undo=False), name="ro",
-    ))
+    path = env.write(
+        "p.yml",
+        pipeline(
+            step("s1", undo=False),
+            step("s2", "echo s2 >> ledger; test -f flag", undo=False),
+            step("s3", undo=False),
+            name="ro",
+        ),
+    )
     assert run_agentsaga("run", path).exit_code == 1
     run_id, status = _status(db)
     assert status == "failed"
@@ -225,8 +242,9 @@ def test_opening_the_default_store_keeps_it_out_of_git_status(
     that moment (crash sweep, store.in_write@create_run) left it showing."""
     repo = make_repo(tmp_path, {"a.txt": "a\n"})
     monkeypatch.delenv("AGENTSAGA_STORE")
-    result = subprocess.run(agentsaga_argv("runs"), cwd=repo, capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        agentsaga_argv("runs"), cwd=repo, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert (repo / ".agentsaga" / "state.db").exists()
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
@@ -238,7 +256,12 @@ def test_isolation_none_run_keeps_the_store_out_of_git_status(
     repo = make_repo(tmp_path, {"a.txt": "a\n"})
     monkeypatch.delenv("AGENTSAGA_STORE")
     (tmp_path / "p.yml").write_text(pipeline(step("s1", "echo hi", undo=False)))
-    result = subprocess.run(agentsaga_argv("run", tmp_path / "p.yml"), cwd=repo,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        agentsaga_argv("run", tmp_path / "p.yml"),
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""

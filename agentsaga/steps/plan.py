@@ -29,7 +29,8 @@ def check_schema(data: Any, schema: Any, text: str) -> None:
     if data is None:
         raise StepFailed(
             "the plan must be JSON matching the step's schema, but the reply holds no JSON: "
-            + text[:300], kind="schema",
+            + text[:300],
+            kind="schema",
         )
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))

@@ -17,9 +17,19 @@ from typing import Any
 from agentsaga.context import StepContext
 
 DEFAULT_MAX_FILE_BYTES = 256_000
-_FENCE_LANG = {".py": "python", ".js": "javascript", ".ts": "typescript", ".go": "go",
-               ".rs": "rust", ".md": "markdown", ".json": "json", ".yml": "yaml",
-               ".yaml": "yaml", ".sh": "bash", ".toml": "toml"}
+_FENCE_LANG = {
+    ".py": "python",
+    ".js": "javascript",
+    ".ts": "typescript",
+    ".go": "go",
+    ".rs": "rust",
+    ".md": "markdown",
+    ".json": "json",
+    ".yml": "yaml",
+    ".yaml": "yaml",
+    ".sh": "bash",
+    ".toml": "toml",
+}
 
 
 @lru_cache(maxsize=256)
@@ -96,7 +106,8 @@ def execute(ctx: StepContext) -> dict[str, Any]:
     max_bytes = int(ctx.params.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     root = ctx.cwd
     matched = [
-        path for path in list_files(root, ctx.workspace.uses_git)
+        path
+        for path in list_files(root, ctx.workspace.uses_git)
         if any(p.match(path) for p in patterns) and not any(e.match(path) for e in excludes)
     ]
     plan = _plan_text(ctx)

@@ -36,7 +36,7 @@ def split_prompt(ctx: StepContext) -> tuple[str | None, str]:
         if any(ref.path[0] == "rewind" for ref in expressions.expression_references(part)):
             prefix = "".join(prefix_parts)
             if rendered.startswith(prefix) and prefix.strip():
-                return prefix, rendered[len(prefix):] or "(continue)"
+                return prefix, rendered[len(prefix) :] or "(continue)"
             return None, rendered
         prefix_parts.append(expressions.to_text(expressions.evaluate(part, ctx.namespace)))
     return None, rendered
@@ -54,8 +54,9 @@ def execute(ctx: StepContext) -> dict[str, Any]:
     root = ctx.cwd
     base = ctx.workspace.head()
     for reflection in range(max_reflections + 1):
-        reply = llm.ask(settings, system=system, prompt=prompt, cache_prefix=prefix,
-                        history=history)
+        reply = llm.ask(
+            settings, system=system, prompt=prompt, cache_prefix=prefix, history=history
+        )
         problem: str
         try:
             blocks = parse_edit_blocks(reply.text)

@@ -97,7 +97,8 @@ class SqlStore:
         with self.transaction() as cur:
             self._exec(
                 cur,
-                "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS migrations "
+                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
             )
             done = {row[0] for row in self._exec(cur, "SELECT name FROM migrations").fetchall()}
         for name, _build in MIGRATIONS:
@@ -125,10 +126,21 @@ class SqlStore:
                 cur,
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                 (
-                    run.id, run.parent_run_id, run.parent_step, run.pipeline_name,
-                    run.pipeline_path, run.pipeline_text, run.pipeline_hash, _dumps(run.vars),
-                    run.status, _dumps(run.workspace), _dumps(run.state), _dumps(run.error),
-                    run.created_at, run.updated_at, run.finished_at,
+                    run.id,
+                    run.parent_run_id,
+                    run.parent_step,
+                    run.pipeline_name,
+                    run.pipeline_path,
+                    run.pipeline_text,
+                    run.pipeline_hash,
+                    _dumps(run.vars),
+                    run.status,
+                    _dumps(run.workspace),
+                    _dumps(run.state),
+                    _dumps(run.error),
+                    run.created_at,
+                    run.updated_at,
+                    run.finished_at,
                 ),
             )
 
@@ -138,10 +150,21 @@ class SqlStore:
             raise RunNotFound(run_id)
         r = rows[0]
         return RunRecord(
-            id=r[0], parent_run_id=r[1], parent_step=r[2], pipeline_name=r[3],
-            pipeline_path=r[4], pipeline_text=r[5], pipeline_hash=r[6], vars=_loads(r[7]),
-            status=r[8], workspace=_loads(r[9]), state=_loads(r[10]) or {}, error=_loads(r[11]),
-            created_at=r[12], updated_at=r[13], finished_at=r[14],
+            id=r[0],
+            parent_run_id=r[1],
+            parent_step=r[2],
+            pipeline_name=r[3],
+            pipeline_path=r[4],
+            pipeline_text=r[5],
+            pipeline_hash=r[6],
+            vars=_loads(r[7]),
+            status=r[8],
+            workspace=_loads(r[9]),
+            state=_loads(r[10]) or {},
+            error=_loads(r[11]),
+            created_at=r[12],
+            updated_at=r[13],
+            finished_at=r[14],
         )
 
     def resolve_run_id(self, prefix: str) -> str:
@@ -167,22 +190,26 @@ class SqlStore:
         rows = self._query(
             f"""
             SELECT r.id, r.pipeline_name, r.status, r.created_at, r.updated_at,
-                   r.parent_run_id,
-                   (SELECT COUNT(DISTINCT step_id) FROM step_attempts a WHERE a.run_id = r.id),
-                   (SELECT COALESCE(SUM(tokens_input), 0) FROM step_attempts a WHERE a.run_id = r.id),
-                   (SELECT COALESCE(SUM(tokens_output), 0) FROM step_attempts a WHERE a.run_id = r.id),
-                   (SELECT COALESCE(SUM(tokens_cache_read), 0) FROM step_attempts a WHERE a.run_id = r.id),
-                   (SELECT COALESCE(SUM(tokens_cache_write), 0) FROM step_attempts a WHERE a.run_id = r.id),
-                   (SELECT SUM(cost_usd) FROM step_attempts a WHERE a.run_id = r.id)
+                   r.parent_run_id, COUNT(DISTINCT a.step_id),
+                   COALESCE(SUM(a.tokens_input), 0), COALESCE(SUM(a.tokens_output), 0),
+                   COALESCE(SUM(a.tokens_cache_read), 0), COALESCE(SUM(a.tokens_cache_write), 0),
+                   SUM(a.cost_usd)
             FROM (SELECT * FROM runs {where} ORDER BY id DESC {lim}) r
+            LEFT JOIN step_attempts a ON a.run_id = r.id
+            GROUP BY r.id, r.pipeline_name, r.status, r.created_at, r.updated_at, r.parent_run_id
             ORDER BY r.id DESC
             """,
             params,
         )
         return [
             RunSummary(
-                id=r[0], pipeline_name=r[1], status=r[2], created_at=r[3], updated_at=r[4],
-                parent_run_id=r[5], steps=int(r[6]),
+                id=r[0],
+                pipeline_name=r[1],
+                status=r[2],
+                created_at=r[3],
+                updated_at=r[4],
+                parent_run_id=r[5],
+                steps=int(r[6]),
                 usage=Usage(int(r[7]), int(r[8]), int(r[9]), int(r[10]), r[11]),
             )
             for r in rows
@@ -200,8 +227,12 @@ class SqlStore:
         finished: bool = False,
     ) -> None:
         sets, params = ["updated_at = ?"], [utcnow()]
-        for column, value in (("status", status), ("state_json", _dumps(state)),
-                              ("workspace_json", _dumps(workspace)), ("error_json", _dumps(error))):
+        for column, value in (
+            ("status", status),
+            ("state_json", _dumps(state)),
+            ("workspace_json", _dumps(workspace)),
+            ("error_json", _dumps(error)),
+        ):
             if value is not None:
                 sets.append(f"{column} = ?")
                 params.append(value)
@@ -241,13 +272,34 @@ class SqlStore:
                 "INSERT INTO step_attempts (run_id, step_id, step_index, seq, attempt, status, "
                 "fingerprint, base_commit, snapshot, owner_pid, started_at, finished_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (run_id, step_id, step_index, seq, attempt, status, fingerprint, base_commit,
-                 snapshot, os.getpid(), now, finished),
+                (
+                    run_id,
+                    step_id,
+                    step_index,
+                    seq,
+                    attempt,
+                    status,
+                    fingerprint,
+                    base_commit,
+                    snapshot,
+                    os.getpid(),
+                    now,
+                    finished,
+                ),
             ).fetchone()
         return AttemptRecord(
-            id=int(row[0]), run_id=run_id, step_id=step_id, step_index=step_index, seq=int(seq),
-            attempt=int(attempt), status=status, fingerprint=fingerprint,
-            base_commit=base_commit, snapshot=snapshot, started_at=now, finished_at=finished,
+            id=int(row[0]),
+            run_id=run_id,
+            step_id=step_id,
+            step_index=step_index,
+            seq=int(seq),
+            attempt=int(attempt),
+            status=status,
+            fingerprint=fingerprint,
+            base_commit=base_commit,
+            snapshot=snapshot,
+            started_at=now,
+            finished_at=finished,
             owner_pid=os.getpid(),
         )
 
@@ -288,12 +340,21 @@ class SqlStore:
                 "log_path = COALESCE(?, log_path), finished_at = ?, duration_ms = ?, "
                 "tokens_input = ?, tokens_output = ?, tokens_cache_read = ?, "
                 "tokens_cache_write = ?, tokens_estimated = ?, cost_usd = ? WHERE id = ?",
-                (status, _dumps(output), _dumps(error), log_path, now, duration_ms, *tokens,
-                 attempt_id),
+                (
+                    status,
+                    _dumps(output),
+                    _dumps(error),
+                    log_path,
+                    now,
+                    duration_ms,
+                    *tokens,
+                    attempt_id,
+                ),
             )
             if state is not None:
                 self._exec(
-                    cur, "UPDATE runs SET state_json = ?, updated_at = ? WHERE id = ?",
+                    cur,
+                    "UPDATE runs SET state_json = ?, updated_at = ? WHERE id = ?",
                     (_dumps(state[1]), now, state[0]),
                 )
 
@@ -309,7 +370,8 @@ class SqlStore:
     def set_attempt_snapshot(self, attempt_id: int, base_commit: str | None, snapshot: str) -> None:
         with self.transaction() as cur:
             self._exec(
-                cur, "UPDATE step_attempts SET base_commit = ?, snapshot = ? WHERE id = ?",
+                cur,
+                "UPDATE step_attempts SET base_commit = ?, snapshot = ? WHERE id = ?",
                 (base_commit, snapshot, attempt_id),
             )
 
@@ -334,7 +396,9 @@ class SqlStore:
         marks = ", ".join("?" * len(step_ids))
         with self.transaction() as cur:
             self._exec(
-                cur, f"UPDATE step_attempts SET superseded = 1 WHERE run_id = ? AND step_id IN ({marks})",
+                cur,
+                "UPDATE step_attempts SET superseded = 1 "
+                f"WHERE run_id = ? AND step_id IN ({marks})",
                 (run_id, *step_ids),
             )
 
@@ -354,9 +418,21 @@ class SqlStore:
                     "fingerprint, base_commit, snapshot, output_json, error_json, reused_from, "
                     "started_at, finished_at, duration_ms) "
                     "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                    (target_run, step_id, a.step_index, seq, a.status, a.fingerprint,
-                     a.base_commit, a.snapshot, _dumps(a.output), _dumps(a.error), a.id,
-                     a.started_at, a.finished_at),
+                    (
+                        target_run,
+                        step_id,
+                        a.step_index,
+                        seq,
+                        a.status,
+                        a.fingerprint,
+                        a.base_commit,
+                        a.snapshot,
+                        _dumps(a.output),
+                        _dumps(a.error),
+                        a.id,
+                        a.started_at,
+                        a.finished_at,
+                    ),
                 )
 
     # --- compensations ------------------------------------------------------------------
@@ -364,7 +440,8 @@ class SqlStore:
     def start_compensation(self, run_id: str, attempt_id: int, step_id: str, reason: str) -> int:
         with self.transaction() as cur:
             self._exec(
-                cur, "UPDATE step_attempts SET status = ? WHERE id = ?",
+                cur,
+                "UPDATE step_attempts SET status = ? WHERE id = ?",
                 (StepStatus.COMPENSATING, attempt_id),
             )
             row = self._exec(
@@ -376,11 +453,17 @@ class SqlStore:
         return int(row[0])
 
     def finish_compensation(
-        self, comp_id: int, attempt_id: int, *, status: str, tries: int,
+        self,
+        comp_id: int,
+        attempt_id: int,
+        *,
+        status: str,
+        tries: int,
         error: dict[str, Any] | None = None,
     ) -> None:
         attempt_status = (
-            StepStatus.COMPENSATED if status == CompensationStatus.SUCCEEDED
+            StepStatus.COMPENSATED
+            if status == CompensationStatus.SUCCEEDED
             else StepStatus.COMPENSATION_FAILED
         )
         with self.transaction() as cur:
@@ -391,10 +474,14 @@ class SqlStore:
                 (status, tries, _dumps(error), utcnow(), comp_id),
             )
             self._exec(
-                cur, "UPDATE step_attempts SET status = ? WHERE id = ?", (attempt_status, attempt_id)
+                cur,
+                "UPDATE step_attempts SET status = ? WHERE id = ?",
+                (attempt_status, attempt_id),
             )
 
-    def record_skipped_compensation(self, run_id: str, attempt_id: int, step_id: str, reason: str) -> None:
+    def record_skipped_compensation(
+        self, run_id: str, attempt_id: int, step_id: str, reason: str
+    ) -> None:
         now = utcnow()
         with self.transaction() as cur:
             self._exec(
@@ -412,8 +499,15 @@ class SqlStore:
         )
         return [
             CompensationRecord(
-                id=int(r[0]), run_id=r[1], attempt_id=int(r[2]), step_id=r[3], reason=r[4],
-                status=r[5], tries=int(r[6]), error=_loads(r[7]), started_at=r[8],
+                id=int(r[0]),
+                run_id=r[1],
+                attempt_id=int(r[2]),
+                step_id=r[3],
+                reason=r[4],
+                status=r[5],
+                tries=int(r[6]),
+                error=_loads(r[7]),
+                started_at=r[8],
                 finished_at=r[9],
             )
             for r in rows
@@ -447,10 +541,28 @@ class SqlStore:
                 "served_from, tokens_input, tokens_output, tokens_cache_read, "
                 "tokens_cache_write, tokens_estimated, cost_usd, latency_ms, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (run_id, attempt_id, step_id, provider, model, request_hash, _dumps(request),
-                 _dumps(response), _dumps(error), status, http_attempt, served_from,
-                 usage.input, usage.output, usage.cache_read, usage.cache_write,
-                 int(usage.estimated), usage.cost_usd, latency_ms, utcnow()),
+                (
+                    run_id,
+                    attempt_id,
+                    step_id,
+                    provider,
+                    model,
+                    request_hash,
+                    _dumps(request),
+                    _dumps(response),
+                    _dumps(error),
+                    status,
+                    http_attempt,
+                    served_from,
+                    usage.input,
+                    usage.output,
+                    usage.cache_read,
+                    usage.cache_write,
+                    int(usage.estimated),
+                    usage.cost_usd,
+                    latency_ms,
+                    utcnow(),
+                ),
             ).fetchone()
         return int(row[0])
 
@@ -470,7 +582,8 @@ class SqlStore:
             self._exec(
                 cur,
                 "UPDATE llm_calls SET judged = 1 WHERE id IN "
-                "(SELECT served_from FROM llm_calls WHERE attempt_id = ? AND served_from IS NOT NULL)",
+                "(SELECT served_from FROM llm_calls "
+                "WHERE attempt_id = ? AND served_from IS NOT NULL)",
                 (attempt_id,),
             )
 
@@ -492,8 +605,10 @@ class SqlStore:
         host, pid, now = socket.gethostname(), os.getpid(), time.time()
         with self.transaction() as cur:
             row = self._exec(
-                cur, "SELECT owner_id, host, pid, expires_at FROM leases WHERE run_id = ?"
-                + self._lock_suffix(), (run_id,)
+                cur,
+                "SELECT owner_id, host, pid, expires_at FROM leases WHERE run_id = ?"
+                + self._lock_suffix(),
+                (run_id,),
             ).fetchone()
             if row is not None:
                 owner, owner_host, owner_pid, expires = row
@@ -523,18 +638,22 @@ class SqlStore:
         with self.transaction() as cur:
             cur = self._exec(
                 cur,
-                "UPDATE leases SET heartbeat_at = ?, expires_at = ? WHERE run_id = ? AND owner_id = ?",
+                "UPDATE leases SET heartbeat_at = ?, expires_at = ? "
+                "WHERE run_id = ? AND owner_id = ?",
                 (now, now + ttl_s, run_id, owner_id),
             )
             return bool(cur.rowcount)
 
     def release_lease(self, run_id: str, owner_id: str) -> None:
         with self.transaction() as cur:
-            self._exec(cur, "DELETE FROM leases WHERE run_id = ? AND owner_id = ?", (run_id, owner_id))
+            self._exec(
+                cur, "DELETE FROM leases WHERE run_id = ? AND owner_id = ?", (run_id, owner_id)
+            )
 
     def get_lease(self, run_id: str) -> Lease | None:
         rows = self._query(
-            "SELECT run_id, owner_id, host, pid, heartbeat_at, expires_at FROM leases WHERE run_id = ?",
+            "SELECT run_id, owner_id, host, pid, heartbeat_at, expires_at "
+            "FROM leases WHERE run_id = ?",
             (run_id,),
         )
         if not rows:
@@ -545,20 +664,46 @@ class SqlStore:
 
 def _attempt(r: Sequence[Any]) -> AttemptRecord:
     return AttemptRecord(
-        id=int(r[0]), run_id=r[1], step_id=r[2], step_index=int(r[3]), seq=int(r[4]),
-        attempt=int(r[5]), status=r[6], superseded=bool(r[7]), fingerprint=r[8],
-        base_commit=r[9], snapshot=r[10], output=_loads(r[11]), error=_loads(r[12]),
-        log_path=r[13], reused_from=r[14], owner_pid=r[15],
+        id=int(r[0]),
+        run_id=r[1],
+        step_id=r[2],
+        step_index=int(r[3]),
+        seq=int(r[4]),
+        attempt=int(r[5]),
+        status=r[6],
+        superseded=bool(r[7]),
+        fingerprint=r[8],
+        base_commit=r[9],
+        snapshot=r[10],
+        output=_loads(r[11]),
+        error=_loads(r[12]),
+        log_path=r[13],
+        reused_from=r[14],
+        owner_pid=r[15],
         usage=Usage(int(r[16]), int(r[17]), int(r[18]), int(r[19]), r[21], bool(r[20])),
-        started_at=r[22], finished_at=r[23], duration_ms=r[24],
+        started_at=r[22],
+        finished_at=r[23],
+        duration_ms=r[24],
     )
 
 
 def _call(r: Sequence[Any]) -> LLMCallRecord:
     return LLMCallRecord(
-        id=int(r[0]), run_id=r[1], attempt_id=r[2], step_id=r[3], provider=r[4], model=r[5],
-        request_hash=r[6], request=_loads(r[7]), response=_loads(r[8]), error=_loads(r[9]),
-        status=r[10], judged=bool(r[11]), http_attempt=int(r[12]), served_from=r[13],
+        id=int(r[0]),
+        run_id=r[1],
+        attempt_id=r[2],
+        step_id=r[3],
+        provider=r[4],
+        model=r[5],
+        request_hash=r[6],
+        request=_loads(r[7]),
+        response=_loads(r[8]),
+        error=_loads(r[9]),
+        status=r[10],
+        judged=bool(r[11]),
+        http_attempt=int(r[12]),
+        served_from=r[13],
         usage=Usage(int(r[14]), int(r[15]), int(r[16]), int(r[17]), r[19], bool(r[18])),
-        latency_ms=r[20], created_at=r[21],
+        latency_ms=r[20],
+        created_at=r[21],
     )
