@@ -11,12 +11,14 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from agentsaga.engine import Event, PlanItem, RunResult
+if TYPE_CHECKING:
+    from agentsaga.engine import Event, PlanItem, RunResult
+
 
 _COLORS = {
     "completed": "green",

@@ -143,6 +143,9 @@ class Engine:
         self.owner_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._cache: dict[str, AttemptRecord] | None = None
         self._cache_run: str | None = None
+        self._ns_steps: dict[str, dict[str, Any]] = {}
+        self._steps_key: tuple[Any, ...] | None = None
+        self._steps_value: dict[str, Step] = {}
 
     # --- public entry points ------------------------------------------------------------
 
@@ -446,14 +449,17 @@ class Engine:
             ns["rewind"] = self._rewind_for(run, step)
             try:
                 if step.if_ is not None and not _truthy(step.if_, ns):
-                    self._current(run_id)[step.id] = self.store.start_attempt(
+                    self._set_current(
                         run_id,
-                        step.id,
-                        step.index,
-                        fingerprint=self._fingerprint(step, pipeline, ns, run),
-                        base_commit=None,
-                        snapshot=None,
-                        status=StepStatus.SKIPPED,
+                        self.store.start_attempt(
+                            run_id,
+                            step.id,
+                            step.index,
+                            fingerprint=self._fingerprint(step, pipeline, ns, run),
+                            base_commit=None,
+                            snapshot=None,
+                            status=StepStatus.SKIPPED,
+                        ),
                     )
                     self._emit(
                         Event(
@@ -484,7 +490,7 @@ class Engine:
                 snapshot=None,
             )
             env = {**self._base_env(run_id, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
-            self._current(run_id)[step.id] = attempt
+            self._set_current(run_id, attempt)
             faults.point("step.after_record")
             self._emit(Event("step", run_id, step.id, StepStatus.RUNNING, attempt.attempt))
             env["AGENTSAGA_IDEMPOTENCY_KEY"] = f"{run_id}:{step.id}:{attempt.attempt}"
@@ -583,7 +589,7 @@ class Engine:
                 output=redact_json(output, secret_values()),
                 log_path=str(ctx.log_stem),
             )
-            self._current(run_id)[step.id] = self.store.get_attempt(attempt.id)
+            self._set_current(run_id, self.store.get_attempt(attempt.id))
             faults.point("step.after_checkpoint")
             self.store.judge_calls(attempt.id)
             self._emit(Event("step", run_id, step.id, StepStatus.COMPLETED, attempt.attempt))
@@ -764,13 +770,15 @@ class Engine:
                 compensations.describe(comp),
             )
         )
-        current = current_attempts(self.store.attempts(run_id))
-        self._forget(run_id)  # attempt statuses change below
+        # A git compensation, or a command without expressions, reads no namespace.
+        needs_ns = comp.run is not None and (
+            bool(comp.env) or expressions.has_expressions(json.dumps(comp.run))
+        )
         ci = compensations.CompensationInput(
             run_id=run_id,
             step=step,
             attempt=attempt,
-            namespace=self._namespace(run, pipeline, current),
+            namespace=self._namespace(run, pipeline, self._current(run_id)) if needs_ns else {},
             workspace=ws,
             base_env=self._base_env(run_id, pipeline),
             log_stem=self._log_stem(run_id, step.id, attempt.attempt, "compensate"),
@@ -797,6 +805,7 @@ class Engine:
             self.store.finish_compensation(
                 comp_id, attempt.id, status=CompensationStatus.SUCCEEDED, tries=tries
             )
+            self._mark_cached(run_id, attempt.id, StepStatus.COMPENSATED)
             faults.point("comp.between")
             self._emit(
                 Event("compensate", run_id, step.id, StepStatus.COMPENSATED, attempt.attempt)
@@ -1041,7 +1050,14 @@ class Engine:
 
     def _steps_by_id(self, run: RunRecord, pipeline: Pipeline | None = None) -> dict[str, Step]:
         """Step definitions by id: the run's pipeline, and the older texts a resume with
-        --pipeline replaced, so a step since dropped can still be undone."""
+        --pipeline replaced, so a step since dropped can still be undone. Kept per
+        pipeline: a rollback asks once per compensation."""
+        key = (run.id, run.pipeline_hash, len(run.state.get("old_pipelines") or []), id(pipeline))
+        if self._steps_key != key:
+            self._steps_key, self._steps_value = key, self._load_steps_by_id(run, pipeline)
+        return self._steps_value
+
+    def _load_steps_by_id(self, run: RunRecord, pipeline: Pipeline | None) -> dict[str, Step]:
         steps: dict[str, Step] = {}
         for older in run.state.get("old_pipelines") or []:
             try:
@@ -1068,16 +1084,33 @@ class Engine:
         if self._cache_run != run_id or self._cache is None:
             self._cache = current_attempts(self.store.attempts(run_id))
             self._cache_run = run_id
+            self._ns_steps = {k: _step_namespace(a) for k, a in self._cache.items()}
         return self._cache
 
     def _forget(self, run_id: str) -> None:
         if self._cache_run == run_id:
             self._cache = None
 
+    def _set_current(self, run_id: str, attempt: AttemptRecord) -> None:
+        self._current(run_id)[attempt.step_id] = attempt
+        self._ns_steps[attempt.step_id] = _step_namespace(attempt)
+
+    def _mark_cached(self, run_id: str, attempt_id: int, status: str) -> None:
+        """Keep the in-memory view true after a compensation changed one attempt."""
+        if self._cache_run != run_id or self._cache is None:
+            return
+        for attempt in self._cache.values():
+            if attempt.id == attempt_id:
+                attempt.status = status
+                self._ns_steps[attempt.step_id] = _step_namespace(attempt)
+
     def _namespace(
         self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
     ) -> dict[str, Any]:
-        steps = {step_id: _step_namespace(a) for step_id, a in current.items()}
+        if current is self._cache:
+            steps = self._ns_steps  # kept up to date attempt by attempt
+        else:
+            steps = {step_id: _step_namespace(a) for step_id, a in current.items()}
         return {
             "vars": run.vars,
             "run": self._run_namespace(run),

@@ -200,6 +200,11 @@ class Pipeline:
         return self.step(step_id).index
 
 
+#: libyaml's composer when PyYAML was built with it: the same nodes and marks, ~3x faster
+#: (a 2,000-step pipeline is parsed on every resume).
+_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_file(path: str | Path, overrides: dict[str, str] | None = None) -> Pipeline:
     path = Path(path)
     try:
@@ -220,7 +225,11 @@ def load_text(
     """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared,
     unless ``ignore_undeclared``: a run's stored vars applied to a changed pipeline)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            root = yaml.compose(text, Loader=_COMPOSER)
+        except yaml.YAMLError:
+            # Parse again with the pure-Python composer: its messages are the documented ones.
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

@@ -119,7 +119,8 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
     final: dict[str, int] = {}
     succeeded: set[str] = set()
     for a in attempts:
-        tokens = a.usage.total
+        # A reply the memo served is part of what one clean pass costs.
+        tokens = a.usage.total + memo_reused.get(a.id, 0)
         if a.reused_from is not None:
             tokens = store.get_attempt(a.reused_from).usage.total
         if a.error is None:
