@@ -18,6 +18,7 @@ compensations are idempotent by contract) before the step re-executes.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import json
@@ -966,9 +967,10 @@ class Engine:
         pipeline = self._pipeline_of(run)
         attempts = self.store.attempts(run_id)
         current = current_attempts(attempts)
+        counts = collections.Counter(a.step_id for a in attempts if a.reused_from is None)
         views = []
         for step in pipeline.steps:
-            count = sum(1 for a in attempts if a.step_id == step.id and a.reused_from is None)
+            count = counts[step.id]
             attempt = current.get(step.id)
             views.append(
                 StepView(step.id, attempt.status if attempt else StepStatus.PENDING, count)
