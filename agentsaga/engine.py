@@ -191,11 +191,12 @@ class Engine:
                 )
             old = self._pipeline_of(run)
             new = pipeline or old
-            plan = self.plan_resume(run_id, pipeline, from_step)
+            attempts = self.store.attempts(run_id)  # read once: a long run has thousands
+            plan = self.plan_resume(run_id, pipeline, from_step, attempts)
             reused = [p.step_id for p in plan if p.action == "reuse"]
             if reused:
                 self._emit(Event("reuse", run_id, message="reusing " + ", ".join(reused)))
-            restart_index = self._restart_index(run_id, plan, new)
+            restart_index = self._restart_index(attempts, plan, new)
             if restart_index is not None:
                 # Recorded first: the compensations that follow finish after a crash too.
                 run.state["restart_from"] = (
@@ -216,16 +217,21 @@ class Engine:
                 self.store.update_run(run_id, state=run.state)
                 self.store.set_pipeline(run_id, pipeline.path, pipeline.text, pipeline.hash)
             self.store.update_run(run_id, status=RunStatus.RUNNING, clear_error=True)
+            # Nothing changed the attempts since they were read: seed the in-memory view.
+            self._cache, self._cache_run = current_attempts(attempts), run_id
+            self._ns_steps = {k: _step_namespace(a) for k, a in self._cache.items()}
             return self._drive(run_id, new, old)
 
-    def _restart_index(self, run_id: str, plan: list[PlanItem], new: Pipeline) -> int | None:
+    def _restart_index(
+        self, attempts: list[AttemptRecord], plan: list[PlanItem], new: Pipeline
+    ) -> int | None:
         """Where a resume must undo and re-run from: the first step the plan runs, when any
         completed step after it re-runs or a step the new pipeline dropped still has live
         attempts; None when the run simply continues."""
         first = next((i for i, p in enumerate(plan) if p.action in ("rerun", "run")), None)
         live_ids = {
             a.step_id
-            for a in self.store.attempts(run_id)
+            for a in attempts
             if a.status in LIVE_ATTEMPT and not a.superseded and a.reused_from is None
         }
         dropped = live_ids - {s.id for s in new.steps}
@@ -287,11 +293,15 @@ class Engine:
     # --- plans --------------------------------------------------------------------------
 
     def plan_resume(
-        self, run_id: str, pipeline: Pipeline | None = None, from_step: str | None = None
+        self,
+        run_id: str,
+        pipeline: Pipeline | None = None,
+        from_step: str | None = None,
+        attempts: list[AttemptRecord] | None = None,
     ) -> list[PlanItem]:
         run = self.store.get_run(run_id)
         target = pipeline or self._pipeline_of(run)
-        current = current_attempts(self.store.attempts(run_id))
+        current = current_attempts(self.store.attempts(run_id) if attempts is None else attempts)
         ns = self._namespace(run, target, current)
         stop_at = target.index_of(from_step) if from_step else None
         items: list[PlanItem] = []

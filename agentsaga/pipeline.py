@@ -10,6 +10,7 @@ single token is spent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -340,10 +341,7 @@ class _Loader:
             raise self.error(node, "step is missing 'kind' (one of " + ", ".join(KINDS) + ")")
         kind = self.check(COMMON_STEP_FIELDS["kind"], children["kind"])
         spec = KINDS[kind]
-        step_type = Obj(
-            {**COMMON_STEP_FIELDS, **spec.fields}, required=("id", "kind", *spec.required)
-        )
-        raw = self.check(step_type, node)
+        raw = self.check(_step_type(kind), node)
         step_id = raw["id"]
         if not step_id or not all(c.isalnum() or c in "-_" for c in step_id):
             raise self.error(
@@ -578,6 +576,13 @@ class _Loader:
         return PipelineError(self.path, line, col, problem)
 
 
+@functools.cache
+def _step_type(kind: str) -> Obj:
+    """The schema of a step of ``kind``: built once, not once per step."""
+    spec = KINDS[kind]
+    return Obj({**COMMON_STEP_FIELDS, **spec.fields}, required=("id", "kind", *spec.required))
+
+
 def _children(node: yaml.Node) -> dict[str, yaml.Node]:
     if not isinstance(node, yaml.MappingNode):
         return {}
@@ -608,8 +613,7 @@ def json_schema() -> dict[str, Any]:
     schema = TOP.json_schema()
     variants = []
     for name, spec in KINDS.items():
-        step = Obj({**COMMON_STEP_FIELDS, **spec.fields}, required=("id", "kind", *spec.required))
-        variant = step.json_schema()
+        variant = _step_type(name).json_schema()
         variant["properties"]["kind"] = {"const": name, "description": spec.description}
         variants.append({"if": {"properties": {"kind": {"const": name}}}, "then": variant})
     schema["properties"]["steps"] = {
