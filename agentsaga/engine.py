@@ -195,7 +195,7 @@ class Engine:
             plan = self.plan_resume(run_id, pipeline, from_step, attempts)
             reused = [p.step_id for p in plan if p.action == "reuse"]
             if reused:
-                self._emit(Event("reuse", run_id, message="reusing " + ", ".join(reused)))
+                self._emit(Event("reuse", run_id, message="reusing " + _names(reused)))
             restart_index = self._restart_index(attempts, plan, new)
             if restart_index is not None:
                 # Recorded first: the compensations that follow finish after a crash too.
@@ -284,9 +284,7 @@ class Engine:
                 )
             self.store.copy_attempts(parent_id, run_id, reuse)
             if reuse:
-                self._emit(
-                    Event("reuse", run_id, message="reusing from parent " + ", ".join(reuse))
-                )
+                self._emit(Event("reuse", run_id, message="reusing from parent " + _names(reuse)))
             self._open_or_fail(record, new, repo_root, start_point=start_point)
             return self._drive(run_id, new)
 
@@ -323,7 +321,9 @@ class Engine:
                 invalid = f"upstream: {step.id} runs again"
                 continue
             assert attempt is not None
-            if attempt.fingerprint == self._fingerprint(step, target, ns, run):
+            # Fingerprints decide only against a changed pipeline (DESIGN §2): the stored
+            # one, with the same vars, gives completed steps the inputs they had.
+            if pipeline is None or attempt.fingerprint == self._fingerprint(step, target, ns, run):
                 items.append(PlanItem(step.id, "reuse", "completed; fingerprint unchanged"))
                 continue
             items.append(PlanItem(step.id, "rerun", "fingerprint changed (definition or inputs)"))
@@ -709,16 +709,9 @@ class Engine:
         latest = self._current(run_id).get(step.id)
         if latest is None or latest.status not in LIVE_ATTEMPT or is_done(latest):
             return  # the common case, answered from memory
-        stale = [
-            a
-            for a in self.store.attempts(run_id)
-            if a.step_id == step.id
-            and not a.superseded
-            and a.status in LIVE_ATTEMPT
-            and a.status != StepStatus.COMPLETED
-        ]
-        if not stale:
-            return
+        # Only the newest attempt can be stale: each earlier one was compensated (or
+        # recorded as needing none) before the next began.
+        stale = [latest]
         skipped = self._no_compensation_ids(run_id)
         for attempt in reversed(stale):
             if attempt.id in skipped:
@@ -1295,6 +1288,13 @@ def _head_after(
     return (parent.workspace or {}).get("base_commit")
 
 
+def _names(ids: list[str], shown: int = 8) -> str:
+    """``a, b, c`` — or, for a long run, the first few and how many more."""
+    if len(ids) <= shown:
+        return ", ".join(ids)
+    return f"{', '.join(ids[:shown])} and {len(ids) - shown} more ({len(ids)} steps)"
+
+
 def _vars_key(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in values.items()))
 
@@ -1304,7 +1304,7 @@ def _load_stored(text: str, path: str, vars_key: tuple[tuple[str, str], ...]) ->
     """A run's stored pipeline, parsed once per process (it is read at every turn of a
     rollback or a rewind). Stored vars the text does not declare are ignored: a resume
     with a changed pipeline may have dropped one."""
-    return load_text(text, path, dict(vars_key), ignore_undeclared=True)
+    return load_text(text, path, dict(vars_key), ignore_undeclared=True, checked=True)
 
 
 def _step_namespace(a: AttemptRecord) -> dict[str, Any]:

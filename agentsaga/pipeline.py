@@ -222,6 +222,7 @@ def load_text(
     path: str = "<pipeline>",
     overrides: dict[str, str] | None = None,
     ignore_undeclared: bool = False,
+    checked: bool = False,
 ) -> Pipeline:
     """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared,
     unless ``ignore_undeclared``: a run's stored vars applied to a changed pipeline)."""
@@ -249,6 +250,8 @@ def load_text(
         raise PipelineError(path, 1, 1, "the pipeline is empty; it needs a name and steps")
     loader = _Loader(path, text)
     loader.ignore_undeclared = ignore_undeclared
+    # A run's stored text passed every reference check when the run began.
+    loader.check_refs = not checked
     try:
         return loader.load(root, overrides or {})
     except yaml.MarkedYAMLError as exc:
@@ -266,6 +269,7 @@ class _Loader:
         self.path, self.text = path, text
         self.lines = text.splitlines()
         self.ignore_undeclared = False
+        self.check_refs = True
 
     def error(self, node: yaml.Node, problem: str) -> PipelineError:
         mark = node.start_mark
@@ -328,7 +332,8 @@ class _Loader:
             on_failure=top.get("on_failure", "stop"),
             on_compensation_failure=top.get("on_compensation_failure", "halt"),
         )
-        self.check_references(pipeline, root, step_nodes)
+        if self.check_refs:
+            self.check_references(pipeline, root, step_nodes)
         return pipeline
 
     def load_step(
