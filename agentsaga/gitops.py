@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,6 +77,10 @@ _REDIRECTS = (
 )
 
 
+#: Two runs in one repository may touch the same lock files (packed-refs.lock on branch
+#: deletion, config.lock on worktree add): a few short waits ride that out.
+_LOCK_RETRIES = 20
+
 # --- running git ---------------------------------------------------------------------------
 
 
@@ -94,16 +99,23 @@ def _execute(
             f"{', '.join(leaked)} is set in the environment (as inside a git hook), so git "
             "would act on another repository or index; unset it and run agentsaga again"
         )
-    try:
-        status, out, err = git.Git(str(cwd)).execute(
-            ["git", *args], with_extended_output=True, with_exceptions=check, env=env
-        )
-    except GitCommandNotFound as exc:
-        raise GitError("the git command was not found; install git and put it on PATH") from exc
-    except GitCommandError as exc:
-        stderr = str(exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
-        raise GitError(f"git {' '.join(args[:2])} failed in {cwd}: {stderr}") from exc
-    return int(status or 0), str(out), str(err)
+    for attempt in range(_LOCK_RETRIES + 1):
+        try:
+            status, out, err = git.Git(str(cwd)).execute(
+                ["git", *args], with_extended_output=True, with_exceptions=check, env=env
+            )
+        except GitCommandNotFound as exc:
+            raise GitError("the git command was not found; install git and put it on PATH") from exc
+        except GitCommandError as exc:
+            stderr = str(exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
+            if ".lock" in stderr and "exists" in stderr and attempt < _LOCK_RETRIES:
+                # Another run (or the user's git) holds a lock on shared repository state
+                # (packed-refs, config, a worktree's index) for a moment: wait, try again.
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise GitError(f"git {' '.join(args[:2])} failed in {cwd}: {stderr}") from exc
+        return int(status or 0), str(out), str(err)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
