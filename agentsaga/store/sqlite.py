@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 from agentsaga import faults
 from agentsaga.errors import StoreError
 from agentsaga.store.sql import SqlStore
+
+_OPEN_PATIENCE_S = 30.0
 
 
 class SqliteStore(SqlStore):
@@ -34,12 +37,28 @@ class SqliteStore(SqlStore):
             )
             if new:
                 os.chmod(path, 0o600)
-            self._configure()
-            self.migrate()
+            self._open_with_retries()
         except sqlite3.Error as exc:
             raise StoreError(_explain(exc, path)) from exc
         except OSError as exc:
             raise StoreError(f"cannot open the store at {path}: {exc.strerror}") from exc
+
+    def _open_with_retries(self) -> None:
+        """Configure and migrate. Two processes opening a new store at once (two runs
+        started together in a fresh repository) can meet SQLite's lock while one switches
+        the file to WAL, which the busy timeout does not cover: wait and try again."""
+        deadline = time.monotonic() + _OPEN_PATIENCE_S
+        delay = 0.01
+        while True:
+            try:
+                self._configure()
+                self.migrate()
+                return
+            except (sqlite3.OperationalError, StoreError) as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     def _configure(self) -> None:
         conn = self._conn
