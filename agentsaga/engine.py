@@ -235,7 +235,10 @@ class Engine:
             if a.status in LIVE_ATTEMPT and not a.superseded and a.reused_from is None
         }
         dropped = live_ids - {s.id for s in new.steps}
-        rerun = any(p.action == "rerun" for p in plan)
+        # A step whose last attempt failed or crashed is recovered when it runs again;
+        # only completed steps that must run again need the restart's compensations.
+        current = current_attempts(attempts)
+        rerun = any(p.action == "rerun" and is_done(current.get(p.step_id)) for p in plan)
         if not rerun and not dropped:
             return None
         return first if first is not None else len(new.steps)
@@ -560,12 +563,11 @@ class Engine:
                 )
                 if getattr(exc, "kind", "") in REPLY_FAILURES:
                     self.store.judge_calls(attempt.id)
-                failed = self.store.attempts(run_id)
                 self._compensate(
                     run_id,
                     pipeline,
                     ws,
-                    _by_id(failed, attempt.id),
+                    self.store.get_attempt(attempt.id),
                     "retry" if not last else "failure",
                 )
                 if last:
@@ -1271,10 +1273,6 @@ class Engine:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-
-
-def _by_id(attempts: list[AttemptRecord], attempt_id: int) -> AttemptRecord:
-    return next(a for a in attempts if a.id == attempt_id)
 
 
 def _head_after(
