@@ -151,18 +151,8 @@ class Engine:
     # --- public entry points ------------------------------------------------------------
 
     def run(self, pipeline: Pipeline, repo_root: Path | None) -> RunResult:
-        run_id = new_run_id()
-        record = RunRecord(
-            id=run_id,
-            pipeline_name=pipeline.name,
-            pipeline_path=pipeline.path,
-            pipeline_text=pipeline.text,
-            pipeline_hash=pipeline.hash,
-            vars=pipeline.vars,
-            status=RunStatus.RUNNING,
-            state=self._initial_state(pipeline),
-        )
-        self.store.create_run(record)
+        record = self._create_run(pipeline)
+        run_id = record.id
         with self._owning(run_id):
             self._emit(Event("run", run_id, status="started", message=pipeline.name))
             self._open_or_fail(record, pipeline, repo_root, start_point=None)
@@ -263,20 +253,8 @@ class Engine:
             for p in self.plan_fork(parent_id, from_step, overrides, pipeline)
             if p.action == "reuse"
         ]
-        run_id = new_run_id()
-        record = RunRecord(
-            id=run_id,
-            pipeline_name=new.name,
-            pipeline_path=new.path,
-            pipeline_text=new.text,
-            pipeline_hash=new.hash,
-            vars=new.vars,
-            status=RunStatus.RUNNING,
-            parent_run_id=parent_id,
-            parent_step=from_step,
-            state=self._initial_state(new),
-        )
-        self.store.create_run(record)
+        record = self._create_run(new, parent_id, from_step)
+        run_id = record.id
         with self._owning(run_id):
             parent_current = current_attempts(self.store.attempts(parent_id))
             start_point = None
@@ -983,6 +961,24 @@ class Engine:
         return RunResult(run_id, run.status, views, run.error)
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _create_run(
+        self, pipeline: Pipeline, parent_id: str | None = None, parent_step: str | None = None
+    ) -> RunRecord:
+        record = RunRecord(
+            id=new_run_id(),
+            pipeline_name=pipeline.name,
+            pipeline_path=pipeline.path,
+            pipeline_text=pipeline.text,
+            pipeline_hash=pipeline.hash,
+            vars=pipeline.vars,
+            status=RunStatus.RUNNING,
+            parent_run_id=parent_id,
+            parent_step=parent_step,
+            state=self._initial_state(pipeline),
+        )
+        self.store.create_run(record)
+        return record
 
     def _initial_state(self, pipeline: Pipeline) -> dict[str, Any]:
         rollback = self.options.rollback_on_failure
