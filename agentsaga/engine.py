@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentsaga import compensations, expressions, faults, process
+from agentsaga import compensations, expressions, faults, namespace, process
 from agentsaga.context import StepContext
 from agentsaga.errors import (
     AgentsagaError,
@@ -49,16 +49,13 @@ from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, RetrySpec, Step, load_text
 from agentsaga.redact import redact_json, secret_values
 from agentsaga.states import LIVE_ATTEMPT, CompensationStatus, RunStatus, StepStatus
-from agentsaga.steps import COMMAND_FIELDS, KINDS
+from agentsaga.steps import KINDS
 from agentsaga.store import AttemptRecord, RunRecord, Store, new_run_id
 from agentsaga.workspace import GitWorkspace, PlainWorkspace, RunWorkspace
 from agentsaga.workspace import from_json as workspace_from_json
 
 #: Failures caused by the model's reply: that reply is judged and never served again.
 REPLY_FAILURES = frozenset({"edit", "schema"})
-_EMPTY_REWIND = {"count": 0, "from": "", "error": ""}
-_FINGERPRINT_RUN = {k: f"<{k}>" for k in ("id", "branch", "base", "workspace", "name", "parent")}
-_LLM_DEFAULTS = ("provider", "model", "max_tokens", "temperature")
 
 
 @dataclass
@@ -195,7 +192,7 @@ class Engine:
                 run.state["restart_index"] = restart_index
             if from_step is not None:
                 # A rewind by hand: the re-run steps start afresh, with no stale failure.
-                run.state["rewind"] = dict(_EMPTY_REWIND)
+                run.state["rewind"] = dict(namespace.EMPTY_REWIND)
                 run.state["rewind_by_step"] = {}
                 run.state["rewinds"], run.state["signatures"] = {}, {}
             self.store.update_run(run_id, state=run.state)
@@ -209,7 +206,7 @@ class Engine:
             self.store.update_run(run_id, status=RunStatus.RUNNING, clear_error=True)
             # Nothing changed the attempts since they were read: seed the in-memory view.
             self._cache, self._cache_run = current_attempts(attempts), run_id
-            self._ns_steps = {k: _step_namespace(a) for k, a in self._cache.items()}
+            self._ns_steps = {k: namespace.step_namespace(a) for k, a in self._cache.items()}
             return self._drive(run_id, new, old)
 
     def _restart_index(
@@ -304,7 +301,9 @@ class Engine:
             assert attempt is not None
             # Fingerprints decide only against a changed pipeline (DESIGN §2): the stored
             # one, with the same vars, gives completed steps the inputs they had.
-            if pipeline is None or attempt.fingerprint == self._fingerprint(step, target, ns, run):
+            if pipeline is None or attempt.fingerprint == namespace.fingerprint(
+                step, target, ns, run
+            ):
                 items.append(PlanItem(step.id, "reuse", "completed; fingerprint unchanged"))
                 continue
             items.append(PlanItem(step.id, "rerun", "fingerprint changed (definition or inputs)"))
@@ -359,7 +358,7 @@ class Engine:
                     f"not completed in the parent ({attempt.status if attempt else 'pending'})"
                 )
             if invalid is None and attempt is not None:
-                if attempt.fingerprint != self._fingerprint(step, new, ns, probe):
+                if attempt.fingerprint != namespace.fingerprint(step, new, ns, probe):
                     invalid = f"{step.id}'s inputs differ from the parent's"
             if invalid is None:
                 items.append(PlanItem(step.id, "reuse", "checkpoint of the parent run"))
@@ -438,16 +437,16 @@ class Engine:
             run = self.store.get_run(run_id)
             self._recover_attempts_of(run_id, pipeline, step, ws)
             ns = self._namespace(run, pipeline, self._current(run_id))
-            ns["rewind"] = self._rewind_for(run, step)
+            ns["rewind"] = namespace.rewind_for(run, step)
             try:
-                if step.if_ is not None and not _truthy(step.if_, ns):
+                if step.if_ is not None and not namespace.truthy(step.if_, ns):
                     self._set_current(
                         run_id,
                         self.store.start_attempt(
                             run_id,
                             step.id,
                             step.index,
-                            fingerprint=self._fingerprint(step, pipeline, ns, run),
+                            fingerprint=namespace.fingerprint(step, pipeline, ns, run),
                             base_commit=None,
                             snapshot=None,
                             status=StepStatus.SKIPPED,
@@ -463,8 +462,8 @@ class Engine:
                         )
                     )
                     return _Outcome(ok=True)
-                params = self._render_fields(step, ns)
-                step_env = self._step_env(step, ns)
+                params = namespace.render_fields(step, ns)
+                step_env = namespace.step_env(step, ns)
             except UserInputError as exc:
                 attempt = self.store.start_attempt(
                     run_id, step.id, step.index, fingerprint=None, base_commit=None, snapshot=None
@@ -477,7 +476,7 @@ class Engine:
                 run_id,
                 step.id,
                 step.index,
-                fingerprint=self._fingerprint(step, pipeline, ns, run),
+                fingerprint=namespace.fingerprint(step, pipeline, ns, run),
                 base_commit=base,
                 snapshot=None,
             )
@@ -631,7 +630,7 @@ class Engine:
             return None
         counts[step.id] = counts.get(step.id, 0) + 1
         signatures[step.id] = signature
-        previous: dict[str, Any] = state.get("rewind") or dict(_EMPTY_REWIND)
+        previous: dict[str, Any] = state.get("rewind") or dict(namespace.EMPTY_REWIND)
         state["rewind"] = {
             "count": int(previous.get("count") or 0) + 1,
             "from": step.id,
@@ -987,7 +986,7 @@ class Engine:
             if rollback is None
             else rollback,
             "on_compensation_failure": pipeline.on_compensation_failure,
-            "rewind": dict(_EMPTY_REWIND),
+            "rewind": dict(namespace.EMPTY_REWIND),
             "budget": {**pipeline.budget, **self.options.budget},
         }
 
@@ -1087,7 +1086,7 @@ class Engine:
         if self._cache_run != run_id or self._cache is None:
             self._cache = current_attempts(self.store.attempts(run_id))
             self._cache_run = run_id
-            self._ns_steps = {k: _step_namespace(a) for k, a in self._cache.items()}
+            self._ns_steps = {k: namespace.step_namespace(a) for k, a in self._cache.items()}
         return self._cache
 
     def _forget(self, run_id: str) -> None:
@@ -1096,7 +1095,7 @@ class Engine:
 
     def _set_current(self, run_id: str, attempt: AttemptRecord) -> None:
         self._current(run_id)[attempt.step_id] = attempt
-        self._ns_steps[attempt.step_id] = _step_namespace(attempt)
+        self._ns_steps[attempt.step_id] = namespace.step_namespace(attempt)
 
     def _mark_cached(self, run_id: str, attempt_id: int, status: str) -> None:
         """Keep the in-memory view true after a compensation changed one attempt."""
@@ -1105,7 +1104,7 @@ class Engine:
         for attempt in self._cache.values():
             if attempt.id == attempt_id:
                 attempt.status = status
-                self._ns_steps[attempt.step_id] = _step_namespace(attempt)
+                self._ns_steps[attempt.step_id] = namespace.step_namespace(attempt)
 
     def _namespace(
         self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
@@ -1113,93 +1112,16 @@ class Engine:
         if current is self._cache:
             steps = self._ns_steps  # kept up to date attempt by attempt
         else:
-            steps = {step_id: _step_namespace(a) for step_id, a in current.items()}
-        return {
-            "vars": run.vars,
-            "run": self._run_namespace(run),
-            "env": {**os.environ, **self._pipeline_env(run, pipeline)},
-            "steps": steps,
-            "rewind": dict(_EMPTY_REWIND),
-        }
-
-    def _run_namespace(self, run: RunRecord) -> dict[str, Any]:
-        ws = run.workspace or {}
-        return {
-            "id": run.id,
-            "branch": ws.get("branch"),
-            "base": ws.get("base_commit"),
-            "workspace": ws.get("path"),
-            "name": run.pipeline_name,
-            "parent": run.parent_run_id,
-        }
-
-    def _render_fields(self, step: Step, ns: dict[str, Any]) -> dict[str, Any]:
-        rendered: dict[str, Any] = {}
-        for key, value in step.fields.items():
-            if key in COMMAND_FIELDS:
-                rendered[key] = compensations.render_command(value, ns)
-            elif key in ("replies", "schema"):
-                rendered[key] = value
-            else:
-                rendered[key] = compensations.render_any(value, ns)
-        return rendered
-
-    def _fingerprint(
-        self, step: Step, pipeline: Pipeline, ns: dict[str, Any], run: RunRecord
-    ) -> str | None:
-        """What the step is and every input it reads: its definition, its fields and env
-        rendered, the pipeline's env and the LLM defaults it inherits. ``run.*`` is left
-        out (the same in every resume; different in a fork that rightly reuses it)."""
-        probe = {**ns, "run": _FINGERPRINT_RUN, "rewind": self._rewind_for(run, step)}
-        try:
-            params = self._render_fields(step, probe)
-            env = self._step_env(step, probe)
-            top_env = {
-                k: expressions.to_text(compensations.render_any(v, probe))
-                for k, v in pipeline.env.items()
-            }
-        except AgentsagaError:
-            return None
-        inherited = (
-            {k: pipeline.defaults.get(k) for k in _LLM_DEFAULTS}
-            if step.kind in ("plan", "write")
-            else {}
-        )
-        return _hash([step.definition_hash, params, env, top_env, inherited])
-
-    def _rewind_for(self, run: RunRecord, step: Step) -> dict[str, Any]:
-        """``rewind.*`` for a step: why the run came back to it, empty on its first pass
-        and for steps no rewind went through."""
-        by_step: dict[str, Any] = run.state.get("rewind_by_step") or {}
-        return by_step.get(step.id) or dict(_EMPTY_REWIND)
-
-    def _pipeline_env(self, run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
-        """The pipeline's top-level ``env:``, rendered (it may read vars, run and env)."""
-        ns = {
-            "vars": run.vars,
-            "run": self._run_namespace(run),
-            "env": dict(os.environ),
-            "steps": {},
-            "rewind": dict(_EMPTY_REWIND),
-        }
-        return {
-            k: expressions.to_text(compensations.render_any(v, ns)) for k, v in pipeline.env.items()
-        }
+            steps = {step_id: namespace.step_namespace(a) for step_id, a in current.items()}
+        return namespace.build(run, pipeline, steps)
 
     def _base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
         env = dict(os.environ)
         # The store URL may hold a password, and a step has no business with our store.
         env.pop("AGENTSAGA_STORE", None)
-        env.update(self._pipeline_env(self.store.get_run(run_id), pipeline))
+        env.update(namespace.pipeline_env(self.store.get_run(run_id), pipeline))
         env["AGENTSAGA_RUN_ID"] = run_id
         return env
-
-    def _step_env(self, step: Step, ns: dict[str, Any]) -> dict[str, str]:
-        """The step's own ``env:``, rendered (part of its fingerprint)."""
-        return {
-            key: expressions.to_text(compensations.render_any(value, ns))
-            for key, value in step.env.items()
-        }
 
     def _log_stem(self, run_id: str, step_id: str, attempt: int, suffix: str = "") -> Path:
         name = f"{step_id}-{attempt}" + (f".{suffix}" if suffix else "")
@@ -1301,26 +1223,6 @@ def _load_stored(text: str, path: str, vars_key: tuple[tuple[str, str], ...]) ->
     return load_text(text, path, dict(vars_key), ignore_undeclared=True, checked=True)
 
 
-def _step_namespace(a: AttemptRecord) -> dict[str, Any]:
-    return {
-        "output": a.output if a.status == StepStatus.COMPLETED else None,
-        "error": (a.error or {}).get("message"),
-        "status": a.status,
-        "usage": a.usage.to_json(),
-        "attempt": a.attempt,
-    }
-
-
-def _truthy(condition: str, ns: dict[str, Any]) -> bool:
-    if expressions.has_expressions(condition):
-        value = expressions.render_value(expressions.parse_template(condition), ns)
-    else:
-        value = expressions.evaluate(expressions.parse_expression(condition), ns)
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "0", "no", "null")
-    return bool(value)
-
-
 def _backoff(retry: RetrySpec, try_no: int) -> float:
     """Exponential backoff with full jitter: spreads retries of many runs apart."""
     ceiling = min(retry.max_backoff_s, retry.backoff_s * (2 ** (try_no - 1)))
@@ -1336,8 +1238,3 @@ def _failure_signature(exc: AgentsagaError) -> str:
         return "tests:" + ",".join(sorted(failing))
     text = "".join("#" if ch.isdigit() else ch for ch in exc.message)
     return "message:" + hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _hash(value: Any) -> str:
-    blob = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -63,12 +63,10 @@ def build_run(folder: Path, n_done: int, failed_step: bool, compensate: bool) ->
     output = {"exit_code": 0, "stdout": "", "stderr": "", "json": None}
 
     def fingerprint(step: Any) -> str | None:
-        # The engine's own fingerprint (its signature has changed over time: with or
-        # without the run record).
-        try:
-            return engine._fingerprint(step, pipeline, ns, run)  # type: ignore[no-any-return]
-        except TypeError:
-            return engine._fingerprint(step, pipeline, ns)  # type: ignore[no-any-return]
+        # The engine's own fingerprint function, so resume sees these as its checkpoints.
+        from agentsaga import namespace
+
+        return namespace.fingerprint(step, pipeline, ns, run)
     for step in pipeline.steps[:n_done]:
         a = store.start_attempt(run_id, step.id, step.index,
                                 fingerprint=fingerprint(step),
