@@ -30,12 +30,19 @@ def agentsaga_exe() -> list[str]:
 
 def machine() -> str:
     load = os.getloadavg()[0]
-    return (f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}, load average {load:.1f}")
+    return (
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}, load average {load:.1f}"
+    )
 
 
-def time_command(argv: Sequence[str], runs: int, cwd: Path | None = None,
-                 env: dict[str, str] | None = None, warmup: int = 1) -> list[float]:
+def time_command(
+    argv: Sequence[str],
+    runs: int,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    warmup: int = 1,
+) -> list[float]:
     """Wall-clock seconds of ``runs`` executions (after ``warmup`` untimed ones)."""
     timings = []
     for i in range(warmup + runs):
@@ -43,8 +50,10 @@ def time_command(argv: Sequence[str], runs: int, cwd: Path | None = None,
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True)
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n"
-                             + proc.stderr.decode(errors="replace")[-2000:])
+            raise SystemExit(
+                f"{' '.join(argv)} exited {proc.returncode}:\n"
+                + proc.stderr.decode(errors="replace")[-2000:]
+            )
         if i >= warmup:
             timings.append(elapsed)
     return timings
@@ -65,16 +74,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def noop_pipeline(n_steps: int, name: str = "noop", compensate: bool = False,
-                  command: str = "true") -> str:
+def noop_pipeline(
+    n_steps: int, name: str = "noop", compensate: bool = False, command: str = "true"
+) -> str:
     """``n_steps`` shell steps running ``command`` as argv (no bash), no git."""
     lines = [f"name: {name}", "workspace: {isolation: none}", "steps:"]
     for i in range(n_steps):
         lines.append(f"  - id: s{i:05d}")
         lines.append("    kind: shell")
-        lines.append(f"    run: [\"{command}\"]")
+        lines.append(f'    run: ["{command}"]')
         if compensate:
-            lines.append("    compensate: {run: [\"true\"]}")
+            lines.append('    compensate: {run: ["true"]}')
     return "\n".join(lines) + "\n"
 
 
@@ -103,16 +113,25 @@ def populate_runs(path: Path, n_runs: int, steps_per_run: int) -> list[str]:
         while run_id in seen:
             run_id = new_run_id()
         seen.add(run_id)
-        store.create_run(RunRecord(
-            id=run_id, pipeline_name="generated", pipeline_path="generated.yml",
-            pipeline_text=text, pipeline_hash="0" * 16, vars={}, status="running",
-            workspace={"isolation": "none", "path": str(path.parent)},
-        ))
+        store.create_run(
+            RunRecord(
+                id=run_id,
+                pipeline_name="generated",
+                pipeline_path="generated.yml",
+                pipeline_text=text,
+                pipeline_hash="0" * 16,
+                vars={},
+                status="running",
+                workspace={"isolation": "none", "path": str(path.parent)},
+            )
+        )
         for i in range(steps_per_run):
-            a = store.start_attempt(run_id, f"s{i:05d}", i, fingerprint="f" * 16,
-                                    base_commit=None, snapshot=None)
-            store.finish_attempt(a.id, status="completed", output=output,
-                                 log_path=f"/nonexistent/{run_id}/s{i}")
+            a = store.start_attempt(
+                run_id, f"s{i:05d}", i, fingerprint="f" * 16, base_commit=None, snapshot=None
+            )
+            store.finish_attempt(
+                a.id, status="completed", output=output, log_path=f"/nonexistent/{run_id}/s{i}"
+            )
         store.update_run(run_id, status="succeeded", finished=True)
         ids.append(run_id)
     store.close()

@@ -59,8 +59,11 @@ def end_to_end(n: int, tmp: Path) -> float:
     pipeline = write(tmp / f"e2e-{n}.yml", noop_pipeline(n, name=f"noop{n}"))
     store = tmp / f"e2e-{n}.db"
     start = time.perf_counter()
-    proc = subprocess.run([*agentsaga_exe(), "--store", str(store), "run", str(pipeline),
-                           "--json"], cwd=tmp, capture_output=True)
+    proc = subprocess.run(
+        [*agentsaga_exe(), "--store", str(store), "run", str(pipeline), "--json"],
+        cwd=tmp,
+        capture_output=True,
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(proc.stderr.decode()[-2000:])
@@ -128,22 +131,31 @@ def main() -> None:
             overhead, commands, wall = in_process(n, tmp)
             per_step_e2e = (e2e - startup - py) / n
             print(f"--- {n} steps of `true`")
-            print(f"bare bash loop               {bash:7.2f} s  "
-                  f"({bash / n * 1000:5.2f} ms/command)")
+            print(
+                f"bare bash loop               {bash:7.2f} s  ({bash / n * 1000:5.2f} ms/command)"
+            )
             print(f"python subprocess.run loop   {py:7.2f} s  ({py / n * 1000:5.2f} ms/command)")
-            print(f"agentsaga run (end to end)   {e2e:7.2f} s  ({e2e / n * 1000:5.2f} ms/step; "
-                  f"~{per_step_e2e * 1000:.2f} ms/step over the python loop, start-up excluded)")
+            print(
+                f"agentsaga run (end to end)   {e2e:7.2f} s  ({e2e / n * 1000:5.2f} ms/step; "
+                f"~{per_step_e2e * 1000:.2f} ms/step over the python loop, start-up excluded)"
+            )
             print(f"in-process Engine.run        {wall:7.2f} s")
-            print(f"  engine overhead per step   median {median(overhead) * 1000:6.2f} ms   "
-                  f"p99 {percentile(overhead, 99) * 1000:6.2f} ms   "
-                  f"max {max(overhead) * 1000:6.2f} ms   (targets 5 / 20 ms)")
+            print(
+                f"  engine overhead per step   median {median(overhead) * 1000:6.2f} ms   "
+                f"p99 {percentile(overhead, 99) * 1000:6.2f} ms   "
+                f"max {max(overhead) * 1000:6.2f} ms   (targets 5 / 20 ms)"
+            )
             first = overhead[: n // 10]
-            last = overhead[-(n // 10):]
-            print(f"  first 10% of steps median  {median(first) * 1000:6.2f} ms   "
-                  f"last 10% median {median(last) * 1000:6.2f} ms   (growth = work per step "
-                  "that grows with the run's length)")
-            print(f"  command's own time         median {median(commands) * 1000:6.2f} ms "
-                  f"(fork, exec, run, reap: excluded from the overhead)")
+            last = overhead[-(n // 10) :]
+            print(
+                f"  first 10% of steps median  {median(first) * 1000:6.2f} ms   "
+                f"last 10% median {median(last) * 1000:6.2f} ms   (growth = work per step "
+                "that grows with the run's length)"
+            )
+            print(
+                f"  command's own time         median {median(commands) * 1000:6.2f} ms "
+                f"(fork, exec, run, reap: excluded from the overhead)"
+            )
             sys.stdout.flush()
 
 

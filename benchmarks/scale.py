@@ -43,17 +43,21 @@ def build_run(folder: Path, n_done: int, failed_step: bool, compensate: bool) ->
 
     text = noop_pipeline(n_done, name=f"scale{n_done}", compensate=compensate)
     if failed_step:
-        text += ("  - id: stamp\n    kind: shell\n"
-                 f"    run: 'date +%s.%N > {folder / 'stamp'}'\n")
+        text += f"  - id: stamp\n    kind: shell\n    run: 'date +%s.%N > {folder / 'stamp'}'\n"
     pipeline = load_text(text, "scale.yml")
     db = folder / "state.db"
     store = fast_store(db)
     engine = Engine(store, folder / ".agentsaga")
     run_id = new_run_id()
     record = RunRecord(
-        id=run_id, pipeline_name=pipeline.name, pipeline_path="scale.yml",
-        pipeline_text=pipeline.text, pipeline_hash=pipeline.hash, vars={},
-        status=RunStatus.RUNNING, state=engine._initial_state(pipeline),
+        id=run_id,
+        pipeline_name=pipeline.name,
+        pipeline_path="scale.yml",
+        pipeline_text=pipeline.text,
+        pipeline_hash=pipeline.hash,
+        vars={},
+        status=RunStatus.RUNNING,
+        state=engine._initial_state(pipeline),
         workspace={"isolation": "none", "path": str(folder)},
     )
     store.create_run(record)
@@ -67,21 +71,38 @@ def build_run(folder: Path, n_done: int, failed_step: bool, compensate: bool) ->
         from agentsaga import namespace
 
         return namespace.fingerprint(step, pipeline, ns, run)
+
     for step in pipeline.steps[:n_done]:
-        a = store.start_attempt(run_id, step.id, step.index,
-                                fingerprint=fingerprint(step),
-                                base_commit=None, snapshot=None)
+        a = store.start_attempt(
+            run_id,
+            step.id,
+            step.index,
+            fingerprint=fingerprint(step),
+            base_commit=None,
+            snapshot=None,
+        )
         store.finish_attempt(a.id, status=StepStatus.COMPLETED, output=output)
     if failed_step:
         step = pipeline.steps[n_done]
-        a = store.start_attempt(run_id, step.id, step.index,
-                                fingerprint=fingerprint(step),
-                                base_commit=None, snapshot=None)
-        store.finish_attempt(a.id, status=StepStatus.FAILED,
-                             error={"type": "StepFailed", "message": "command exited with 1"})
-        store.update_run(run_id, status=RunStatus.FAILED,
-                         error={"type": "StepFailed", "message": "command exited with 1"},
-                         finished=True)
+        a = store.start_attempt(
+            run_id,
+            step.id,
+            step.index,
+            fingerprint=fingerprint(step),
+            base_commit=None,
+            snapshot=None,
+        )
+        store.finish_attempt(
+            a.id,
+            status=StepStatus.FAILED,
+            error={"type": "StepFailed", "message": "command exited with 1"},
+        )
+        store.update_run(
+            run_id,
+            status=RunStatus.FAILED,
+            error={"type": "StepFailed", "message": "command exited with 1"},
+            finished=True,
+        )
     else:
         store.update_run(run_id, status=RunStatus.SUCCEEDED, finished=True)
     store.close()
@@ -94,8 +115,12 @@ def time_resume(n: int, tmp: Path) -> float | None:
     db, run_id = build_run(folder, n, failed_step=True, compensate=False)
     start = time.time()
     try:
-        proc = subprocess.run([*agentsaga_exe(), "--store", str(db), "resume", run_id],
-                              cwd=folder, capture_output=True, timeout=TIMEOUT_S)
+        proc = subprocess.run(
+            [*agentsaga_exe(), "--store", str(db), "resume", run_id],
+            cwd=folder,
+            capture_output=True,
+            timeout=TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return None
     if proc.returncode != 0:
@@ -109,8 +134,12 @@ def time_rollback(n: int, tmp: Path, startup: float, true_cmd: float) -> tuple[f
     db, run_id = build_run(folder, n, failed_step=False, compensate=True)
     start = time.perf_counter()
     try:
-        proc = subprocess.run([*agentsaga_exe(), "--store", str(db), "rollback", run_id],
-                              cwd=folder, capture_output=True, timeout=TIMEOUT_S)
+        proc = subprocess.run(
+            [*agentsaga_exe(), "--store", str(db), "rollback", run_id],
+            cwd=folder,
+            capture_output=True,
+            timeout=TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return None
     wall = time.perf_counter() - start
@@ -130,15 +159,19 @@ def main() -> None:
     for _ in range(200):
         subprocess.run(["true"], check=True)
     true_cmd = (time.perf_counter() - start) / 200
-    print(f"start-up {startup * 1000:.0f} ms; "
-          f"bare subprocess.run(['true']) {true_cmd * 1000:.2f} ms\n")
+    print(
+        f"start-up {startup * 1000:.0f} ms; "
+        f"bare subprocess.run(['true']) {true_cmd * 1000:.2f} ms\n"
+    )
     with tempfile.TemporaryDirectory(prefix="agentsaga-bench-") as tmp_name:
         tmp = Path(tmp_name)
         for n in args.resume_steps:
             took = time_resume(n, tmp)
             shown = f"{took * 1000:8.0f} ms" if took is not None else f"> {TIMEOUT_S:.0f} s"
-            print(f"resume: {n:5,d} completed + 1 failed: launch -> failed step running "
-                  f"{shown}   (target 300 ms)")
+            print(
+                f"resume: {n:5,d} completed + 1 failed: launch -> failed step running "
+                f"{shown}   (target 300 ms)"
+            )
             sys.stdout.flush()
         for n in args.rollback_steps:
             res = time_rollback(n, tmp, startup, true_cmd)
@@ -146,8 +179,10 @@ def main() -> None:
                 print(f"rollback: {n:5,d} no-op compensations: > {TIMEOUT_S:.0f} s")
                 continue
             wall, per = res
-            print(f"rollback: {n:5,d} no-op compensations: {wall:6.2f} s, engine adds "
-                  f"{per * 1000:7.2f} ms per compensation   (target 5 ms)")
+            print(
+                f"rollback: {n:5,d} no-op compensations: {wall:6.2f} s, engine adds "
+                f"{per * 1000:7.2f} ms per compensation   (target 5 ms)"
+            )
             sys.stdout.flush()
     os.environ.pop("AGENTSAGA_FAULT", None)
 

@@ -40,8 +40,10 @@ def main() -> None:
         store = Path(tmp) / "state.db"
         start = time.perf_counter()
         ids = populate_runs(store, args.runs_in_store, 10)
-        print(f"(generated {len(ids):,} runs x 10 steps in {time.perf_counter() - start:.1f} s, "
-              f"{store.stat().st_size / 1e6:.1f} MB)")
+        print(
+            f"(generated {len(ids):,} runs x 10 steps in {time.perf_counter() - start:.1f} s, "
+            f"{store.stat().st_size / 1e6:.1f} MB)"
+        )
         middle = ids[len(ids) // 2]
         for label, argv in (
             (f"agentsaga runs ({len(ids):,} runs)", [*exe, "--store", str(store), "runs"]),
@@ -53,8 +55,11 @@ def main() -> None:
     print()
     print(f"{'command':44} {'median':>10} {'min':>10} {'max':>10}  target")
     for label, timings, target in rows:
-        verdict = "" if target is None else (
-            f"{target * 1000:.0f} ms " + ("ok" if median(timings) <= target else "MISSED"))
+        verdict = (
+            ""
+            if target is None
+            else (f"{target * 1000:.0f} ms " + ("ok" if median(timings) <= target else "MISSED"))
+        )
         print(f"{label:44} {ms(median(timings))} {ms(min(timings))} {ms(max(timings))}  {verdict}")
 
 

@@ -105,7 +105,7 @@ class Workload:
     @property
     def rewound(self) -> int:
         names = [c.name for c in self.before_gate]
-        return sum(c.total for c in self.before_gate[names.index(self.rewind_to):])
+        return sum(c.total for c in self.before_gate[names.index(self.rewind_to) :])
 
     @property
     def test_call(self) -> Call:
@@ -114,22 +114,32 @@ class Workload:
 
 SEED = Workload(
     "seed: plan 5K, read 15K, write 8K, test 3K, deploy 2K",
-    (Call("plan", 4000, 1000), Call("read", 14500, 500), Call("write", 6500, 1500, 6000),
-     Call("test", 2500, 500, 2000)),
+    (
+        Call("plan", 4000, 1000),
+        Call("read", 14500, 500),
+        Call("write", 6500, 1500, 6000),
+        Call("test", 2500, 500, 2000),
+    ),
     (Call("deploy", 1500, 500),),
 )
 HARSH = Workload(
-    "harsh: 8 steps: plan 5K, read 15K, write 8K, lint 1K, test 3K (+ gate), review 4K, "
-    "deploy 2K",
-    (Call("plan", 4000, 1000), Call("read", 14500, 500), Call("write", 6500, 1500, 6000),
-     Call("lint", 800, 200, 600), Call("test", 2500, 500, 2000)),
+    "harsh: 8 steps: plan 5K, read 15K, write 8K, lint 1K, test 3K (+ gate), review 4K, deploy 2K",
+    (
+        Call("plan", 4000, 1000),
+        Call("read", 14500, 500),
+        Call("write", 6500, 1500, 6000),
+        Call("lint", 800, 200, 600),
+        Call("test", 2500, 500, 2000),
+    ),
     (Call("review", 3500, 500), Call("deploy", 1500, 500)),
 )
 
 # An exhausted outcome file passes: a gate re-executed after a crash draws again.
-GATE = ('line=$(head -n 1 "$OUTCOMES"); sed -i 1d "$OUTCOMES"; '
-        'case "$line" in fail*) echo "FAILED: $line" >&2; exit 1;; '
-        '*) echo passed; exit 0;; esac')
+GATE = (
+    'line=$(head -n 1 "$OUTCOMES"); sed -i 1d "$OUTCOMES"; '
+    'case "$line" in fail*) echo "FAILED: $line" >&2; exit 1;; '
+    "*) echo passed; exit 0;; esac"
+)
 
 POLICIES = ("restart", "resume", "saga", "saga+memo+cache")
 
@@ -148,22 +158,28 @@ def reply_usage(call: Call, policy: str, n: int) -> dict[str, int]:
 
 def _reply(call: Call, policy: str, n: int) -> str:
     usage = "{" + ", ".join(f"{k}: {v}" for k, v in reply_usage(call, policy, n).items()) + "}"
-    return f"      - text: \"{call.name} reply {n}\"\n        usage: {usage}\n"
+    return f'      - text: "{call.name} reply {n}"\n        usage: {usage}\n'
 
 
 def pipeline_text(w: Workload, policy: str, max_calls: int) -> str:
-    out = [f"name: tax-{policy}", "vars: {outcomes: none}", "workspace: {isolation: none}",
-           f"defaults: {{provider: scripted, model: {MODEL}}}", "steps:"]
+    out = [
+        f"name: tax-{policy}",
+        "vars: {outcomes: none}",
+        "workspace: {isolation: none}",
+        f"defaults: {{provider: scripted, model: {MODEL}}}",
+        "steps:",
+    ]
 
     def llm_step(call: Call) -> None:
         prompt = f"{call.name} for the task" + (
-            " ${{ rewind.error }}" if call.name in ("write",) else "")
-        out.append(f"  - id: {call.name}\n    kind: plan\n    prompt: \"{prompt}\"\n    replies:\n")
+            " ${{ rewind.error }}" if call.name in ("write",) else ""
+        )
+        out.append(f'  - id: {call.name}\n    kind: plan\n    prompt: "{prompt}"\n    replies:\n')
         out.append("".join(_reply(call, policy, n) for n in range(max_calls)))
 
     for call in w.before_gate:
         llm_step(call)
-    gate = "  - id: test_gate\n    kind: test\n    env: {OUTCOMES: \"${{ vars.outcomes }}\"}\n"
+    gate = '  - id: test_gate\n    kind: test\n    env: {OUTCOMES: "${{ vars.outcomes }}"}\n'
     gate += f"    run: '{GATE}'\n"
     if policy.startswith("saga"):
         gate += f"    on_failure: {{rewind_to: {w.rewind_to}, max_rewinds: {max_calls}}}\n"
@@ -201,8 +217,13 @@ def draw_outcomes(rng: random.Random, tasks: int, p: float, mode: str) -> list[l
                 result.append(current)
                 current = []
     letters = string.ascii_lowercase
-    return [[s if s == "pass" else "fail " + "".join(rng.choice(letters) for _ in range(12))
-             for s in task] for task in result]
+    return [
+        [
+            s if s == "pass" else "fail " + "".join(rng.choice(letters) for _ in range(12))
+            for s in task
+        ]
+        for task in result
+    ]
 
 
 @dataclass
@@ -272,8 +293,15 @@ def _engine(store: Any, home: Path, policy: str) -> Any:
     return Engine(store, home, EngineOptions(config={"memo": memo}))
 
 
-def _crash_child(db: Path, home: Path, policy: str, instant: Instant, action: str,
-                 pipeline: Any, run_id: str | None) -> None:
+def _crash_child(
+    db: Path,
+    home: Path,
+    policy: str,
+    instant: Instant,
+    action: str,
+    pipeline: Any,
+    run_id: str | None,
+) -> None:
     """Fork; the child drives the run with a fault armed and is SIGKILLed there (or
     finishes, if the run never reaches it). The parent waits."""
     pid = os.fork()
@@ -299,8 +327,15 @@ def _crash_child(db: Path, home: Path, policy: str, instant: Instant, action: st
     os.waitpid(pid, 0)
 
 
-def run_policy_task(w: Workload, policy: str, task: int, outcomes: list[str], root: Path,
-                    crash: Instant | None, pipelines: dict[str, Any]) -> TaskResult:
+def run_policy_task(
+    w: Workload,
+    policy: str,
+    task: int,
+    outcomes: list[str],
+    root: Path,
+    crash: Instant | None,
+    pipelines: dict[str, Any],
+) -> TaskResult:
     """Drive one task to success under ``policy``; return the runs it made."""
     from agentsaga.pipeline import load_text
     from agentsaga.states import RunStatus
@@ -370,13 +405,24 @@ def _bill_in_flight(w: Workload, policy: str, store: Any, run_id: str, result: T
     if not running or running[-1].step_id not in by_name:
         return  # the kill landed on a command step: no call was in flight
     step = running[-1].step_id
-    cursor = sum(1 for c in store.llm_calls(run_id)
-                 if c.step_id == step and c.status in ("ok", "error"))
+    cursor = sum(
+        1 for c in store.llm_calls(run_id) if c.step_id == step and c.status in ("ok", "error")
+    )
     usage = reply_usage(by_name[step], policy, cursor)
     result.in_flight_tokens += sum(usage.values())
-    result.in_flight_cost += cost_usd("anthropic", MODEL, Usage(
-        usage["input"], usage["output"], usage.get("cache_read", 0),
-        usage.get("cache_write", 0))) or 0.0
+    result.in_flight_cost += (
+        cost_usd(
+            "anthropic",
+            MODEL,
+            Usage(
+                usage["input"],
+                usage["output"],
+                usage.get("cache_read", 0),
+                usage.get("cache_write", 0),
+            ),
+        )
+        or 0.0
+    )
 
 
 # --- accounting -----------------------------------------------------------------------------
@@ -414,8 +460,14 @@ def clean_cost(w: Workload, policy: str) -> float:
     total = 0.0
     for call in w.calls:
         u = reply_usage(call, policy, 0)
-        total += cost_usd("anthropic", MODEL, Usage(
-            u["input"], u["output"], u.get("cache_read", 0), u.get("cache_write", 0))) or 0.0
+        total += (
+            cost_usd(
+                "anthropic",
+                MODEL,
+                Usage(u["input"], u["output"], u.get("cache_read", 0), u.get("cache_write", 0)),
+            )
+            or 0.0
+        )
     return total
 
 
@@ -432,8 +484,11 @@ def account(w: Workload, db: Path, figures: PolicyFigures, result: TaskResult) -
             calls = [c for c in store.llm_calls(run_id) if c.status == "ok"]
             figures.spent += sum(c.usage.total for c in calls)
             figures.cost += sum(c.usage.cost_usd or 0.0 for c in calls)
-            figures.failures += sum(1 for a in store.attempts(run_id)
-                                    if a.step_id == "test_gate" and a.error is not None)
+            figures.failures += sum(
+                1
+                for a in store.attempts(run_id)
+                if a.step_id == "test_gate" and a.error is not None
+            )
         report = token_report(store, result.runs[-1])
         if not result.crashed and report["clean_pass_tokens"] != w.clean:
             figures.report_mismatch += 1
@@ -449,8 +504,16 @@ def account(w: Workload, db: Path, figures: PolicyFigures, result: TaskResult) -
         store.close()
 
 
-def simulate(w: Workload, p: float, tasks: int, crash_rate: float, seed: int, draw: str,
-             tmp: Path, policies: tuple[str, ...] = POLICIES) -> dict[str, PolicyFigures]:
+def simulate(
+    w: Workload,
+    p: float,
+    tasks: int,
+    crash_rate: float,
+    seed: int,
+    draw: str,
+    tmp: Path,
+    policies: tuple[str, ...] = POLICIES,
+) -> dict[str, PolicyFigures]:
     rng = random.Random(f"{seed}:{w.name}:{p}:{crash_rate}")
     outcomes = draw_outcomes(rng, tasks, p, draw)
     crashes: dict[int, Instant] = {}
@@ -465,8 +528,9 @@ def simulate(w: Workload, p: float, tasks: int, crash_rate: float, seed: int, dr
         root = tmp / f"{policy}-{p}-{crash_rate}"
         start = time.perf_counter()
         for task in range(tasks):
-            res = run_policy_task(w, policy, task, outcomes[task], root, crashes.get(task),
-                                  pipelines)
+            res = run_policy_task(
+                w, policy, task, outcomes[task], root, crashes.get(task), pipelines
+            )
             account(w, root / "state.db", figures, res)
         figures.seconds = time.perf_counter() - start
         results[policy] = figures
@@ -478,10 +542,14 @@ def crash_sweep(w: Workload, tmp: Path) -> None:
     """One task per crash instant (every instant of a clean run, in turn), no logical
     failure: the exact mean cost of a kill, and the tax when 10 % of runs are killed."""
     instants = clean_run_instants(w, tmp / "instants-sweep")
-    print(f"\n== crash sweep, {w.name}: {len(instants)} instants per clean run "
-          f"({sum(1 for i in instants if i.point == 'in_flight')} of them an LLM call in flight)")
-    print(f"   {'policy':17} {'mean extra':>10} {'worst':>8} {'tax @10%':>9} {'$ tax @10%':>10}  "
-          "extra tokens by where the kill landed")
+    print(
+        f"\n== crash sweep, {w.name}: {len(instants)} instants per clean run "
+        f"({sum(1 for i in instants if i.point == 'in_flight')} of them an LLM call in flight)"
+    )
+    print(
+        f"   {'policy':17} {'mean extra':>10} {'worst':>8} {'tax @10%':>9} {'$ tax @10%':>10}  "
+        "extra tokens by where the kill landed"
+    )
     for policy in POLICIES:
         root = tmp / f"sweep-{policy}"
         extras: list[int] = []
@@ -499,10 +567,15 @@ def crash_sweep(w: Workload, tmp: Path) -> None:
             where[instant.point] = where.get(instant.point, 0) + extra
         mean = sum(extras) / len(extras)
         mean_usd = sum(dollars) / len(dollars)
-        top = ", ".join(f"{k} {v / len(extras):,.0f}" for k, v in
-                        sorted(where.items(), key=lambda kv: -kv[1]) if v)
-        print(f"   {policy:17} {mean:10,.0f} {max(extras):8,d} {0.1 * mean / w.clean:9.2%} "
-              f"{0.1 * mean_usd / clean_cost:10.2%}  {top or '-'}")
+        top = ", ".join(
+            f"{k} {v / len(extras):,.0f}"
+            for k, v in sorted(where.items(), key=lambda kv: -kv[1])
+            if v
+        )
+        print(
+            f"   {policy:17} {mean:10,.0f} {max(extras):8,d} {0.1 * mean / w.clean:9.2%} "
+            f"{0.1 * mean_usd / clean_cost:10.2%}  {top or '-'}"
+        )
         sys.stdout.flush()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -510,41 +583,56 @@ def crash_sweep(w: Workload, tmp: Path) -> None:
 # --- printing -------------------------------------------------------------------------------
 
 
-def print_table(w: Workload, p: float, crash_rate: float, tasks: int,
-                results: dict[str, PolicyFigures]) -> None:
+def print_table(
+    w: Workload, p: float, crash_rate: float, tasks: int, results: dict[str, PolicyFigures]
+) -> None:
     expected_failures = p / (1 - p) if p < 1 else 0.0
     observed = results["saga"].failures / results["saga"].tasks if "saga" in results else 0.0
-    print(f"\n== {w.name}; test fails p = {p:.0%}; crashes in {crash_rate:.0%} of tasks; "
-          f"{tasks} tasks per policy")
-    print(f"   clean pass {w.clean:,} tokens; failures per success: expected "
-          f"{expected_failures:.3f}, drawn {observed:.3f}")
-    print(f"   {'policy':17} {'runs':>5} {'tokens/task':>12} {'tax':>7} {'$/task':>9} "
-          f"{'tax $':>7} {'in-flight':>10} {'time':>6}")
+    print(
+        f"\n== {w.name}; test fails p = {p:.0%}; crashes in {crash_rate:.0%} of tasks; "
+        f"{tasks} tasks per policy"
+    )
+    print(
+        f"   clean pass {w.clean:,} tokens; failures per success: expected "
+        f"{expected_failures:.3f}, drawn {observed:.3f}"
+    )
+    print(
+        f"   {'policy':17} {'runs':>5} {'tokens/task':>12} {'tax':>7} {'$/task':>9} "
+        f"{'tax $':>7} {'in-flight':>10} {'time':>6}"
+    )
     for f in results.values():
-        print(f"   {f.policy:17} {f.runs:5d} {(f.spent + f.in_flight) / f.tasks:12,.0f} "
-              f"{f.tax:7.2%} {(f.cost + f.in_flight_cost) / f.tasks:9.4f} {f.tax_usd:7.2%} "
-              f"{f.in_flight:10,d} {f.seconds:5.0f}s")
+        print(
+            f"   {f.policy:17} {f.runs:5d} {(f.spent + f.in_flight) / f.tasks:12,.0f} "
+            f"{f.tax:7.2%} {(f.cost + f.in_flight_cost) / f.tasks:9.4f} {f.tax_usd:7.2%} "
+            f"{f.in_flight:10,d} {f.seconds:5.0f}s"
+        )
     mismatched = {f.policy: f.report_mismatch for f in results.values() if f.report_mismatch}
     if mismatched:
         print(f"   note: token_report's clean pass differs from the workload's in {mismatched}")
     if "saga" in results and crash_rate == 0:
         saga = results["saga"]
         predicted = saga.failures * w.rewound / saga.clean
-        print(f"   engine adds no tokens: saga tax {saga.tax:.2%} vs re-run steps' tokens "
-              f"({w.rewound:,}) x drawn failures / clean = {predicted:.2%} "
-              f"(x expected failures: {expected_failures * w.rewound / w.clean:.2%}); "
-              f"difference {abs(saga.tax - predicted) * 100:.2f} points (target <= 0.5)")
+        print(
+            f"   engine adds no tokens: saga tax {saga.tax:.2%} vs re-run steps' tokens "
+            f"({w.rewound:,}) x drawn failures / clean = {predicted:.2%} "
+            f"(x expected failures: {expected_failures * w.rewound / w.clean:.2%}); "
+            f"difference {abs(saga.tax - predicted) * 100:.2f} points (target <= 0.5)"
+        )
     if "restart" in results and "saga" in results and crash_rate == 0:
         restart, saga = results["restart"], results["saga"]
-        print(f"   agentsaga report's restart counterfactual (summed over the saga's runs): "
-              f"{saga.report_restart:,} tokens = tax {saga.report_restart / saga.clean - 1:.2%}; "
-              f"the restart policy measured {restart.spent:,} tokens = {restart.tax:.2%}")
+        print(
+            f"   agentsaga report's restart counterfactual (summed over the saga's runs): "
+            f"{saga.report_restart:,} tokens = tax {saga.report_restart / saga.clean - 1:.2%}; "
+            f"the restart policy measured {restart.spent:,} tokens = {restart.tax:.2%}"
+        )
     if "restart" in results and "saga" in results and crash_rate == 0:
         restart, saga = results["restart"], results["saga"]
         base = w.through_gate * restart.tasks
-        print(f"   the seed's accounting (extra tokens / the {w.through_gate:,} tokens of a pass "
-              f"up to the test): restart {(restart.spent - restart.clean) / base:.1%}, "
-              f"saga {(saga.spent - saga.clean) / base:.1%}")
+        print(
+            f"   the seed's accounting (extra tokens / the {w.through_gate:,} tokens of a pass "
+            f"up to the test): restart {(restart.spent - restart.clean) / base:.1%}, "
+            f"saga {(saga.spent - saga.clean) / base:.1%}"
+        )
 
 
 def main() -> None:
@@ -554,19 +642,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--draw", choices=("stratified", "iid"), default="stratified")
     args = parser.parse_args()
-    print(f"failed-run tax, real engine, scripted provider ({machine()}); seed {args.seed}, "
-          f"{args.draw} draws, prices: genai-prices for {MODEL}")
+    print(
+        f"failed-run tax, real engine, scripted provider ({machine()}); seed {args.seed}, "
+        f"{args.draw} draws, prices: genai-prices for {MODEL}"
+    )
     with tempfile.TemporaryDirectory(prefix="agentsaga-tax-") as tmp_name:
         tmp = Path(tmp_name)
         if args.workload == "seed":
             tasks = args.tasks or 200
-            print_table(SEED, 0.2, 0.0, tasks, simulate(SEED, 0.2, tasks, 0.0, args.seed,
-                                                        args.draw, tmp))
+            print_table(
+                SEED, 0.2, 0.0, tasks, simulate(SEED, 0.2, tasks, 0.0, args.seed, args.draw, tmp)
+            )
         elif args.workload == "harsh":
             tasks = args.tasks or 60
             for p in (0.1, 0.3, 0.5):
-                print_table(HARSH, p, 0.1, tasks,
-                            simulate(HARSH, p, tasks, 0.1, args.seed, args.draw, tmp))
+                print_table(
+                    HARSH, p, 0.1, tasks, simulate(HARSH, p, tasks, 0.1, args.seed, args.draw, tmp)
+                )
                 sys.stdout.flush()
         else:
             for w in (SEED, HARSH):
