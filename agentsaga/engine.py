@@ -41,10 +41,10 @@ from agentsaga.errors import (
     GitError,
     GitUnsafe,
     Interrupted,
-    RunLocked,
     StepFailed,
     UserInputError,
 )
+from agentsaga.lease import HeldLease
 from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, RetrySpec, Step, load_text
 from agentsaga.redact import redact_json, secret_values
@@ -142,6 +142,7 @@ class Engine:
         self._cache: dict[str, AttemptRecord] | None = None
         self._cache_run: str | None = None
         self._ns_steps: dict[str, dict[str, Any]] = {}
+        self._held: HeldLease | None = None
         self._steps_key: tuple[Any, ...] | None = None
         self._steps_value: dict[str, Step] = {}
 
@@ -1133,40 +1134,17 @@ class Engine:
 
     @contextmanager
     def _owning(self, run_id: str) -> Iterator[None]:
-        """Hold the run's lease while driving it; a heartbeat thread keeps it fresh."""
-        ttl = self.options.lease_ttl_s
-        self.store.acquire_lease(run_id, self.owner_id, ttl)
-        stop = threading.Event()
-        self._lease_lost = False
-
-        def beat() -> None:
-            while not stop.wait(ttl / 3):
-                try:
-                    if not self.store.renew_lease(run_id, self.owner_id, ttl):
-                        self._lease_lost = True
-                        return
-                except AgentsagaError:
-                    continue  # a busy store: try again at the next beat
-
-        thread = threading.Thread(target=beat, name="agentsaga-lease", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=5)
+        """Hold the run's lease while driving it (see lease.py)."""
+        with HeldLease(self.store, run_id, self.owner_id, self.options.lease_ttl_s) as held:
+            self._held = held
             try:
-                self.store.release_lease(run_id, self.owner_id)
-            except AgentsagaError:
-                pass  # it expires on its own
+                yield
+            finally:
+                self._held = None
 
     def _check_lease(self, run_id: str) -> None:
-        if getattr(self, "_lease_lost", False):
-            lease = self.store.get_lease(run_id)
-            if lease is not None:
-                raise RunLocked(
-                    run_id, lease.owner_id, lease.host, lease.pid, str(lease.expires_at)
-                )
+        if self._held is not None:
+            self._held.check()
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
