@@ -199,7 +199,18 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
         if "run" in step.fields:
             entry["runs"] = step.fields["run"]
         if step.kind == "write":
-            entry["writes"] = "files inside the workspace named by the model's edit blocks"
+            # Edit paths are confined (edits.confine_path): this is the whole reach.
+            entry["writes"] = [
+                "**  (paths the model's edit blocks name)",
+                "except .git/**, .agentsaga/**, .agentsaga.yml, "
+                "absolute paths, '..' and symlinks leading out",
+            ]
+        elif step.kind in ("shell", "deploy", "test"):
+            entry["writes"] = ["whatever its command writes (run in the workspace)"]
+        if step.kind == "read":
+            entry["reads"] = list(step.fields.get("files", []))
+        if step.commit or step.kind == "write":
+            entry["commits"] = "its changes, on the run branch"
         if step.kind in ("plan", "write"):
             entry["llm"] = f"{step.fields.get('provider') or pipeline.defaults.get('provider')}"
         comp = effective(step)
@@ -217,9 +228,25 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
     console.print(f"{pipeline.name}: what this pipeline will run")
     for entry in items:
         console.print(f"- {entry['step']} ({entry['kind']})".replace("[", "\\["))
-        for key in ("runs", "writes", "llm", "compensation", "env", "irreversible"):
+        for key in (
+            "runs",
+            "reads",
+            "writes",
+            "commits",
+            "llm",
+            "compensation",
+            "env",
+            "irreversible",
+        ):
             if key in entry:
-                console.print(f"    {key}: {entry[key]}".replace("[", "\\["))
+                value = entry[key]
+                if key == "runs" and isinstance(value, list):
+                    text = json.dumps(value)  # argv: each element is one argument
+                elif isinstance(value, list):
+                    text = "; ".join(map(str, value))
+                else:
+                    text = str(value)
+                console.print(f"    {key}: {text}".replace("[", "\\["))
 
 
 def print_report(data: dict[str, Any]) -> None:
