@@ -127,6 +127,14 @@ def _reporting_interrupts(engine: Any, drive: Any) -> Any:
         return engine.result(exc.run_id)
 
 
+def _emit_view(data: dict[str, Any], json_mode: bool, printer: Any) -> None:
+    """A read-only view: one JSON document, or the printer's rendering."""
+    if json_mode:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        printer(data)
+
+
 def _emit_result(result: Any, json_mode: bool, command: str) -> None:
     from agentsaga.cli_render import print_result
 
@@ -313,27 +321,18 @@ def show(run_id: RunArg, json_mode: JsonOpt = False) -> None:
 
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
-    detail = run_detail(session.store, rid)
-    if json_mode:
-        typer.echo(json.dumps(detail, indent=2, default=str))
-        return
-    print_show(detail)
+    _emit_view(run_detail(session.store, rid), json_mode, print_show)
 
 
 @app.command()
 def report(run_id: RunArg, json_mode: JsonOpt = False) -> None:
     """Tokens and cost per step and attempt, tokens reused, and the failed-run tax."""
+    from agentsaga.cli_render import print_report
     from agentsaga.report import token_report
 
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
-    data = token_report(session.store, rid)
-    if json_mode:
-        typer.echo(json.dumps(data, indent=2, default=str))
-        return
-    from agentsaga.cli_render import print_report
-
-    print_report(data)
+    _emit_view(token_report(session.store, rid), json_mode, print_report)
 
 
 @app.command()

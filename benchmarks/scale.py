@@ -109,19 +109,26 @@ def build_run(folder: Path, n_done: int, failed_step: bool, compensate: bool) ->
     return db, run_id
 
 
-def time_resume(n: int, tmp: Path) -> float | None:
-    folder = tmp / f"resume-{n}"
-    folder.mkdir()
-    db, run_id = build_run(folder, n, failed_step=True, compensate=False)
-    start = time.time()
+def _agentsaga(folder: Path, db: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
+    """The installed command against the store ``db``; None if it outlives TIMEOUT_S."""
     try:
-        proc = subprocess.run(
-            [*agentsaga_exe(), "--store", str(db), "resume", run_id],
+        return subprocess.run(
+            [*agentsaga_exe(), "--store", str(db), *args],
             cwd=folder,
             capture_output=True,
             timeout=TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
+        return None
+
+
+def time_resume(n: int, tmp: Path) -> float | None:
+    folder = tmp / f"resume-{n}"
+    folder.mkdir()
+    db, run_id = build_run(folder, n, failed_step=True, compensate=False)
+    start = time.time()
+    proc = _agentsaga(folder, db, "resume", run_id)
+    if proc is None:
         return None
     if proc.returncode != 0:
         raise SystemExit(proc.stderr.decode()[-2000:])
@@ -133,14 +140,8 @@ def time_rollback(n: int, tmp: Path, startup: float, true_cmd: float) -> tuple[f
     folder.mkdir()
     db, run_id = build_run(folder, n, failed_step=False, compensate=True)
     start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [*agentsaga_exe(), "--store", str(db), "rollback", run_id],
-            cwd=folder,
-            capture_output=True,
-            timeout=TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
+    proc = _agentsaga(folder, db, "rollback", run_id)
+    if proc is None:
         return None
     wall = time.perf_counter() - start
     if proc.returncode != 0:
