@@ -70,11 +70,12 @@ def run_once(comp: Compensation, ci: CompensationInput) -> None:
     own["attempt"] = ci.attempt.attempt
     steps[ci.step.id] = own
     ns["steps"] = steps
-    command = render_command(comp.run, ns)
+    command, values = render_command(comp.run, ns)
     env = dict(ci.base_env)
     env.update({k: expressions.to_text(render_any(v, ns)) for k, v in comp.env.items()})
     env["AGENTSAGA_IDEMPOTENCY_KEY"] = f"{ci.run_id}:{ci.step.id}:{ci.attempt.attempt}"
     env["AGENTSAGA_COMPENSATING"] = "1"
+    env.update(values)
     cwd = ci.workspace.path if ci.workspace.path.is_dir() else Path(os.getcwd())
     result = run_command(
         command,
@@ -132,9 +133,12 @@ def render_any(value: Any, ns: dict[str, Any], quote: bool = False) -> Any:
     return value
 
 
-def render_command(command: str | list[str], ns: dict[str, Any]) -> str | list[str]:
-    """A string command is for bash: every value is shell-quoted. A list is argv: every
-    element renders to exactly one argument, whatever it holds."""
+def render_command(
+    command: str | list[str], ns: dict[str, Any]
+) -> tuple[str | list[str], dict[str, str]]:
+    """A string command is for bash: every value becomes a variable reference, and the
+    values come back for the command's environment (agentsaga.shell). A list is argv:
+    every element renders to exactly one argument, whatever it holds."""
     if isinstance(command, str):
         from agentsaga.shell import render_bash
 
@@ -145,4 +149,4 @@ def render_command(command: str | list[str], ns: dict[str, Any]) -> str | list[s
             out.append(expressions.render(expressions.parse_template(part), ns))
         else:
             out.append(str(part))
-    return out
+    return out, {}

@@ -81,11 +81,16 @@ def pipeline_env(run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
 
 
 def render_fields(step: Step, ns: dict[str, Any]) -> dict[str, Any]:
-    """The step's own fields with every expression rendered (commands quoted for bash)."""
+    """The step's own fields with every expression rendered. A bash string's values come
+    apart from its script, in ``shell.VALUES_FIELD`` (they are part of the fingerprint)."""
+    from agentsaga.shell import VALUES_FIELD
+
     rendered: dict[str, Any] = {}
     for key, value in step.fields.items():
         if key in COMMAND_FIELDS:
-            rendered[key] = compensations.render_command(value, ns)
+            rendered[key], values = compensations.render_command(value, ns)
+            if values:
+                rendered[VALUES_FIELD] = values
         elif key in ("replies", "schema"):
             rendered[key] = value
         else:

@@ -464,8 +464,9 @@ class _Loader:
                     self.check_strings(child, pipeline, step.index, step.id, True)
 
     def check_bash_strings(self, children: dict[str, yaml.Node]) -> None:
-        """A ``run:`` string is for bash: an expression inside ``$( )`` cannot be quoted."""
-        from agentsaga.shell import SUBSTITUTION_PROBLEM, unsafe_offset
+        """A ``run:`` string is for bash: an expression where bash would not take its
+        value as text (arithmetic, a quoted heredoc) is refused."""
+        from agentsaga.shell import problem
 
         nodes = [children.get("run")]
         if "compensate" in children:
@@ -476,11 +477,11 @@ class _Loader:
             ):
                 continue
             try:
-                offset = unsafe_offset(str(node.value))
+                found = problem(str(node.value))
             except ExpressionError:
                 continue  # reported with its position by check_strings
-            if offset is not None:
-                raise self.error_at(node, offset, SUBSTITUTION_PROBLEM)
+            if found is not None:
+                raise self.error_at(node, *found)
 
     def check_bare_expression(
         self, node: yaml.ScalarNode, pipeline: Pipeline, before: int, own: str

@@ -7,13 +7,15 @@ from typing import Any
 from agentsaga.context import StepContext
 from agentsaga.errors import StepFailed, StepTimeout
 from agentsaga.process import run_command
+from agentsaga.shell import VALUES_FIELD
 
 
 def execute(ctx: StepContext) -> dict[str, Any]:
     result = run_command(
         ctx.params["run"],
         cwd=ctx.cwd,
-        env=ctx.env,
+        # The values of the run: string's expressions, which it reads as variables.
+        env={**ctx.env, **ctx.params.get(VALUES_FIELD, {})},
         log_stem=ctx.log_stem,
         timeout_s=ctx.timeout_s,
         cancel=ctx.cancel,
