@@ -260,12 +260,19 @@ class SqlStore:
         now = utcnow()
         finished = now if status != StepStatus.RUNNING else None
         with self.transaction() as cur:
-            seq, attempt = self._exec(
+            # Two lookups, each answered by a unique index (run_id, seq) and (run_id,
+            # step_id, attempt) in O(log n): one MAX over every attempt of the run made
+            # each step cost more than the one before it.
+            (seq,) = self._exec(
                 cur,
-                "SELECT COALESCE(MAX(seq), 0) + 1, "
-                "COALESCE(MAX(CASE WHEN step_id = ? THEN attempt END), 0) + 1 "
-                "FROM step_attempts WHERE run_id = ?",
-                (step_id, run_id),
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM step_attempts WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            (attempt,) = self._exec(
+                cur,
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM step_attempts "
+                "WHERE run_id = ? AND step_id = ?",
+                (run_id, step_id),
             ).fetchone()
             row = self._exec(
                 cur,
