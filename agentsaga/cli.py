@@ -304,23 +304,35 @@ def runs(
             f"--status {status!r}: expected one of {', '.join(s.value for s in RunStatus)}"
         )
     session = _Session()
-    summaries = session.store.list_runs(status, limit)
     if json_mode:
-        typer.echo(json.dumps([_summary_json(s) for s in summaries], indent=2))
+        from agentsaga.report import run_summaries
+
+        typer.echo(json.dumps(run_summaries(session.store, status, limit), indent=2))
         return
     from agentsaga.cli_render import print_runs
 
-    print_runs(summaries)
+    print_runs(session.store.list_runs(status, limit))
 
 
 @app.command()
-def show(run_id: RunArg, json_mode: JsonOpt = False) -> None:
+def show(
+    run_id: RunArg,
+    json_mode: JsonOpt = False,
+    html: Annotated[
+        bool, typer.Option("--html", help="Write the run's web page as one self-contained file.")
+    ] = False,
+) -> None:
     """Show a run: each step's status, attempts, duration, tokens, commit, compensation."""
     from agentsaga.cli_render import print_show
     from agentsaga.report import run_detail
 
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
+    if html:
+        from agentsaga.cli_ui import write_html
+
+        write_html(session.store, rid)
+        return
     _emit_view(run_detail(session.store, rid), json_mode, print_show)
 
 
@@ -506,17 +518,9 @@ def _emit_plan(run_id: str, items: list[Any], json_mode: bool) -> None:
     print_plan(run_id, items)
 
 
-def _summary_json(s: Any) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "pipeline": s.pipeline_name,
-        "status": s.status,
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-        "parent_run_id": s.parent_run_id,
-        "steps": s.steps,
-        "usage": s.usage.to_json(),
-    }
+# Commands kept in their own modules register themselves on ``app`` when imported; each
+# imports its heavy parts inside the command.
+from agentsaga import cli_ui as _cli_ui  # noqa: E402,F401
 
 
 def main() -> None:

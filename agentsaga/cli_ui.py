@@ -1,0 +1,92 @@
+"""``agentsaga ui`` and ``agentsaga show RUN --html``: the web view's commands.
+
+Registered on the CLI's app by ``cli.py``; the server, the page and the documents are
+imported inside the commands, so ``agentsaga --help`` pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from agentsaga.cli import _Session, app
+from agentsaga.errors import ConfigError
+
+
+@app.command()
+def ui(
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on (0: any free one).")
+    ] = 8470,
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Address to bind. Not loopback: a token is required."),
+    ] = "127.0.0.1",
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Do not open a browser window.")
+    ] = False,
+) -> None:
+    """Serve a web view of the runs: timelines, tokens, diffs, approvals. Ctrl-C stops it."""
+    from agentsaga.ui.security import Access, is_loopback
+    from agentsaga.ui.server import UIApp, display_available, make_server
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected 0 to 65535")
+    session = _Session()
+    loopback = is_loopback(host)
+    access = Access(token=secrets.token_urlsafe(24), loopback=loopback)
+    try:
+        httpd = make_server(UIApp(session.store, access, decide=None), host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = httpd.server_address
+    bound_host = bound[0].decode() if isinstance(bound[0], bytes) else str(bound[0])
+    bound_port = bound[1]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown}:{bound_port}/"
+    if not loopback:
+        url += f"?token={access.token}"
+        typer.echo(
+            f"serving on {host}: anyone who can reach it needs the token below\n"
+            f"token: {access.token}",
+            err=True,
+        )
+    typer.echo(f"agentsaga ui: {url}  (store {session.store.location}; Ctrl-C to stop)")
+    sys.stdout.flush()
+    if not no_browser and display_available():
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        httpd.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+    finally:
+        httpd.server_close()
+
+
+def run_page_documents(store: Any, run_id: str) -> dict[str, Any]:
+    """What the run page shows, all of it: the run, its token report, every step."""
+    from agentsaga.report import run_detail, step_detail, token_report
+
+    detail = run_detail(store, run_id)
+    steps: list[str] = []
+    for attempt in detail["attempts"]:
+        step = attempt.get("step_id") or attempt.get("step")
+        if step not in steps:
+            steps.append(step)
+    return {
+        "run": detail,
+        "report": token_report(store, run_id),
+        "steps": {step: step_detail(store, run_id, step) for step in steps},
+    }
+
+
+def write_html(store: Any, run_id: str) -> None:
+    """``show RUN --html``: the run page as one self-contained file, on stdout."""
+    from agentsaga.ui.page import standalone_page
+
+    sys.stdout.write(standalone_page(run_id, run_page_documents(store, run_id)))

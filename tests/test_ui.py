@@ -1,0 +1,386 @@
+"""The web view (``agentsaga ui``, ``show --html``): its API against the CLI, its guard
+against the network, and the page itself in a real headless browser.
+
+One saga is made for the module by the real CLI in subprocesses: the offline demo (a test
+that fails, a rewind to the write step with its compensation, a deploy), then a rollback
+(the compensations newest first). The server is the installed command, started on a free
+loopback port; the browser is Debian's chromium (tests/browser.py).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.browser import HEIGHT, WIDTH, Browser, browser  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def agentsaga(store: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentsaga", "--store", store, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def cli_json(store: str, *args: str) -> Any:
+    done = agentsaga(store, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@dataclass
+class Saga:
+    store: str
+    run_id: str
+    repo: Path
+
+
+@pytest.fixture(scope="module")
+def saga(tmp_path_factory: pytest.TempPathFactory) -> Saga:
+    base = tmp_path_factory.mktemp("saga")
+    store = str(base / "state.db")
+    demo = agentsaga(store, "demo", "--dir", str(base / "demo"), "--json", cwd=base)
+    assert demo.returncode == 0, demo.stderr
+    data = json.loads(demo.stdout)
+    repo = Path(data["repo"])
+    rollback = agentsaga(store, "rollback", data["run_id"], cwd=repo)
+    assert rollback.returncode == 0, rollback.stderr
+    return Saga(store, data["run_id"], repo)
+
+
+class UIServer:
+    """``agentsaga ui`` in a subprocess, on a free port; its output goes to a file."""
+
+    def __init__(self, store: str, workdir: Path, *args: str) -> None:
+        self.out = workdir / f"ui-{time.monotonic_ns()}.out"
+        with self.out.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agentsaga", "--store", store, "ui", "--port", "0"]
+                + ["--no-browser", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"(http://\S+)", self.out.read_text())):
+            assert self.proc.poll() is None, self.out.read_text()
+            assert time.monotonic() < deadline, "the server printed no URL"
+            time.sleep(0.05)
+        self.url = match.group(1)
+        parts = urlsplit(self.url)
+        self.port = parts.port or 80
+        self.token = re.search(r"token: (\S+)", self.out.read_text())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+) -> tuple[int, dict[str, str], Any]:
+    """One HTTP request to 127.0.0.1:port, redirects not followed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    payload = json.dumps(body).encode() if body is not None else None
+    send = {"Content-Type": "application/json"} if payload is not None else {}
+    send.update(headers or {})
+    try:
+        conn.request(method, path, body=payload, headers=send)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    content_type = response.getheader("Content-Type") or ""
+    data: Any = json.loads(raw) if raw and "json" in content_type else raw.decode()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+
+@pytest.fixture(scope="module")
+def server(saga: Saga, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
+    ui = UIServer(saga.store, tmp_path_factory.mktemp("ui"))
+    yield ui
+    ui.stop()
+
+
+# --- the API serves the CLI's documents ---------------------------------------------------
+
+
+def test_api_returns_exactly_the_cli_json_documents(saga: Saga, server: UIServer) -> None:
+    for path, args in [
+        ("/api/runs", ["runs"]),
+        (f"/api/runs/{saga.run_id}", ["show", saga.run_id]),
+        (f"/api/runs/{saga.run_id}/report", ["report", saga.run_id]),
+    ]:
+        status, headers, data = request(server.port, "GET", path)
+        assert status == 200, data
+        assert headers["content-type"].startswith("application/json")
+        assert data == cli_json(saga.store, *args), path
+
+
+def test_api_takes_a_run_id_prefix_and_says_what_is_unknown(saga: Saga, server: UIServer) -> None:
+    status, _, data = request(server.port, "GET", f"/api/runs/{saga.run_id[:8]}")
+    assert status == 200
+    assert data == cli_json(saga.store, "show", saga.run_id)
+    status, _, data = request(server.port, "GET", "/api/runs/zzzzzzzz")
+    assert status == 404 and "zzzzzzzz" in data["error"]
+    status, _, data = request(server.port, "GET", f"/api/runs/{saga.run_id}/steps/nosuch")
+    assert status == 404 and "nosuch" in data["error"]
+
+
+def test_step_detail_has_prompts_replies_output_and_diffs(saga: Saga, server: UIServer) -> None:
+    status, _, write = request(server.port, "GET", f"/api/runs/{saga.run_id}/steps/write")
+    assert status == 200
+    assert [a["attempt"] for a in write["attempts"]] == [1, 2]
+    for attempt in write["attempts"]:
+        (call,) = attempt["calls"]
+        assert "SEARCH" in call["reply"] and call["usage"]["total"] > 0
+        assert call["request"]["messages"], "the prompt is shown"
+        assert attempt["diff"].startswith("diff --git a/src/calc.py")
+    # The rewound write saw the test failure in its prompt.
+    second_prompt = json.dumps(write["attempts"][1]["calls"][0]["request"])
+    assert "tests failed" in second_prompt
+    status, _, test = request(server.port, "GET", f"/api/runs/{saga.run_id}/steps/test")
+    failed = test["attempts"][0]
+    assert failed["error"]["message"].startswith("tests failed")
+    assert "FAIL" in failed["logs"]["stderr"]
+
+
+def test_report_splits_tokens_by_step_and_adds_up(saga: Saga) -> None:
+    report = cli_json(saga.store, "report", saga.run_id)
+    steps = report["steps"]
+    assert [s["step"] for s in steps] == ["plan", "read", "write", "test", "deploy"]
+    assert sum(s["spent_tokens"] for s in steps) == report["spent_tokens"]
+    assert sum(s["reused_checkpoint_tokens"] for s in steps) == report["reused_checkpoint_tokens"]
+    assert (
+        sum(s["restart_counterfactual_tokens"] for s in steps)
+        == report["restart_counterfactual_tokens"]
+    )
+    # The rewind to write reused plan's checkpoint: a restart would have paid it again.
+    plan = steps[0]
+    assert plan["reused_checkpoint_tokens"] == plan["spent_tokens"] > 0
+
+
+def test_run_detail_lists_compensations_in_the_order_they_ran(saga: Saga) -> None:
+    detail = cli_json(saga.store, "show", saga.run_id)
+    undone = [(c["step"], c["reason"]) for c in detail["compensations"] if c["status"] != "skipped"]
+    assert undone == [("write", "rewind"), ("deploy", "rollback"), ("write", "rollback")]
+
+
+# --- who may read, who may decide ---------------------------------------------------------
+
+
+def test_loopback_server_refuses_a_foreign_host_name(server: UIServer) -> None:
+    # A page whose DNS name was rebound to 127.0.0.1 sends its own name as Host.
+    status, _, data = request(server.port, "GET", "/api/runs", {"Host": "evil.example"})
+    assert status == 403
+    status, _, _ = request(server.port, "GET", "/", {"Host": f"localhost:{server.port}"})
+    assert status == 200
+
+
+def test_writes_need_the_token_a_json_body_and_our_origin(saga: Saga, server: UIServer) -> None:
+    path = f"/api/runs/{saga.run_id}/approve"
+    status, _, data = request(server.port, "POST", path, body={"comment": "ok"})
+    assert status == 403 and "token" in data["error"]
+    status, _, page = request(server.port, "GET", "/")
+    token = re.search(r'name="agentsaga-token" content="([^"]+)"', page)
+    assert token is not None
+    good = {"X-Agentsaga-Token": token.group(1)}
+    status, _, data = request(
+        server.port, "POST", path, {**good, "Origin": "http://evil.example"}, {"comment": "x"}
+    )
+    assert status == 403 and "Origin" in data["error"]
+    status, _, data = request(
+        server.port, "POST", path, {**good, "Content-Type": "text/plain"}, {"comment": "x"}
+    )
+    assert status == 403 and "application/json" in data["error"]
+    # With everything right, the decision reaches the run: this one is not waiting.
+    origin = {"Origin": f"http://127.0.0.1:{server.port}"}
+    status, _, data = request(server.port, "POST", path, {**good, **origin}, {"comment": "x"})
+    assert status in (409, 501), data
+    assert cli_json(saga.store, "show", saga.run_id)["run"]["status"] == "rolled_back"
+
+
+def test_any_other_host_needs_the_token_printed_at_start(saga: Saga, tmp_path: Path) -> None:
+    ui = UIServer(saga.store, tmp_path, "--host", "0.0.0.0")
+    try:
+        assert ui.token is not None, ui.out.read_text()
+        token = ui.token.group(1)
+        assert f"?token={token}" in ui.url
+        for path in ("/", "/api/runs", f"/api/runs/{saga.run_id}", "/static/app.js"):
+            status, _, _ = request(ui.port, "GET", path)
+            assert status == 401, path
+        status, _, _ = request(ui.port, "GET", "/api/runs", {"Authorization": "Bearer nope"})
+        assert status == 401
+        status, _, data = request(ui.port, "GET", "/api/runs", {"Authorization": f"Bearer {token}"})
+        assert status == 200 and data[0]["id"] == saga.run_id
+        # The printed URL trades the token for a cookie and drops it from the address.
+        status, headers, _ = request(ui.port, "GET", f"/?token={token}")
+        assert status == 303 and headers["location"] == "/"
+        cookie = headers["set-cookie"].split(";")[0]
+        assert "HttpOnly" in headers["set-cookie"]
+        status, _, _ = request(ui.port, "GET", "/api/runs", {"Cookie": cookie})
+        assert status == 200
+        # A cookie alone (what a foreign page can make a browser send) decides nothing.
+        status, _, data = request(
+            ui.port, "POST", f"/api/runs/{saga.run_id}/reject", {"Cookie": cookie}, {}
+        )
+        assert status == 403
+    finally:
+        ui.stop()
+
+
+def test_bad_port_is_bad_input(saga: Saga) -> None:
+    done = agentsaga(saga.store, "ui", "--port", "70000", "--no-browser")
+    assert done.returncode == 2
+    assert "--port 70000" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- show --html ----------------------------------------------------------------------------
+
+
+def test_show_html_is_one_self_contained_file(saga: Saga) -> None:
+    done = agentsaga(saga.store, "show", saga.run_id, "--html")
+    assert done.returncode == 0, done.stderr
+    page = done.stdout
+    assert page.startswith("<!doctype html>")
+    assert "/static/" not in page and "src=" not in page and 'href="http' not in page
+    embedded = re.search(
+        r'<script type="application/json" id="agentsaga-data">(.*?)</script>', page
+    )
+    assert embedded is not None
+    documents = json.loads(embedded.group(1))
+    assert documents["run"] == cli_json(saga.store, "show", saga.run_id)
+    assert documents["report"] == cli_json(saga.store, "report", saga.run_id)
+    assert set(documents["steps"]) == {"plan", "read", "write", "test", "deploy"}
+
+
+# --- in a real browser ----------------------------------------------------------------------
+
+
+def screenshot_dir(tmp: Path) -> Path:
+    """docs/screenshots when asked to refresh the committed examples, else a temp folder."""
+    if os.environ.get("AGENTSAGA_UPDATE_SCREENSHOTS") == "1":
+        return ROOT / "docs" / "screenshots"
+    return tmp
+
+
+def assert_no_js_errors(browser: Browser) -> None:  # noqa: F811
+    assert browser.console_errors() == []
+
+
+def test_runs_page_lists_the_run(saga: Saga, server: UIServer, browser: Browser) -> None:  # noqa: F811
+    browser.get(server.url)
+    browser.wait_for(f"return document.querySelector('tr.run-row[data-run=\"{saga.run_id}\"]')")
+    status = browser.js(
+        f"return document.querySelector('tr[data-run=\"{saga.run_id}\"]').dataset.status"
+    )
+    assert status == "rolled_back"
+    # Filter by status: a status no run has hides it.
+    browser.js(
+        "const s = document.getElementById('filter-status');"
+        "s.value = 'rolled_back'; s.dispatchEvent(new Event('change'));"
+    )
+    assert browser.js("return document.querySelectorAll('tr.run-row').length") == 1
+    assert_no_js_errors(browser)
+
+
+def test_timeline_has_a_bar_per_attempt_rewinds_and_compensations(
+    saga: Saga,
+    server: UIServer,
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    detail = cli_json(saga.store, "show", saga.run_id)
+    browser.get(f"{server.url}#/runs/{saga.run_id}")
+    browser.wait_for("return document.getElementById('timeline')?.dataset.attempts")
+    # Bars drawn by Chart.js, counted on the chart itself (one element per bar).
+    drawn = browser.js(
+        "const c = Chart.getChart('timeline');"
+        "return c.data.datasets.map((d, i) => [d.label, c.getDatasetMeta(i).data.length]);"
+    )
+    bars = {label: n for label, n in drawn}
+    assert sum(n for label, n in bars.items() if not label.startswith("compensation")) == len(
+        detail["attempts"]
+    )
+    assert bars["compensation (undo)"] == 3
+    canvas = browser.js("return {...document.getElementById('timeline').dataset}")
+    assert json.loads(canvas["arrows"]) == ["rewind"]
+    assert json.loads(canvas["undo"]) == ["write", "deploy", "write"]
+    assert browser.js("return Chart.getChart('timeline').$sagaDrawn") == {"arrows": 1, "undo": 3}
+    rows = browser.js(
+        "return [...document.querySelectorAll('#attempts tr.attempt-row')]"
+        ".map(r => r.dataset.step + '#' + r.dataset.attempt)"
+    )
+    assert rows == [f"{a['step']}#{a['attempt']}" for a in detail["attempts"]]
+    assert browser.js("return Chart.getChart('tokens').data.labels") == [
+        "plan",
+        "read",
+        "write",
+        "test",
+        "deploy",
+    ]
+    browser.screenshot(screenshot_dir(tmp_path) / "run.png")
+    assert_no_js_errors(browser)
+
+
+def test_step_detail_shows_the_prompt_reply_and_a_highlighted_diff(
+    saga: Saga,
+    server: UIServer,
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    browser.get(f"{server.url}#/runs/{saga.run_id}/steps/write")
+    browser.wait_for("return document.querySelector('#step-detail .d2h-file-wrapper')")
+    cards = browser.js("return document.querySelectorAll('#step-detail article.attempt').length")
+    assert cards == 2
+    text = browser.js("return document.getElementById('step-detail').innerText")
+    assert "SEARCH" in text and "tests failed" in text
+    # highlight.js coloured the Python in the diff.
+    assert browser.js("return document.querySelectorAll('#step-detail .diff .hljs-keyword').length")
+    browser.js("document.querySelector('#step-detail .diff').scrollIntoView()")
+    browser.screenshot(screenshot_dir(tmp_path) / "step.png")
+    assert_no_js_errors(browser)
+
+
+def test_the_html_file_opens_from_disk_with_no_server(
+    saga: Saga,
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    page = tmp_path / "run.html"
+    page.write_text(agentsaga(saga.store, "show", saga.run_id, "--html").stdout)
+    browser.get(page.as_uri())
+    browser.wait_for("return document.getElementById('timeline')?.dataset.attempts")
+    assert browser.js("return document.querySelector('.run-page').dataset.run") == saga.run_id
+    browser.get(page.as_uri() + "#/runs/" + saga.run_id + "/steps/write")
+    browser.wait_for("return document.querySelector('#step-detail .d2h-file-wrapper')")
+    assert_no_js_errors(browser)
