@@ -145,6 +145,17 @@ def _commit_env(cwd: Path) -> dict[str, str] | None:
     return None if status == 0 else dict(_AGENTSAGA_IDENT)
 
 
+def _commit(cwd: Path, message: str) -> str:
+    """Commit the index on the checked-out branch; the new commit's sha.
+
+    ``--no-gpg-sign``: run commits are the tool's own, and a user's ``commit.gpgsign=true``
+    must not make them wait on (or fail for want of) their signing key. ``--no-verify``:
+    a user's pre-commit hook that reformats or rejects files would change a step's output
+    for reasons outside the pipeline."""
+    _git(cwd, "commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message, env=_commit_env(cwd))
+    return _git(cwd, "rev-parse", "HEAD")
+
+
 def _dot_git_dir(worktree: Path) -> Path:
     """The per-worktree git dir (where ``index`` lives), without spawning git."""
     dot_git = worktree / ".git"
@@ -583,8 +594,7 @@ def commit_all(ws: Workspace, message: str) -> str | None:
     if _git_status(ws.path, "diff", "--cached", "--quiet")[0] == 0:
         return None
     faults.point("git.in_commit")
-    _git(ws.path, "commit", "-q", "--no-verify", "-m", message, env=_commit_env(ws.path))
-    return _git(ws.path, "rev-parse", "HEAD")
+    return _commit(ws.path, message)
 
 
 def reset_to(
@@ -659,8 +669,7 @@ def revert_commits(
         )
     subjects = _git(ws.path, "log", "--format=%h %s", f"{base}..{commit}")
     message = f"Revert {base[:12]}..{commit[:12]}\n\nThis reverts:\n{subjects}\n\n{trailer}\n"
-    _git(ws.path, "commit", "-q", "--no-verify", "-m", message, env=_commit_env(ws.path))
-    return _git(ws.path, "rev-parse", "HEAD")
+    return _commit(ws.path, message)
 
 
 # --- deleting a workspace --------------------------------------------------------------------
@@ -814,7 +823,7 @@ def init_repo(path: Path, message: str) -> str:
     _git(path, "config", "user.name", "agentsaga demo")
     _git(path, "config", "user.email", "demo@agentsaga.invalid")
     _git(path, "add", "-A")
-    _git(path, "commit", "-q", "--no-verify", "-m", message)
+    _git(path, "commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message)
     return _git(path, "rev-parse", "HEAD").strip()
 
 

@@ -1,7 +1,8 @@
 """Read a test runner's output: counts, failing test names, and what kind of failure it was.
 
-``summarize`` recognises pytest (quiet and verbose), unittest, jest and ``go test`` from
-their own output, never from the command line, since the command is often a wrapper
+``summarize`` recognises pytest (quiet and verbose, pytest 9's subtest counts included),
+unittest, jest, ``go test`` and the plain closing line ``N passed, N failed`` from their
+own output, never from the command line, since the command is often a wrapper
 (``make test``, ``npm test``, ``tox``).
 
 The failure class decides what a pipeline does next (``on_failure: {when: assertion}``):
@@ -11,8 +12,9 @@ The failure class decides what a pipeline does next (``on_failure: {when: assert
   for a new edit that cannot help: exit 126/127 or a command that was not found, a timeout,
   pytest collection and import errors and its exit codes 2-5 (interrupted, internal error,
   usage error, no tests collected), unittest modules that failed to import, ``go test``
-  build and setup failures, and jest suites that "failed to run".
-- ``assertion``: anything else that failed: the tests ran and some did not pass.
+  build and setup failures, jest suites that "failed to run", and a non-zero exit with no
+  test runner output recognised at all (an import error at start-up).
+- ``assertion``: the runner's output was recognised and some tests did not pass.
 
 Command-level signals (``command not found``, ``No such file or directory``) are only
 believed when no runner output was recognised: a test that itself prints them must not
@@ -34,7 +36,7 @@ class TestSummary:
     # Not a test class, whatever pytest's collector thinks of the name.
     __test__ = False
 
-    framework: str | None  # 'pytest' | 'unittest' | 'jest' | 'go' | None
+    framework: str | None  # 'pytest' | 'unittest' | 'jest' | 'go' | 'plain' | None
     passed: int | None
     failed: int | None
     errors: int | None
@@ -70,9 +72,10 @@ def _counts(line: str) -> dict[str, int]:
 # ----------------------------------------------------------------------------- pytest
 
 # "3 passed, 1 failed in 0.12s" (-q) or "=== 1 failed, 3 passed in 0.12s ===", also
-# "no tests ran in 0.01s"; the duration may read "1.23s (0:00:01)".
+# "no tests ran in 0.01s"; the duration may read "1.23s (0:00:01)". pytest 9 adds
+# "2 subtests passed": a count named by two words.
 _PYTEST_TOTALS = re.compile(
-    r"^=*\s*((?:\d+ \w+(?:, )?)+|no tests ran) in \d+(?:\.\d+)?s\b.*$", re.MULTILINE
+    r"^=*\s*((?:\d+ \w+(?: \w+)?(?:, )?)+|no tests ran) in \d+(?:\.\d+)?s\b.*$", re.MULTILINE
 )
 _PYTEST_SIGNS = re.compile(
     r"^(=+ test session starts =+|rootdir: |collected \d+ items?|"
@@ -214,6 +217,21 @@ def _parse_go(text: str) -> _Parsed | None:
     return parsed
 
 
+# ----------------------------------------------------------------------------- plain
+
+# "N passed, N failed" alone on a line (", N skipped" may follow, one word with a colon
+# may stand before it): the closing line any runner or script can print.
+_PLAIN = re.compile(r"^(?:\w+: )?(\d+) passed, (\d+) failed(?:, (\d+) skipped)?\s*$", re.MULTILINE)
+
+
+def _parse_plain(text: str) -> _Parsed | None:
+    found = _PLAIN.findall(text)
+    if not found:
+        return None
+    passed, failed, skipped = found[-1]
+    return _Parsed("plain", int(passed), int(failed), 0, int(skipped) if skipped else None, [])
+
+
 # ----------------------------------------------------------------------------- summary
 
 _NOT_FOUND = re.compile(
@@ -255,6 +273,7 @@ def summarize(
         or _parse_unittest(text, exit_code)
         or _parse_jest(text)
         or _parse_go(text)
+        or _parse_plain(text)
     )
     framework = parsed.framework if parsed else None
 
@@ -272,6 +291,11 @@ def summarize(
         infrastructure = parsed.infrastructure
     elif parsed is None and (match := _NOT_FOUND.search(text)):
         infrastructure = match.group(0).strip()
+    elif parsed is None:
+        # A non-zero exit with no test runner output at all: the runner never got as far
+        # as running a test (an import error at start-up, a crashed wrapper script). A
+        # rewind would pay for an edit judged by tests that did not run.
+        infrastructure = "no test runner output recognised"
 
     if infrastructure is not None:
         failure_class = "infrastructure"
@@ -283,7 +307,7 @@ def summarize(
     if parsed is not None:
         line = _line(parsed, infrastructure)
     else:
-        line = f"exit {exit_code}: " + (infrastructure or "no test runner output recognised")
+        line = f"exit {exit_code}: " + (infrastructure or "no failure")
         if timed_out:
             line = "timed out: no test runner output recognised"
 

@@ -228,10 +228,55 @@ def test_timeout_is_infrastructure() -> None:
     assert summary.text == "timed out: no test runner output recognised"
 
 
-def test_unrecognised_failure_is_assertion() -> None:
+def test_unrecognised_failure_is_infrastructure() -> None:
+    # No runner output at all: the tests never ran (an import error at start-up, a broken
+    # wrapper), so a rewind would pay for an edit judged by nothing.
     summary = summarize(1, "checking...\nmismatch in output.txt\n", "")
-    assert (summary.framework, summary.failure_class) == (None, "assertion")
+    assert (summary.framework, summary.failure_class) == (None, "infrastructure")
     assert summary.text == "exit 1: no test runner output recognised"
+
+
+def test_plain_closing_line_is_a_runner() -> None:
+    summary = summarize(1, "checking...\nresult: 3 passed, 1 failed\n", "")
+    assert (summary.framework, summary.failure_class) == ("plain", "assertion")
+    assert (summary.passed, summary.failed) == (3, 1)
+
+
+def test_pytest_import_error_at_startup_is_infrastructure(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text("import no_such_module_here\n")
+    (tmp_path / "test_x.py").write_text("def test_x():\n    assert True\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    summary = summarize(proc.returncode, proc.stdout, proc.stderr)
+    assert summary.failure_class == "infrastructure", (summary, proc.stdout, proc.stderr)
+
+
+def test_pytest9_subtests_closing_line_parses(tmp_path: Path) -> None:
+    (tmp_path / "test_s.py").write_text(
+        "def test_a(subtests):\n"
+        "    for i in range(3):\n"
+        "        with subtests.test(i=i):\n"
+        "            assert i >= 0\n"
+        "def test_b():\n"
+        "    assert 1 == 2, 'boom'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "subtests passed" in proc.stdout  # pytest 9's own line, not a hand-made one
+    summary = summarize(proc.returncode, proc.stdout, proc.stderr)
+    assert (summary.passed, summary.failed) == (1, 1)
+    assert summary.failure_class == "assertion"
+    verbatim = "1 failed, 1 passed, 3 subtests passed in 1.72s\n"
+    assert summarize(1, "FAILED test_s.py::test_b - x\n" + verbatim, "").passed == 1
 
 
 def test_runner_output_wins_over_command_level_noise() -> None:

@@ -93,7 +93,18 @@ KINDS: dict[str, KindSpec] = {
         "test",
         {"run": COMMAND},
         ("run",),
-        frozenset({"exit_code", "passed", "stdout", "stderr", "summary", "failure_class", "json"}),
+        frozenset(
+            {
+                "exit_code",
+                "passed",
+                "stdout",
+                "stderr",
+                "summary",
+                "failure_class",
+                "failures",
+                "json",
+            }
+        ),
         "agentsaga.steps.command",
         True,
         "runs a test command; non-zero exit fails the step",

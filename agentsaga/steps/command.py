@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
 from agentsaga.context import StepContext
 from agentsaga.errors import StepFailed, StepTimeout
-from agentsaga.process import run_command
+from agentsaga.process import CommandResult, read_tail, run_command
 from agentsaga.shell import VALUES_FIELD
+
+#: How much of a test run's output is read back to find its failures (the store keeps
+#: only a tail; the failure sections of a ``-rA`` run may lie far above it).
+_SCAN_CHARS = 2_000_000
 
 
 def execute(ctx: StepContext) -> dict[str, Any]:
+    # The values of the run: string's expressions, which it reads as variables.
+    env = {**ctx.env, **ctx.params.get(VALUES_FIELD, {})}
+    junit: Path | None = None
+    if ctx.step.kind == "test":
+        junit = ctx.log_stem.with_name(ctx.log_stem.name + ".junit.xml")
+        junit.unlink(missing_ok=True)
+        env = {**env, "PYTEST_ADDOPTS": _with_junit(env.get("PYTEST_ADDOPTS", ""), junit)}
     result = run_command(
         ctx.params["run"],
         cwd=ctx.cwd,
-        # The values of the run: string's expressions, which it reads as variables.
-        env={**ctx.env, **ctx.params.get(VALUES_FIELD, {})},
+        env=env,
         log_stem=ctx.log_stem,
         timeout_s=ctx.timeout_s,
         cancel=ctx.cancel,
@@ -28,23 +40,7 @@ def execute(ctx: StepContext) -> dict[str, Any]:
         "json": result.stdout_json(),
     }
     if ctx.step.kind == "test":
-        from agentsaga.testsummary import summarize
-
-        summary = summarize(
-            result.exit_code, result.stdout_tail, result.stderr_tail, timed_out=result.timed_out
-        )
-        output["passed"] = result.exit_code == 0
-        output["summary"] = summary.text
-        output["failure_class"] = summary.failure_class
-        output["details"] = summary.to_json()
-        if result.exit_code != 0:
-            tail = (result.stdout_tail[-1500:] + "\n" + result.stderr_tail[-1500:]).strip()
-            raise StepFailed(
-                f"tests failed: {summary.text}\n{tail}",
-                kind=summary.failure_class if summary.failure_class != "none" else "assertion",
-                output=output,
-            )
-        return output
+        return _judge_tests(result, output, junit)
     if result.timed_out:
         assert ctx.timeout_s is not None
         error = StepTimeout(f"command {ctx.step.id!r}", ctx.timeout_s)
@@ -58,3 +54,42 @@ def execute(ctx: StepContext) -> dict[str, Any]:
             output=output,
         )
     return output
+
+
+def _with_junit(addopts: str, junit: Path) -> str:
+    """pytest writes per-test results (failure messages included) where we can read them;
+    an explicit ``--junitxml`` in the command comes later on pytest's command line and wins.
+    Other runners ignore the variable."""
+    return f"{addopts} --junitxml={shlex.quote(str(junit))}".strip()
+
+
+def _judge_tests(
+    result: CommandResult, output: dict[str, Any], junit: Path | None
+) -> dict[str, Any]:
+    from agentsaga import testfailures
+    from agentsaga.testsummary import summarize
+
+    stdout = read_tail(result.stdout_path, _SCAN_CHARS) or result.stdout_tail
+    stderr = read_tail(result.stderr_path, _SCAN_CHARS) or result.stderr_tail
+    summary = summarize(result.exit_code, stdout, stderr, timed_out=result.timed_out)
+    output["passed"] = result.exit_code == 0
+    output["summary"] = summary.text
+    output["failure_class"] = summary.failure_class
+    output["details"] = summary.to_json()
+    if result.exit_code == 0:
+        return output
+    failures, source = testfailures.extract(stdout + "\n" + stderr, junit)
+    output["failures"] = [f.to_json() for f in failures]
+    output["failures_from"] = source
+    tail = (result.stdout_tail[-3000:] + "\n" + result.stderr_tail[-3000:]).strip()
+    context = testfailures.render(failures, tail)
+    kind = summary.failure_class if summary.failure_class != "none" else "assertion"
+    raise StepFailed(
+        f"tests failed: {summary.text}\n{context}",
+        kind=kind,
+        output=output,
+        # Failing tests fail the same way again: a retry would pay for nothing. Only a
+        # failure of the machinery (a timeout, a runner that never started) is retried;
+        # an assertion goes straight to the step's on_failure (its rewind).
+        retryable=kind == "infrastructure",
+    )

@@ -1,0 +1,239 @@
+"""The coding pipeline on repositories as users have them: a signing git config, test
+output the model must understand, retries that must not pay for a deterministic failure.
+
+Each fixture reproduces offline a case met on real public projects: real git, real pytest
+in a subprocess, the scripted provider playing the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentsaga import testfailures
+from agentsaga.store import open_store
+from tests.conftest import Result, cli
+from tests.gitstate import git, make_repo
+
+FIX_CALC = """\
+src/calc.py
+<<<<<<< SEARCH
+    return a - b
+=======
+    return a + b
+>>>>>>> REPLACE
+"""
+
+
+def run_pipeline(repo: Path, text: str, *args: str) -> tuple[Result, dict[str, Any]]:
+    (repo / "p.yml").write_text(text)
+    result = cli("run", "p.yml", "--json", *args)
+    try:
+        data: dict[str, Any] = json.loads(result.stdout)
+    except ValueError:
+        raise AssertionError(repr(result)) from None
+    return result, data
+
+
+def store_path() -> str:
+    return os.environ["AGENTSAGA_STORE"]  # conftest points it at the test's tmp_path
+
+
+def attempts(repo: Path, run_id: str, step: str | None = None) -> list[Any]:
+    store = open_store(store_path())
+    try:
+        return [a for a in store.attempts(run_id) if step is None or a.step_id == step]
+    finally:
+        store.close()
+
+
+def write_step(*replies: str) -> str:
+    body = "".join(f"      - {json.dumps(r)}\n" for r in replies)
+    return (
+        "  - id: write\n    kind: write\n"
+        '    prompt: "fix it ${{ rewind.error }}"\n'
+        "    replies:\n" + body
+    )
+
+
+# --- commit signing ----------------------------------------------------------------------
+
+
+def test_run_commits_need_no_signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo(tmp_path, {"src/calc.py": "def add(a, b):\n    return a - b\n"})
+    # The user signs every commit; the signing program is absent here (it fails), as on a
+    # machine where the key lives on a hardware token that is not plugged in.
+    git(repo, "config", "commit.gpgsign", "true")
+    git(repo, "config", "gpg.program", str(tmp_path / "no-such-gpg"))
+    with pytest.raises(AssertionError, match="gpg failed to sign"):
+        git(repo, "commit", "--allow-empty", "-m", "proves the config bites")
+    monkeypatch.chdir(repo)
+    text = (
+        "name: sign\ndefaults: {provider: scripted, model: m}\nsteps:\n"
+        + write_step(FIX_CALC)
+        + "  - id: note\n    kind: shell\n    run: echo done > note.txt\n    commit: true\n"
+    )
+    result, data = run_pipeline(repo, text)
+    assert data["status"] == "succeeded", result
+    branch = f"agentsaga/{data['run_id']}"
+    assert "return a + b" in git(repo, "show", f"{branch}:src/calc.py")
+    assert git(repo, "show", f"{branch}:note.txt").strip() == "done"
+    rolled = cli("rollback", data["run_id"], "--json")
+    assert rolled.exit_code == 0, rolled
+    assert git(repo, "branch", "--list", branch).strip() == ""
+
+
+# --- failure context ---------------------------------------------------------------------
+
+MANY_PASSING = "".join(f"def test_ok_{i}():\n    assert {i} == {i}\n\n" for i in range(150))
+ONE_FAILING = """\
+from calc import add
+
+
+def test_add():
+    total = add(2, 3)
+    assert total == 5, f"add(2, 3) gave {total}"
+"""
+
+
+def calc_repo(tmp_path: Path) -> Path:
+    return make_repo(
+        tmp_path,
+        {
+            "src/calc.py": "def add(a, b):\n    return a - b\n",
+            "tests/test_many.py": MANY_PASSING,
+            "tests/test_calc.py": ONE_FAILING,
+            "tests/conftest.py": "import sys\nsys.path.insert(0, 'src')\n",
+        },
+    )
+
+
+def pytest_output(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["python", "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_rA_output_with_150_passes_reaches_the_model_as_the_one_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = calc_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    text = (
+        "name: fix\ndefaults: {provider: scripted, model: m}\nsteps:\n"
+        + write_step("no edit needed?\n", FIX_CALC)
+        + "  - id: test\n    kind: test\n    run: python -m pytest -rA -p no:cacheprovider\n"
+        "    on_failure: {rewind_to: write, max_rewinds: 1}\n"
+    )
+    # The first write leaves the bug (it only edits a comment); the second fixes it.
+    (repo / "src" / "calc.py").write_text("# calc\ndef add(a, b):\n    return a - b\n")
+    git(repo, "commit", "-qam", "comment")
+    first = "src/calc.py\n<<<<<<< SEARCH\n# calc\n=======\n# calc module\n>>>>>>> REPLACE\n"
+    text = text.replace(json.dumps("no edit needed?\n"), json.dumps(first))
+    result, data = run_pipeline(repo, text)
+    assert data["status"] == "succeeded", result
+
+    failed = [a for a in attempts(repo, data["run_id"], "test") if a.error]
+    assert len(failed) == 1
+    message = failed[0].error["message"]
+    # Name, location, the failing line and the assertion's message, and none of the 150
+    # PASSED lines that fill the output's tail.
+    assert "tests/test_calc.py::test_add" in message
+    assert "tests/test_calc.py:6" in message
+    assert "assert total == 5" in message
+    assert "add(2, 3) gave -1" in message
+    assert "PASSED" not in message and "test_ok_" not in message
+    assert failed[0].output["failures_from"] == "junit"
+    # The rewound write saw it in ${{ rewind.error }}.
+    store = open_store(store_path())
+    try:
+        prompts = [c.request for c in store.llm_calls(data["run_id"])]
+    finally:
+        store.close()
+    assert len(prompts) == 2
+    assert "add(2, 3) gave -1" in json.dumps(prompts[1])
+
+
+def test_failures_from_pytest_output_alone_without_junit(tmp_path: Path) -> None:
+    repo = calc_repo(tmp_path)
+    proc = pytest_output(repo, "-rA", "-p", "no:junitxml")
+    assert "PASSED tests/test_many.py::test_ok_149" in proc.stdout  # the tail is passes
+    # The old 1,500-character tail has the summary line, but not the failing line or where.
+    assert "assert total == 5" not in proc.stdout[-1500:]
+    assert "tests/test_calc.py:6" not in proc.stdout[-1500:]
+    failures, source = testfailures.extract(proc.stdout)
+    assert source == "pytest"
+    assert [f.name for f in failures] == ["tests/test_calc.py::test_add"]
+    (failure,) = failures
+    assert failure.location == "tests/test_calc.py:6"
+    assert failure.assertion == 'assert total == 5, f"add(2, 3) gave {total}"'
+    assert failure.message is not None and "add(2, 3) gave -1" in failure.message
+
+
+def test_failure_context_stays_within_its_token_budget(tmp_path: Path) -> None:
+    failing = "".join(
+        f"def test_bad_{i}():\n    assert {i} == -1, 'x' * 400\n\n" for i in range(40)
+    )
+    repo = make_repo(tmp_path, {"tests/test_bad.py": failing})
+    proc = pytest_output(repo, "-q")
+    failures, _ = testfailures.extract(proc.stdout)
+    assert len(failures) == 40
+    text = testfailures.render(failures, proc.stdout, budget_tokens=600)
+    from agentsaga import tokens
+
+    assert tokens.count(text) <= 700
+    assert "more failing tests not shown" in text
+    assert "tests/test_bad.py::test_bad_0" in text
+
+
+def test_unittest_failures_are_named_with_their_location(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            "test_u.py": "import unittest\n\n\nclass T(unittest.TestCase):\n"
+            "    def test_eq(self):\n        self.assertEqual(1 + 1, 3, 'sum is off')\n"
+        },
+    )
+    proc = subprocess.run(
+        ["python", "-m", "unittest", "-v"], cwd=repo, capture_output=True, text=True
+    )
+    failures, source = testfailures.extract(proc.stdout + proc.stderr)
+    assert source == "unittest"
+    (failure,) = failures
+    assert failure.name == "test_u.T.test_eq"
+    assert failure.location is not None and failure.location.endswith("test_u.py:6")
+    assert failure.message is not None and "sum is off" in failure.message
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def test_retry_on_a_test_step_skips_assertion_failures_and_retries_infrastructure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = calc_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    text = (
+        "name: retry\nworkspace: {isolation: none}\nsteps:\n"
+        "  - id: test\n    kind: test\n    run: python -m pytest -q -p no:cacheprovider\n"
+        "    retry: {attempts: 3, backoff: 0s}\n"
+    )
+    _, data = run_pipeline(repo, text)
+    assert data["status"] == "failed"
+    assert len(attempts(repo, data["run_id"], "test")) == 1  # deterministic: not retried
+
+    # A runner that never starts (no test output at all) is infrastructure: retried.
+    text = text.replace("python -m pytest -q -p no:cacheprovider", "exit 3")
+    _, data = run_pipeline(repo, text)
+    assert data["status"] == "failed"
+    tries = attempts(repo, data["run_id"], "test")
+    assert len(tries) == 3
+    assert tries[-1].output["failure_class"] == "infrastructure"
