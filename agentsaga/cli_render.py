@@ -191,7 +191,7 @@ def print_show(detail: dict[str, Any]) -> None:
 
 def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
     """Everything a pipeline from elsewhere would do, for review before running it."""
-    from agentsaga.compensations import describe, effective
+    from agentsaga.saga.plans import describe, effective_compensation
 
     items = []
     for step in pipeline.steps:
@@ -213,7 +213,7 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
             entry["commits"] = "its changes, on the run branch"
         if step.kind in ("plan", "write"):
             entry["llm"] = f"{step.fields.get('provider') or pipeline.defaults.get('provider')}"
-        comp = effective(step)
+        comp = effective_compensation(step)
         if comp is not None:
             entry["compensation"] = describe(comp)
         if step.env:

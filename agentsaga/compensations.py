@@ -22,19 +22,6 @@ from agentsaga.process import run_command
 from agentsaga.store import AttemptRecord
 from agentsaga.workspace import GitWorkspace, RunWorkspace
 
-#: Write steps undo themselves by default: their only side effect is on the run branch.
-DEFAULT_FOR_KIND = {"write": Compensation(git="reset")}
-
-
-def effective(step: Step) -> Compensation | None:
-    return step.compensate or DEFAULT_FOR_KIND.get(step.kind)
-
-
-def describe(comp: Compensation) -> str:
-    if comp.git:
-        return f"git: {comp.git}"
-    return f"run: {comp.run if isinstance(comp.run, str) else ' '.join(map(str, comp.run or []))}"
-
 
 @dataclass
 class CompensationInput:

@@ -1,0 +1,197 @@
+"""One attempt of one step: its effect, and its records.
+
+An attempt is recorded ``running`` (with its fingerprint and base commit) before anything
+happens, its workspace snapshot before the step touches the tree, and its output with its
+token totals in one transaction when it ends. A failed attempt is returned, not decided
+on: the saga core (``saga.decide.after_failure``) says whether it is retried, rewinds the
+run or fails it, and :func:`record_failure` writes that with the failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agentsaga import faults, namespace
+from agentsaga.context import StepContext
+from agentsaga.errors import AgentsagaError, Interrupted, UserInputError
+from agentsaga.llm import LLMGateway
+from agentsaga.pipeline import Pipeline, Step
+from agentsaga.redact import redact_json, secret_values
+from agentsaga.runtime import Event, Runtime
+from agentsaga.states import StepStatus
+from agentsaga.steps import KINDS
+from agentsaga.store import AttemptRecord, RunRecord
+from agentsaga.workspace import RunWorkspace
+
+#: Failures caused by the model's reply: that reply is judged and never served again.
+REPLY_FAILURES = frozenset({"edit", "schema"})
+
+
+@dataclass
+class Tried:
+    """How one attempt ended. ``error`` set and ``attempt`` None: the step could not even
+    start (a bad expression); the failure is recorded and final (no retry, no rewind)."""
+
+    attempt: AttemptRecord | None = None
+    error: AgentsagaError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_attempt(
+    rt: Runtime, run: RunRecord, pipeline: Pipeline, step: Step, ws: RunWorkspace
+) -> Tried:
+    """Run one attempt of ``step`` (or record it skipped when its ``if:`` is false)."""
+    run_id = run.id
+    ns = rt.namespace(run, pipeline, rt.current(run_id))
+    ns["rewind"] = namespace.rewind_for(run, step)
+    try:
+        if step.if_ is not None and not namespace.truthy(step.if_, ns):
+            _record_skipped(rt, run, pipeline, step, ns)
+            return Tried()
+        params = namespace.render_fields(step, ns)
+        step_env = namespace.step_env(step, ns)
+    except UserInputError as exc:
+        attempt = rt.store.start_attempt(
+            run_id, step.id, step.index, fingerprint=None, base_commit=None, snapshot=None
+        )
+        rt.store.finish_attempt(attempt.id, status=StepStatus.FAILED, error=exc.to_json())
+        return Tried(None, exc)
+    base = ws.head()
+    faults.point("step.before_record")
+    attempt = rt.store.start_attempt(
+        run_id,
+        step.id,
+        step.index,
+        fingerprint=namespace.fingerprint(step, pipeline, ns, run),
+        base_commit=base,
+        snapshot=None,
+    )
+    env = {**rt.base_env(run_id, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
+    rt.set_current(run_id, attempt)
+    faults.point("step.after_record")
+    rt.emit(Event("step", run_id, step.id, StepStatus.RUNNING, attempt.attempt))
+    env["AGENTSAGA_IDEMPOTENCY_KEY"] = f"{run_id}:{step.id}:{attempt.attempt}"
+    env["AGENTSAGA_ATTEMPT"] = str(attempt.attempt)
+    try:
+        output = _effect(rt, run, pipeline, step, ws, attempt, base, params, env, ns)
+    except Interrupted as exc:
+        rt.store.finish_attempt(attempt.id, status=StepStatus.FAILED, error=exc.to_json())
+        raise
+    except AgentsagaError as exc:
+        rt.emit(Event("step", run_id, step.id, StepStatus.FAILED, attempt.attempt, exc.message))
+        return Tried(attempt, exc)
+    except Exception as exc:
+        # A bug of ours: keep the record true (the step failed), then let the CLI report
+        # it; the run stays resumable.
+        rt.store.finish_attempt(
+            attempt.id,
+            status=StepStatus.FAILED,
+            error={"type": type(exc).__name__, "message": str(exc), "internal": True},
+        )
+        raise
+    faults.point("step.after_effect")
+    rt.store.finish_attempt(
+        attempt.id,
+        status=StepStatus.COMPLETED,
+        # A reply or a command may echo a secret: it is masked before it is kept.
+        output=redact_json(output, secret_values()),
+        log_path=str(rt.log_stem(run_id, step.id, attempt.attempt)),
+    )
+    rt.set_current(run_id, rt.store.get_attempt(attempt.id))
+    faults.point("step.after_checkpoint")
+    rt.store.judge_calls(attempt.id)
+    rt.emit(Event("step", run_id, step.id, StepStatus.COMPLETED, attempt.attempt))
+    return Tried(attempt)
+
+
+def _effect(
+    rt: Runtime,
+    run: RunRecord,
+    pipeline: Pipeline,
+    step: Step,
+    ws: RunWorkspace,
+    attempt: AttemptRecord,
+    base: str | None,
+    params: dict[str, Any],
+    env: dict[str, str],
+    ns: dict[str, Any],
+) -> dict[str, Any]:
+    """The step's side effect: snapshot the tree, run the kind's executor, commit."""
+    run_id = run.id
+    if step.changes_workspace and ws.uses_git:
+        snap = ws.snapshot(f"refs/agentsaga/{run_id}/{step.id}/{attempt.attempt}")
+        if snap:
+            rt.store.set_attempt_snapshot(attempt.id, base, snap)
+            attempt.snapshot = snap
+    ctx = StepContext(
+        run_id=run_id,
+        step=step,
+        attempt=attempt.attempt,
+        attempt_id=attempt.id,
+        pipeline=pipeline,
+        params=params,
+        env=env,
+        workspace=ws,
+        log_stem=rt.log_stem(run_id, step.id, attempt.attempt),
+        timeout_s=step.timeout_s,
+        cancel=rt.cancel,
+        namespace=ns,
+        config=rt.options.config,
+        llm=LLMGateway(
+            rt.store,
+            run_id=run_id,
+            step_id=step.id,
+            attempt_id=attempt.id,
+            config=rt.options.config,
+            run_budget=run.state.get("budget") or {},
+            step_budget=step.budget,
+            memo=rt.options.config.get("memo", "run"),
+        ),
+    )
+    output: dict[str, Any] = KINDS[step.kind].executor()(ctx)
+    if step.commit and step.kind != "write" and ws.uses_git:
+        output["base"] = base
+        output["commit"] = ws.commit(f"agentsaga {run_id}: step {step.id}") or base
+    return output
+
+
+def _record_skipped(
+    rt: Runtime, run: RunRecord, pipeline: Pipeline, step: Step, ns: dict[str, Any]
+) -> None:
+    attempt = rt.store.start_attempt(
+        run.id,
+        step.id,
+        step.index,
+        fingerprint=namespace.fingerprint(step, pipeline, ns, run),
+        base_commit=None,
+        snapshot=None,
+        status=StepStatus.SKIPPED,
+    )
+    rt.set_current(run.id, attempt)
+    rt.emit(Event("step", run.id, step.id, StepStatus.SKIPPED, message=f"if: {step.if_} is false"))
+
+
+def record_failure(
+    rt: Runtime,
+    run_id: str,
+    attempt: AttemptRecord,
+    exc: AgentsagaError,
+    state: dict[str, Any] | None,
+) -> AttemptRecord:
+    """Record a failed attempt, with the run's new bookkeeping (a rewind's restart point)
+    in the same transaction. Returns the attempt as recorded."""
+    rt.store.finish_attempt(
+        attempt.id,
+        status=StepStatus.FAILED,
+        output=getattr(exc, "output", None),
+        error=exc.to_json(),
+        log_path=str(rt.log_stem(run_id, attempt.step_id, attempt.attempt)),
+        state=(run_id, state) if state else None,
+    )
+    if getattr(exc, "kind", "") in REPLY_FAILURES:
+        rt.store.judge_calls(attempt.id)
+    return rt.store.get_attempt(attempt.id)

@@ -1,0 +1,212 @@
+"""What the imperative shell shares while it drives a run: the store, the options, the
+cancel event, the events it emits, and an in-memory view of each step's current attempt.
+
+The local runner (``engine.py``), attempt execution (``attempts.py``) and compensation
+execution (``undo.py``) all take a :class:`Runtime`; none imports another runner module,
+which keeps them free of cycles. The decisions live in ``agentsaga.saga`` (pure).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentsaga import namespace
+from agentsaga.errors import AgentsagaError
+from agentsaga.pipeline import Pipeline, Step, load_text
+from agentsaga.saga.view import AttemptFact, RunView, current_of
+from agentsaga.states import CompensationStatus
+from agentsaga.store import AttemptRecord, RunRecord, Store
+from agentsaga.workspace import PlainWorkspace, RunWorkspace
+from agentsaga.workspace import from_json as workspace_from_json
+
+
+@dataclass
+class Event:
+    kind: str  # run, step, compensate, reuse, note
+    run_id: str
+    step_id: str | None = None
+    status: str | None = None
+    attempt: int | None = None
+    message: str = ""
+
+
+@dataclass
+class EngineOptions:
+    rollback_on_failure: bool | None = None  # None: the pipeline's top-level on_failure
+    force: bool = False
+    keep_refs: bool = False
+    allow_dirty: bool = False
+    lease_ttl_s: float = 30.0
+    budget: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    on_event: Callable[[Event], None] | None = None
+
+
+@dataclass
+class StepView:
+    id: str
+    status: str
+    attempts: int
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    steps: list[StepView]
+    error: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "steps": [s.__dict__ for s in self.steps],
+            "error": self.error,
+            "notes": self.notes,
+        }
+
+
+def current_attempts(attempts: list[AttemptRecord]) -> dict[str, AttemptRecord]:
+    """Each step's latest attempt that a rewind or a pipeline change has not superseded."""
+    return current_of(attempts)
+
+
+class Runtime:
+    def __init__(
+        self,
+        store: Store,
+        home: Path,
+        options: EngineOptions,
+        cancel: threading.Event,
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.store = store
+        self.home = home  # <repo>/.agentsaga: logs and worktrees live here
+        self.options = options
+        self.cancel = cancel
+        self.emit = emit
+        self._cache: dict[str, AttemptRecord] | None = None
+        self._facts: dict[str, AttemptFact] = {}
+        self._cache_run: str | None = None
+        self._ns_steps: dict[str, dict[str, Any]] = {}
+        self._steps_key: tuple[Any, ...] | None = None
+        self._steps_value: dict[str, Step] = {}
+
+    # --- each step's current attempt, kept in memory ----------------------------------
+
+    def current(self, run_id: str) -> dict[str, AttemptRecord]:
+        """Each step's current attempt, kept in memory while this process owns the run
+        (the lease makes it the only writer): reading every attempt back for every step
+        would make a long run quadratic."""
+        if self._cache_run != run_id or self._cache is None:
+            self.seed(run_id, current_attempts(self.store.attempts(run_id)))
+        assert self._cache is not None
+        return self._cache
+
+    def seed(self, run_id: str, current: dict[str, AttemptRecord]) -> None:
+        self._cache, self._cache_run = current, run_id
+        self._facts = {k: AttemptFact.of(a) for k, a in current.items()}
+        self._ns_steps = {k: namespace.step_namespace(a) for k, a in current.items()}
+
+    def view(self, run: RunRecord) -> RunView:
+        self.current(run.id)
+        return RunView(dict(self._facts), run.state)
+
+    def forget(self, run_id: str) -> None:
+        if self._cache_run == run_id:
+            self._cache = None
+
+    def set_current(self, run_id: str, attempt: AttemptRecord) -> None:
+        self.current(run_id)[attempt.step_id] = attempt
+        self._facts[attempt.step_id] = AttemptFact.of(attempt)
+        self._ns_steps[attempt.step_id] = namespace.step_namespace(attempt)
+
+    def mark(self, run_id: str, attempt_id: int, status: str) -> None:
+        """Keep the in-memory view true after a compensation changed one attempt."""
+        if self._cache_run != run_id or self._cache is None:
+            return
+        for attempt in self._cache.values():
+            if attempt.id == attempt_id:
+                attempt.status = status
+                self._facts[attempt.step_id] = AttemptFact.of(attempt)
+                self._ns_steps[attempt.step_id] = namespace.step_namespace(attempt)
+
+    def namespace(
+        self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
+    ) -> dict[str, Any]:
+        if current is self._cache:
+            steps = self._ns_steps  # kept up to date attempt by attempt
+        else:
+            steps = {step_id: namespace.step_namespace(a) for step_id, a in current.items()}
+        return namespace.build(run, pipeline, steps)
+
+    # --- definitions and places -------------------------------------------------------
+
+    def pipeline_of(self, run: RunRecord) -> Pipeline:
+        return load_stored(run.pipeline_text, run.pipeline_path, vars_key(run.vars))
+
+    def steps_by_id(self, run: RunRecord, pipeline: Pipeline | None = None) -> dict[str, Step]:
+        """Step definitions by id: the run's pipeline, and the older texts a resume with
+        --pipeline replaced, so a step since dropped can still be undone. Kept per
+        pipeline: a rollback asks once per compensation."""
+        key = (run.id, run.pipeline_hash, len(run.state.get("old_pipelines") or []), id(pipeline))
+        if self._steps_key != key:
+            self._steps_key, self._steps_value = key, self._load_steps_by_id(run, pipeline)
+        return self._steps_value
+
+    def _load_steps_by_id(self, run: RunRecord, pipeline: Pipeline | None) -> dict[str, Step]:
+        steps: dict[str, Step] = {}
+        for older in run.state.get("old_pipelines") or []:
+            try:
+                loaded = load_stored(older["text"], older["path"], vars_key(run.vars))
+            except AgentsagaError:
+                continue
+            steps.update({s.id: s for s in loaded.steps})
+        steps.update({s.id: s for s in self.pipeline_of(run).steps})
+        if pipeline is not None:
+            steps.update({s.id: s for s in pipeline.steps})
+        return steps
+
+    def no_compensation_ids(self, run_id: str) -> set[int]:
+        """Attempts recorded as having no compensation: nothing to undo."""
+        return {
+            c.attempt_id
+            for c in self.store.compensations(run_id)
+            if c.status == CompensationStatus.SKIPPED
+        }
+
+    def workspace(self, run: RunRecord) -> RunWorkspace:
+        if not run.workspace:
+            return PlainWorkspace(Path.cwd())
+        return workspace_from_json(run.workspace, run.id)
+
+    def base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
+        env = dict(os.environ)
+        # The store URL may hold a password, and a step has no business with our store.
+        env.pop("AGENTSAGA_STORE", None)
+        env.update(namespace.pipeline_env(self.store.get_run(run_id), pipeline))
+        env["AGENTSAGA_RUN_ID"] = run_id
+        return env
+
+    def log_stem(self, run_id: str, step_id: str, attempt: int, suffix: str = "") -> Path:
+        name = f"{step_id}-{attempt}" + (f".{suffix}" if suffix else "")
+        return self.home / "logs" / run_id / name
+
+
+def vars_key(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, str(v)) for k, v in values.items()))
+
+
+@functools.lru_cache(maxsize=32)
+def load_stored(text: str, path: str, key: tuple[tuple[str, str], ...]) -> Pipeline:
+    """A run's stored pipeline, parsed once per process (it is read at every turn of a
+    rollback or a rewind). Stored vars the text does not declare are ignored: a resume
+    with a changed pipeline may have dropped one."""
+    return load_text(text, path, dict(key), ignore_undeclared=True, checked=True)
