@@ -67,7 +67,9 @@ def test_importing_the_cli_loads_nothing_heavy() -> None:
     assert json.loads(proc.stdout) == []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["validate", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["run", "--help"], ["validate", "--help"], ["ui", "--help"]]
+)
 def test_help_loads_nothing_heavy(args: list[str]) -> None:
     assert loaded_after(*args) == []
 

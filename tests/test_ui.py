@@ -384,3 +384,76 @@ def test_the_html_file_opens_from_disk_with_no_server(
     browser.get(page.as_uri() + "#/runs/" + saga.run_id + "/steps/write")
     browser.wait_for("return document.querySelector('#step-detail .d2h-file-wrapper')")
     assert_no_js_errors(browser)
+
+
+LIVE_PIPELINE = """\
+name: live
+workspace: {isolation: none}
+steps:
+  - id: wait
+    kind: shell
+    run: "while [ ! -f go ]; do sleep 0.05; done"
+  - id: after
+    kind: shell
+    run: ["true"]
+"""
+
+
+def test_pages_follow_an_active_run_live(
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store = str(tmp_path / "live.db")
+    (tmp_path / "p.yml").write_text(LIVE_PIPELINE)
+    with (tmp_path / "run.out").open("wb") as out:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "agentsaga", "--store", store, "run", "p.yml", "--json"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    ui = UIServer(store, tmp_path)
+    try:
+        browser.get(ui.url)
+        row = "document.querySelector('tr.run-row')"
+        assert browser.wait_for(f"return {row}?.dataset.status == 'running' && {row}.dataset.run")
+        run_id = browser.js(f"return {row}.dataset.run")
+        browser.get(f"{ui.url}#/runs/{run_id}")
+        browser.wait_for("return document.querySelector('.run-page')?.dataset.status == 'running'")
+        (tmp_path / "go").touch()
+        assert run.wait(timeout=60) == 0, (tmp_path / "run.out").read_text()
+        # No reload: the page polls the API while the run is active.
+        browser.wait_for(
+            "return document.querySelector('.run-page')?.dataset.status == 'succeeded'"
+        )
+        bars = browser.js("return document.getElementById('timeline').dataset.attempts")
+        assert bars == "2"
+        assert_no_js_errors(browser)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=30)
+        ui.stop()
+
+
+@pytest.mark.postgres
+def test_api_over_postgresql_serves_the_cli_documents(pg_fresh_url: Any, tmp_path: Path) -> None:
+    store = pg_fresh_url()
+    (tmp_path / "p.yml").write_text(LIVE_PIPELINE)
+    (tmp_path / "go").touch()
+    done = agentsaga(store, "run", "p.yml", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    ui = UIServer(store, tmp_path)
+    try:
+        for path, args in [
+            ("/api/runs", ["runs"]),
+            (f"/api/runs/{run_id}", ["show", run_id]),
+            (f"/api/runs/{run_id}/report", ["report", run_id]),
+        ]:
+            status, _, data = request(ui.port, "GET", path)
+            assert status == 200 and data == cli_json(store, *args), path
+        status, _, step = request(ui.port, "GET", f"/api/runs/{run_id}/steps/wait")
+        assert status == 200 and step["attempts"][0]["status"] == "completed"
+    finally:
+        ui.stop()
