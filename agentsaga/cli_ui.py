@@ -72,14 +72,12 @@ def run_page_documents(store: Any, run_id: str) -> dict[str, Any]:
     """What the run page shows, all of it: the run, its token report, every step."""
     from agentsaga.report import run_detail, step_detail, token_report
 
-    detail = run_detail(store, run_id)
     steps: list[str] = []
-    for attempt in detail["attempts"]:
-        step = attempt.get("step_id") or attempt.get("step")
-        if step not in steps:
-            steps.append(step)
+    for attempt in store.attempts(run_id):
+        if attempt.step_id not in steps:
+            steps.append(attempt.step_id)
     return {
-        "run": detail,
+        "run": run_detail(store, run_id),
         "report": token_report(store, run_id),
         "steps": {step: step_detail(store, run_id, step) for step in steps},
     }

@@ -36,7 +36,7 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any]:
         # In the order they ran: a rollback's are newest step first.
         compensations.append(
             {
-                "step": comp.step_id,
+                "step_id": comp.step_id,
                 "attempt": attempt_no.get(comp.attempt_id),
                 "reason": comp.reason,
                 "status": comp.status,
@@ -217,7 +217,7 @@ def _per_step(
         checkpoint = checkpoint_by_step.get(step_id, 0)
         steps.append(
             {
-                "step": step_id,
+                "step_id": step_id,
                 "spent_tokens": spent,
                 "cost_usd": None if None in costs else float(sum(c or 0.0 for c in costs)),
                 "reused_checkpoint_tokens": checkpoint,
@@ -262,7 +262,7 @@ def step_detail(store: Store, run_id: str, step_id: str) -> dict[str, Any]:
                 "diff": _diff_or_none(run.workspace or {}, a, records),
             }
         )
-    return {"run_id": run_id, "step": step_id, "attempts": attempts}
+    return {"run_id": run_id, "step_id": step_id, "attempts": attempts}
 
 
 _LOG_TAIL_BYTES = 64 * 1024

@@ -177,7 +177,7 @@ def test_step_detail_has_prompts_replies_output_and_diffs(saga: Saga, server: UI
 def test_report_splits_tokens_by_step_and_adds_up(saga: Saga) -> None:
     report = cli_json(saga.store, "report", saga.run_id)
     steps = report["steps"]
-    assert [s["step"] for s in steps] == ["plan", "read", "write", "test", "deploy"]
+    assert [s["step_id"] for s in steps] == ["plan", "read", "write", "test", "deploy"]
     assert sum(s["spent_tokens"] for s in steps) == report["spent_tokens"]
     assert sum(s["reused_checkpoint_tokens"] for s in steps) == report["reused_checkpoint_tokens"]
     assert (
@@ -191,7 +191,9 @@ def test_report_splits_tokens_by_step_and_adds_up(saga: Saga) -> None:
 
 def test_run_detail_lists_compensations_in_the_order_they_ran(saga: Saga) -> None:
     detail = cli_json(saga.store, "show", saga.run_id)
-    undone = [(c["step"], c["reason"]) for c in detail["compensations"] if c["status"] != "skipped"]
+    undone = [
+        (c["step_id"], c["reason"]) for c in detail["compensations"] if c["status"] != "skipped"
+    ]
     assert undone == [("write", "rewind"), ("deploy", "rollback"), ("write", "rollback")]
 
 

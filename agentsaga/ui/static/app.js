@@ -57,6 +57,18 @@
     return seen;
   }
 
+  /** The compensations in the order they ran: the run's list, or each attempt's own. */
+  function compensationsOf(detail, attempts) {
+    if (Array.isArray(detail.compensations)) return detail.compensations;
+    return attempts
+      .filter((a) => a.compensation && typeof a.compensation === "object")
+      .map((a) => ({ ...a.compensation, step_id: a.step_id, attempt: a.attempt }))
+      .sort((x, y) => ms(x.started_at) - ms(y.started_at));
+  }
+
+  const isReused = (a) => Boolean(a.reused_from || a.reused === true);
+  const compStatus = (c) => (c && typeof c === "object" ? c.status : c || "");
+
   function tokensOf(a) {
     if (typeof a.tokens === "number") return a.tokens;
     return a.usage ? a.usage.total ?? 0 : 0;
@@ -191,6 +203,7 @@
       schedule(showRuns, false);
       return;
     }
+    runs = Array.isArray(runs) ? runs : runs.runs || [];
     renderRuns(runs);
     schedule(showRuns, runs.some((r) => ACTIVE.has(r.status)));
   }
@@ -226,7 +239,7 @@
         el("td", {}, el("a", { href: "#/runs/" + encodeURIComponent(id), text: id })),
         el("td", { text: r.pipeline }),
         el("td", {}, badge(r.status)),
-        el("td", { class: "num", text: r.steps }),
+        el("td", { class: "num", text: r.step_count ?? r.steps }),
         el("td", { class: "num", text: fmtInt(usage.total) }),
         el("td", { class: "num", text: fmtCost(usage.cost_usd, usage.total) }),
         el("td", { class: "num", text: fmtDuration(end - ms(r.created_at)) }),
@@ -330,7 +343,7 @@
         el("div", {}, el("dt", { text: k }), el("dd", { text: v })))),
       run.parent_run_id
         ? el("p", {}, "forked from ", el("a", { href: "#/runs/" + run.parent_run_id,
-            text: run.parent_run_id }), " at " + (run.parent_step || "?"))
+            text: run.parent_run_id }), " at " + (run.parent_step_id ?? run.parent_step ?? "?"))
         : null,
       run.error ? pre(errorText(run.error), "block error") : null,
     );
@@ -377,12 +390,12 @@
               text: a.step_id,
             })),
             el("td", { class: "num", text: a.attempt }),
-            el("td", {}, badge(a.status), a.reused_from ? " reused" : "",
+            el("td", {}, badge(a.status), isReused(a) ? " reused" : "",
               a.superseded ? " superseded" : ""),
             el("td", { text: fmtTime(a.started_at) }),
             el("td", { class: "num", text: fmtDuration(a.duration_ms) }),
             el("td", { class: "num", text: fmtInt(tokensOf(a)) }),
-            el("td", { text: a.compensation || "" }),
+            el("td", { text: compStatus(a.compensation) }),
             el("td", { class: "clip", text: firstLine(errorText(a.error)) }),
           ),
         ),
@@ -426,19 +439,19 @@
         ? sec(a.finished_at, start)
         : a.duration_ms != null ? start + a.duration_ms / 1000 : (now - t0) / 1000;
       return { kind: "attempt", a, step: a.step_id, start, end: Math.max(end, start),
-        cat: a.reused_from ? "other" : category(a) };
+        cat: isReused(a) ? "other" : category(a) };
     });
     const arrows = [];
     let prev = null;
     for (const bar of bars) {
-      if (bar.a.reused_from) continue;
+      if (isReused(bar.a)) continue;
       if (prev && bar.a.step_index <= prev.a.step_index) {
         const kind = bar.a.step_index < prev.a.step_index ? "rewind" : "retry";
         arrows.push({ kind, from: prev, to: bar, why: firstLine(errorText(prev.a.error)) });
       }
       prev = bar;
     }
-    const undo = (detail.compensations || []).filter((c) => c.status !== "skipped");
+    const undo = compensationsOf(detail, attempts).filter((c) => c.status !== "skipped");
     const comps = undo.map((c, i) => {
       const start = Math.max(0, sec(c.started_at, 0));
       return { kind: "compensation", c, step: stepIdOf(c), n: i + 1, start,
@@ -563,16 +576,17 @@
   // --- the token chart -------------------------------------------------------------------
 
   function perStep(report, attempts) {
-    if (Array.isArray(report.steps)) {
-      return report.steps.map((s) => ({ step: stepIdOf(s), spent: s.spent_tokens,
-        reused: s.reused_checkpoint_tokens + s.reused_from_log_tokens,
+    const split = (report.steps || []).filter((s) => typeof s.spent_tokens === "number");
+    if (split.length) {
+      return split.map((s) => ({ step: stepIdOf(s), spent: s.spent_tokens,
+        reused: (s.reused_checkpoint_tokens ?? 0) + (s.reused_from_log_tokens ?? 0),
         restart: s.restart_counterfactual_tokens }));
     }
     const steps = [];
     for (const a of attempts) {
       let s = steps.find((x) => x.step === a.step_id);
       if (!s) steps.push((s = { step: a.step_id, spent: 0, reused: 0, restart: 0 }));
-      if (!a.reused_from) s.spent += tokensOf(a);
+      if (!isReused(a)) s.spent += tokensOf(a);
       s.restart = s.spent;
     }
     return steps;
@@ -633,10 +647,15 @@
             el("p", {}, `${c.reason}: `, badge(c.status), c.error ? " " + errorText(c.error) : "")))
         : null,
     );
-    for (const call of a.calls || []) card.append(callBlock(call));
+    if (a.prompt && typeof a.prompt === "object") {
+      card.append(section("Prompt", a.prompt.system ? folded("system", pre(a.prompt.system)) : null,
+        pre(a.prompt.user || "")));
+    }
+    for (const call of a.calls || a.model_calls || []) card.append(callBlock(call));
     const transcript = a.transcript || (a.output && a.output.transcript);
     if (Array.isArray(transcript) && transcript.length) card.append(transcriptBlock(transcript));
-    const logs = a.logs || {};
+    const logs = a.logs || (a.log && typeof a.log.stdout === "string" && !a.log.stdout.startsWith("/")
+      ? a.log : {});
     if (logs.stdout || logs.stderr) {
       card.append(section("Command output",
         logs.stdout ? [el("h4", { text: "stdout" }), pre(logs.stdout)] : null,
@@ -656,23 +675,30 @@
 
   function callBlock(call) {
     const u = call.usage || {};
-    const req = call.request || {};
-    const messages = Array.isArray(req.messages) ? req.messages : [];
+    const req = call.request;
+    const messages = req && Array.isArray(req.messages) ? req.messages : [];
+    const reply = el("div", { class: "reply" }, el("h4", { text: "reply" }),
+      call.reply != null ? pre(call.reply) : null,
+      call.error ? pre(errorText(call.error), "block error") : null);
+    const http = call.http_attempts ?? call.http_attempt;
     return el(
       "details",
       { class: "call", open: true },
-      el("summary", {}, `model call ${call.id} · ${call.provider}/${call.model} · `, badge(call.status),
+      el("summary", {}, `model call ${call.id ?? call.call} · ${call.provider}/${call.model} · `,
+        badge(call.status),
         ` · in ${fmtInt(u.input)} out ${fmtInt(u.output)} cache r ${fmtInt(u.cache_read)} w ${fmtInt(u.cache_write)}` +
         ` · ${fmtCost(u.cost_usd, u.total)} · ${fmtDuration(call.latency_ms)}` +
-        (call.http_attempt > 1 ? ` · HTTP attempt ${call.http_attempt}` : "")),
-      el("div", { class: "pair" },
-        el("div", { class: "prompt" }, el("h4", { text: "prompt" }),
-          req.system ? folded("system", pre(req.system)) : null,
-          req.cache_prefix ? folded("cached prefix", pre(req.cache_prefix)) : null,
-          messages.map((m) => [el("h5", { text: m.role || "message" }), pre(contentText(m.content))])),
-        el("div", { class: "reply" }, el("h4", { text: "reply" }),
-          call.reply != null ? pre(call.reply) : null,
-          call.error ? pre(errorText(call.error), "block error") : null)),
+        (http > 1 ? ` · ${http} HTTP attempts` : "")),
+      // The prompt beside the reply when the document has the request (the web view's
+      // step detail); else the attempt's prompt is shown once above its calls.
+      req
+        ? el("div", { class: "pair" },
+            el("div", { class: "prompt" }, el("h4", { text: "prompt" }),
+              req.system ? folded("system", pre(req.system)) : null,
+              req.cache_prefix ? folded("cached prefix", pre(req.cache_prefix)) : null,
+              messages.map((m) => [el("h5", { text: m.role || "message" }), pre(contentText(m.content))])),
+            reply)
+        : reply,
     );
   }
 
