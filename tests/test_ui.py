@@ -395,9 +395,10 @@ steps:
   - id: wait
     kind: shell
     run: "while [ ! -f go ]; do sleep 0.05; done"
-  - id: after
+  - id: flaky
     kind: shell
-    run: ["true"]
+    run: "test -f tried || { touch tried; echo first try fails >&2; exit 1; }"
+    retry: {attempts: 2, backoff: 0}
 """
 
 
@@ -428,8 +429,10 @@ def test_pages_follow_an_active_run_live(
         browser.wait_for(
             "return document.querySelector('.run-page')?.dataset.status == 'succeeded'"
         )
-        bars = browser.js("return document.getElementById('timeline').dataset.attempts")
-        assert bars == "2"
+        timeline = browser.js("return {...document.getElementById('timeline').dataset}")
+        assert timeline["attempts"] == "3"
+        assert json.loads(timeline["arrows"]) == ["retry"]
+        assert browser.js("return Chart.getChart('timeline').$sagaDrawn.arrows") == 1
         assert_no_js_errors(browser)
     finally:
         if run.poll() is None:

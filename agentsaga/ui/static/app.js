@@ -104,7 +104,8 @@
   const badge = (status) => el("span", { class: "badge s-" + status, text: status });
   const fmtInt = (n) => (n === null || n === undefined ? "-" : Number(n).toLocaleString("en-US"));
   function fmtCost(c, tokens) {
-    if (c === null || c === undefined) return tokens ? "unknown" : "-";
+    if (!tokens) return "-";
+    if (c === null || c === undefined) return "unknown";
     return "$" + Number(c).toFixed(4);
   }
   function fmtDuration(msValue) {
@@ -321,7 +322,8 @@
     );
     app.replaceChildren(page);
     charts.push(drawTimeline(document.getElementById("timeline"), detail, attempts, run));
-    charts.push(drawTokens(document.getElementById("tokens"), report, attempts));
+    const tokens = drawTokens(document.getElementById("tokens"), report, attempts);
+    if (tokens) charts.push(tokens);
     if (step) await showStep(runIdOf(run), step);
   }
 
@@ -469,34 +471,46 @@
       const x = (v) => scales.x.getPixelForValue(v);
       const y = (step) => scales.y.getPixelForValue(model.rows.indexOf(step));
       let arrows = 0;
+      const taken = []; // label boxes already drawn: a label moves up until it fits
+      const place = (text, cx, cy) => {
+        const w = ctx.measureText(text).width + 6;
+        let top = cy;
+        while (taken.some((b) => cx - w / 2 < b.r && cx + w / 2 > b.l && top - 12 < b.b && top > b.t)) {
+          top -= 12;
+        }
+        taken.push({ l: cx - w / 2, r: cx + w / 2, t: top - 12, b: top });
+        ctx.fillText(text, cx, top);
+      };
       ctx.save();
       ctx.font = "11px system-ui, sans-serif";
+      ctx.textAlign = "center";
       for (const ar of model.arrows) {
         const x1 = x(ar.from.end), y1 = y(ar.from.step);
         const x2 = x(ar.to.start), y2 = y(ar.to.step);
         const color = ar.kind === "rewind" ? "#0969da" : "#9a6700";
+        // A retry loops over its own row; a rewind climbs to the earlier step's row.
+        const lift = ar.kind === "retry" ? 26 : 12;
+        const c1 = [x1 + 12, Math.min(y1, y2) - lift];
+        const c2 = [x2 - 12, Math.min(y1, y2) - lift];
         ctx.strokeStyle = color;
         ctx.fillStyle = color;
         ctx.lineWidth = 1.5;
         ctx.setLineDash([5, 3]);
-        const lift = ar.kind === "retry" ? 16 : 0;
         ctx.beginPath();
         ctx.moveTo(x1, y1);
-        ctx.bezierCurveTo(x1 + 24, y1 - lift, x2 - 24, y2 - lift - 10, x2, y2);
+        ctx.bezierCurveTo(c1[0], c1[1], c2[0], c2[1], x2, y2);
         ctx.stroke();
         ctx.setLineDash([]);
-        const angle = Math.atan2(y2 - (y2 - lift - 10), x2 - (x2 - 24));
+        const angle = Math.atan2(y2 - c2[1], x2 - c2[0]);
         ctx.beginPath();
         ctx.moveTo(x2, y2);
         ctx.lineTo(x2 - 8 * Math.cos(angle - 0.4), y2 - 8 * Math.sin(angle - 0.4));
         ctx.lineTo(x2 - 8 * Math.cos(angle + 0.4), y2 - 8 * Math.sin(angle + 0.4));
         ctx.closePath();
         ctx.fill();
-        ctx.textAlign = "left";
         // The failure that sent the run back, shortened; the tooltip and the table have it all.
-        const why = ar.why.length > 48 ? ar.why.slice(0, 47) + "…" : ar.why;
-        ctx.fillText(ar.kind + (why ? ": " + why : ""), Math.max(x1, x2) + 6,
-          (y1 + y2) / 2 + (ar.kind === "retry" ? -lift : 4));
+        const why = ar.why.length > 40 ? ar.why.slice(0, 39) + "…" : ar.why;
+        place(ar.kind + (why ? ": " + why : ""), (x1 + x2) / 2, Math.min(y1, y2) - lift * 0.75 - 2);
         arrows += 1;
       }
       ctx.fillStyle = COLORS.compensation;
@@ -538,6 +552,7 @@
       options: {
         indexAxis: "y",
         animation: false,
+        layout: { padding: { top: 28 } },
         responsive: true,
         maintainAspectRatio: false,
         scales: {
@@ -594,6 +609,11 @@
 
   function drawTokens(canvas, report, attempts) {
     const steps = perStep(report, attempts);
+    if (!steps.some((st) => st.spent || st.reused || st.restart)) {
+      canvas.parentElement.replaceWith(el("p", { class: "muted", id: "tokens-none",
+        text: "This run made no model calls." }));
+      return null;
+    }
     return new Chart(canvas, {
       type: "bar",
       data: {
