@@ -42,6 +42,13 @@ BudgetOpt = Annotated[
     list[str] | None,
     typer.Option("--budget", help="Budget override: max_tokens=N or max_cost_usd=X (repeatable)."),
 ]
+TemporalOpt = Annotated[
+    str | None,
+    typer.Option("--temporal", help="Run on Temporal: HOST:PORT (or AGENTSAGA_TEMPORAL)."),
+]
+DetachOpt = Annotated[
+    bool, typer.Option("--detach", help="With Temporal: print the run id and return.")
+]
 
 
 @app.callback()
@@ -175,6 +182,8 @@ def run(
     memo: Annotated[
         str | None, typer.Option("--memo", help="LLM call memo: run, global or off.")
     ] = None,
+    temporal: TemporalOpt = None,
+    detach: DetachOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a run of PIPELINE; prints its run id. Exit 1 if it fails (it stays resumable)."""
@@ -186,6 +195,19 @@ def run(
     if memo:
         _check_memo(memo)
         session.config["memo"] = memo
+    if target := _temporal_target(temporal, session, detach):
+        from agentsaga.cli_temporal import submit_run
+
+        submit_run(
+            session,
+            loaded,
+            target,
+            detach,
+            json_mode,
+            rollback_on_failure=True if rollback_on_failure else None,
+            allow_dirty=allow_dirty,
+            budget=_parse_budget(budget),
+        )
     engine = session.engine(
         json_mode,
         rollback_on_failure=True if rollback_on_failure else None,
@@ -208,6 +230,8 @@ def resume(
     plan: PlanOpt = False,
     force: ForceOpt = False,
     budget: BudgetOpt = None,
+    temporal: TemporalOpt = None,
+    detach: DetachOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Continue a failed or interrupted run from its first unfinished step."""
@@ -230,6 +254,12 @@ def resume(
     if plan:
         _emit_plan(rid, engine.plan_resume(rid, new, from_step), json_mode)
         return
+    if target := _temporal_target(temporal, session, detach, record):
+        from agentsaga.cli_temporal import submit_resume
+
+        submit_resume(
+            session, rid, new, from_step, _parse_budget(budget), target, detach, json_mode, force
+        )
     _emit_result(
         _reporting_interrupts(
             engine, lambda: engine.resume(rid, new, from_step, _parse_budget(budget))
@@ -247,6 +277,8 @@ def rollback(
     keep_refs: Annotated[
         bool, typer.Option("--keep-refs", help="Keep the run's snapshot refs after rollback.")
     ] = False,
+    temporal: TemporalOpt = None,
+    detach: DetachOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Undo a run: every step's compensation, newest first, then its branch. Exit 3 if not."""
@@ -256,6 +288,10 @@ def rollback(
     if plan:
         _emit_plan(rid, engine.plan_rollback(rid), json_mode)
         return
+    if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
+        from agentsaga.cli_temporal import submit_rollback
+
+        submit_rollback(session, rid, target, detach, json_mode, force, keep_refs)
     _emit_result(engine.rollback(rid), json_mode, "rollback")
 
 
@@ -498,6 +534,17 @@ def _check_memo(memo: str) -> None:
         raise ConfigError(f"--memo {memo!r}: expected run, global or off")
 
 
+def _temporal_target(flag: str | None, session: _Session, detach: bool, run: Any = None) -> Any:
+    """Where the command runs: Temporal (the flag, AGENTSAGA_TEMPORAL, the config, or the
+    run's own record), else None for this process."""
+    from agentsaga.cli_temporal import target_of
+
+    target = target_of(flag, session.config, run)
+    if target is None and detach:
+        raise ConfigError("--detach needs Temporal: --temporal HOST:PORT or AGENTSAGA_TEMPORAL")
+    return target
+
+
 def _check_step(step_id: str, pipeline: Any) -> None:
     ids = [s.id for s in pipeline.steps]
     if step_id not in ids:
@@ -521,6 +568,11 @@ def _emit_plan(run_id: str, items: list[Any], json_mode: bool) -> None:
 # Commands kept in their own modules register themselves on ``app`` when imported; each
 # imports its heavy parts inside the command.
 from agentsaga import cli_ui as _cli_ui  # noqa: E402,F401
+
+
+from agentsaga import cli_temporal  # noqa: E402 - registers `worker` on the app above
+
+cli_temporal.register(app)
 
 
 def main() -> None:

@@ -48,6 +48,8 @@ CONFIG = Obj(
         "providers": MapOf(PROVIDER),
         "prices": MapOf(MapOf(NUM)),
         "redact_env": BOOL,
+        # Where `run` submits by default (agentsaga/runners/temporal_io.py).
+        "temporal": Obj({"address": STR, "task_queue": STR, "namespace": STR, "host_timeout": NUM}),
     }
 )
 

@@ -97,7 +97,13 @@ TOP = Obj(
         ),
         "budget": Obj({"max_tokens": INT, "max_cost_usd": NUM}),
         "workspace": Obj(
-            {"repo": STR, "branch": STR, "isolation": Enum("worktree", "branch", "none")}
+            {
+                "repo": STR,
+                "branch": STR,
+                "isolation": Enum("worktree", "branch", "none"),
+                # A git URL shared by workers on many hosts (runners/temporal_git.py).
+                "remote": STR,
+            }
         ),
         "on_failure": Enum("stop", "rollback"),
         "on_compensation_failure": Enum("halt", "continue"),

@@ -1,0 +1,249 @@
+"""The command line of the Temporal runner: ``worker``, and ``run|resume|rollback`` when a
+Temporal address is given (``--temporal``, ``AGENTSAGA_TEMPORAL``, ``temporal:`` in
+``.agentsaga.yml``) or the run was started on Temporal.
+
+A submission writes what the local runner would write before its first step (the run
+record, its workspace; a resume's restart point), then starts the run's workflow and
+follows it from the store with the same live display, ``--json`` document and exit codes
+as a local run. ``--detach`` prints the run id and returns.
+
+The SDK is imported only here, inside the commands. These commands leave with
+``os._exit`` once their output is flushed: a short-lived Temporal client can abort at
+interpreter exit (FACTS.md, sdk-python#300), which would turn a clean exit into 134.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agentsaga.runners.temporal_io import (
+    DEFAULT_TASK_QUEUE,
+    RunInput,
+    TemporalTarget,
+    default_host_id,
+    resolve_target,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+
+
+def worker(
+    temporal: Annotated[
+        str | None,
+        typer.Option(
+            "--temporal", help="The Temporal frontend, HOST:PORT (or AGENTSAGA_TEMPORAL)."
+        ),
+    ] = None,
+    task_queue: Annotated[
+        str | None, typer.Option("--task-queue", help=f"Default: {DEFAULT_TASK_QUEUE}.")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="The state store (PostgreSQL for workers on many hosts)."),
+    ] = None,
+    host_id: Annotated[
+        str | None,
+        typer.Option("--host-id", help="This host's name for its task queue (default: hostname)."),
+    ] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Where mirrors and logs go (default: ./.agentsaga)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Activities run at once.")] = 8,
+) -> None:
+    """Run a Temporal worker for agentsaga runs until SIGTERM or Ctrl-C."""
+    from agentsaga.cli import _Session, _state
+
+    if store:
+        _state["store"] = store
+    session = _Session()
+    target = resolve_target(temporal, session.config, task_queue)
+    if target is None:
+        from agentsaga.errors import ConfigError
+
+        raise ConfigError(
+            "worker needs a Temporal address: --temporal HOST:PORT, AGENTSAGA_TEMPORAL, or "
+            "temporal: {address: ...} in .agentsaga.yml"
+        )
+    from agentsaga.runners.temporal_worker import run_worker
+
+    location = session.store.location
+    session.store.close()
+    run_worker(
+        target,
+        location,
+        session.config,
+        host_id or default_host_id(),
+        (home or session.home).resolve(),
+        concurrency,
+    )
+    _leave(0)
+
+
+# --- submissions (called from cli.py's run, resume and rollback) ---------------------------
+
+
+def target_of(flag: str | None, config: dict[str, Any], run: Any = None) -> TemporalTarget | None:
+    """Where a command goes: the flag, env or config; else where the run was started."""
+    target = resolve_target(flag, config)
+    if target is None and run is not None:
+        recorded = (run.state or {}).get("temporal")
+        if recorded and recorded.get("address"):
+            return TemporalTarget.from_json(recorded)
+    return target
+
+
+def submit_run(
+    session: Any,
+    pipeline: Any,
+    target: TemporalTarget,
+    detach: bool,
+    json_mode: bool,
+    **options: Any,
+) -> None:
+    from agentsaga.engine import branch_name
+    from agentsaga.runtime import Event
+
+    engine = session.engine(json_mode, **options)
+    remote = pipeline.workspace.get("remote")
+    record = engine.new_record(pipeline, temporal=_recorded(target, session))
+    run_input = RunInput(record.id, "run", target.task_queue, host_timeout_s=target.host_timeout_s)
+
+    def before_start() -> None:
+        session.store.create_run(record)
+        session.renderer.on_event(Event("run", record.id, status="started", message=pipeline.name))
+        if remote:
+            # The first worker to run a step creates it in its mirror (temporal_git.py).
+            planned = {
+                "isolation": "worktree",
+                "branch": branch_name(record, pipeline),
+                "planned": True,
+                "remote": str(remote),
+            }
+            session.store.update_run(record.id, workspace=planned)
+        else:
+            engine.open_workspace(record, pipeline, session.repo_root)
+
+    _submit(session, engine, target, run_input, detach, json_mode, "run", before_start)
+
+
+def submit_resume(
+    session: Any,
+    run_id: str,
+    pipeline: Any,
+    from_step: str | None,
+    budget: dict[str, float],
+    target: TemporalTarget,
+    detach: bool,
+    json_mode: bool,
+    force: bool,
+) -> None:
+    engine = session.engine(json_mode, force=force)
+    record = session.store.get_run(run_id)
+    changed = pipeline is not None and pipeline.text != record.pipeline_text
+    run_input = RunInput(
+        run_id,
+        "resume",
+        target.task_queue,
+        changed_pipeline=changed,
+        host_timeout_s=target.host_timeout_s,
+    )
+    run_input.host_id = (record.workspace or {}).get("host")
+
+    def before_start() -> None:
+        # The same bookkeeping as a local resume, under the run's lease: a workflow still
+        # running holds it in its activities, and Temporal refuses a second start anyway.
+        engine.prepare_resume(run_id, pipeline, from_step, budget)
+
+    _submit(session, engine, target, run_input, detach, json_mode, "resume", before_start)
+
+
+def submit_rollback(
+    session: Any,
+    run_id: str,
+    target: TemporalTarget,
+    detach: bool,
+    json_mode: bool,
+    force: bool,
+    keep_refs: bool,
+) -> None:
+    engine = session.engine(json_mode, force=force, keep_refs=keep_refs)
+    record = session.store.get_run(run_id)
+    run_input = RunInput(
+        run_id,
+        "rollback",
+        target.task_queue,
+        force=force,
+        keep_refs=keep_refs,
+        host_timeout_s=target.host_timeout_s,
+    )
+    run_input.host_id = (record.workspace or {}).get("host")
+    _submit(session, engine, target, run_input, detach, json_mode, "rollback", None)
+
+
+def _recorded(target: TemporalTarget, session: Any) -> dict[str, Any]:
+    """What the run keeps of its submission: where it runs, and the submitter's config
+    (no secrets: .agentsaga.yml names env vars, never holds keys), so workers on other
+    hosts run it with the settings it was started with."""
+    return {
+        **target.to_json(),
+        "config": session.config,
+        "home_parent": str(session.home.parent),
+    }
+
+
+def _submit(
+    session: Any,
+    engine: Any,
+    target: TemporalTarget,
+    run_input: RunInput,
+    detach: bool,
+    json_mode: bool,
+    command: str,
+    before_start: Any,
+) -> None:
+    from agentsaga.cli import _exit_code, _print_error
+    from agentsaga.errors import AgentsagaError
+    from agentsaga.runners.temporal_client import submit_and_follow
+    from agentsaga.runtime import Event
+
+    on_event = None if detach else session.renderer.on_event
+    try:
+        submit_and_follow(target, run_input, session.store, on_event, Event, before_start)
+    except AgentsagaError as exc:
+        _print_error(exc.message)
+        _leave(exc.exit_code)
+    except KeyboardInterrupt:
+        _print_error(
+            f"stopped following; run {run_input.run_id} goes on on Temporal "
+            f"(agentsaga show {run_input.run_id})"
+        )
+        _leave(130)
+    if detach:
+        if json_mode:
+            typer.echo(json.dumps({"run_id": run_input.run_id, "status": "submitted"}))
+        else:
+            typer.echo(run_input.run_id)
+        _leave(0)
+    result = engine.result(run_input.run_id)
+    if json_mode:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        from agentsaga.cli_render import print_result
+
+        print_result(result)
+    _leave(_exit_code(result.status, command))
+
+
+def _leave(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

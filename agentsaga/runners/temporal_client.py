@@ -1,0 +1,130 @@
+"""Submitting a run to Temporal and following it: the client side of the Temporal runner.
+
+The workflow id is the run id, so a run is driven by at most one workflow at a time: a
+second start while one runs is refused by Temporal itself (``RunLocked``, exit 4), and a
+``resume`` or ``rollback`` of a closed run starts a new execution under the same id.
+
+Following reads the store (temporal_follow.py), never the workflow: ``show``, ``runs`` and
+the live display work with no worker running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from agentsaga.errors import AgentsagaError, RunLocked
+from agentsaga.runners.temporal_follow import Follower
+from agentsaga.runners.temporal_io import WORKFLOW_NAME, RunInput, TemporalTarget
+from agentsaga.store import Store
+
+
+class TemporalUnavailable(AgentsagaError):
+    """The Temporal frontend cannot be reached (exit 1: nothing was started)."""
+
+    retryable = False
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        super().__init__(
+            f"cannot reach Temporal at {address} ({reason}); start a server (e.g. 'temporal "
+            "server start-dev') or fix --temporal / AGENTSAGA_TEMPORAL"
+        )
+
+
+async def connect(target: TemporalTarget) -> Any:
+    from temporalio.client import Client
+    from temporalio.service import RPCError
+
+    try:
+        return await Client.connect(
+            target.address, namespace=target.namespace, connect_timeout=timedelta(seconds=10)
+        )
+    except (RPCError, RuntimeError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TemporalUnavailable(target.address, reason) from exc
+
+
+async def start(client: Any, target: TemporalTarget, run_input: RunInput) -> Any:
+    """Start the run's workflow; refused while another execution of it runs."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    try:
+        return await client.start_workflow(
+            WORKFLOW_NAME,
+            asdict(run_input),
+            id=run_input.run_id,
+            task_queue=target.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        raise _locked(target, run_input.run_id) from None
+
+
+def _locked(target: TemporalTarget, run_id: str) -> RunLocked:
+    return RunLocked(run_id, f"temporal:{run_id}", f"Temporal at {target.address}", 0, "its end")
+
+
+async def _running(client: Any, run_id: str) -> bool:
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
+
+    try:
+        desc = await client.get_workflow_handle(run_id).describe()
+    except RPCError:
+        return False  # never started on this server
+    return bool(desc.status == WorkflowExecutionStatus.RUNNING)
+
+
+async def follow(client: Any, follower: Follower, poll_s: float = 0.1) -> dict[str, Any]:
+    """Emit the run's events from the store until its workflow ends; returns the
+    workflow's (small) result."""
+    handle = client.get_workflow_handle(follower.run_id)
+    result_task = asyncio.ensure_future(handle.result())
+    try:
+        while not result_task.done():
+            follower.poll()
+            await asyncio.wait({result_task}, timeout=poll_s)
+    finally:
+        if not result_task.done():
+            result_task.cancel()
+    follower.poll()
+    result: dict[str, Any] = result_task.result()
+    return result
+
+
+def submit_and_follow(
+    target: TemporalTarget,
+    run_input: RunInput,
+    store: Store,
+    on_event: Callable[[Any], None] | None,
+    make_event: Callable[..., Any],
+    before_start: Callable[[], None] | None = None,
+) -> dict[str, Any] | None:
+    """Connect (before anything is created: an unreachable server changes nothing), run
+    ``before_start`` (it writes the run record), start the workflow, and follow it unless
+    ``on_event`` is None (``--detach``)."""
+
+    async def main() -> dict[str, Any] | None:
+        client = await connect(target)
+        if run_input.mode != "run" and await _running(client, run_input.run_id):
+            # Refused before the submission writes anything (a resume's restart point).
+            raise _locked(target, run_input.run_id)
+        follower = None
+        if on_event is not None:
+            follower = Follower(store, run_input.run_id, on_event, make_event)
+            if run_input.mode != "run":
+                follower.prime()
+        if before_start is not None:
+            before_start()
+        await start(client, target, run_input)
+        if follower is None:
+            return None
+        return await follow(client, follower)
+
+    return asyncio.run(main())

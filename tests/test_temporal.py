@@ -1,0 +1,427 @@
+"""The Temporal runner end to end: a real dev server (one per session, tests/temporal_server.py),
+real ``agentsaga worker`` processes, the real CLI in subprocesses, real git repositories, the
+real Anthropic client against the loopback LLM server.
+
+Each test has its own task queue, so workers of one test never take another's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentsaga.store import open_store
+from tests.conftest import Result, agentsaga_argv, process_running, wait_until
+from tests.gitstate import capture, git, make_repo
+from tests.llm_server import FakeLLMServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.temporal]
+
+MODEL = "claude-sonnet-4-6"
+
+
+class Worker:
+    """``agentsaga worker`` in the background, ready once it says so."""
+
+    def __init__(self, cwd: Path, address: str, queue: str, *extra: str, env: Any = None) -> None:
+        self.cwd = cwd
+        n = len(list(cwd.parent.glob("worker-*.err")))
+        self.err = cwd.parent / f"worker-{n}.err"
+        argv = agentsaga_argv("worker", "--temporal", address, "--task-queue", queue, *extra)
+        with self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                argv, cwd=cwd, stdout=err, stderr=err, env={**os.environ, **(env or {})}
+            )
+        wait_until(
+            lambda: "worker ready" in self.err.read_text() or self.proc.poll() is not None,
+            timeout=60,
+            what="the worker to be ready",
+        )
+        assert self.proc.poll() is None, self.err.read_text()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+def agentsaga(cwd: Path, *args: str | Path, timeout: float = 120) -> Result:
+    proc = subprocess.run(
+        agentsaga_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def store_of(tmp_path: Path) -> Any:
+    return open_store(str(tmp_path / "state.db"))
+
+
+def status_of(tmp_path: Path, run_id: str) -> str:
+    store = store_of(tmp_path)
+    try:
+        return str(store.get_run(run_id).status)
+    finally:
+        store.close()
+
+
+def attempts_of(tmp_path: Path, run_id: str) -> list[Any]:
+    store = store_of(tmp_path)
+    try:
+        return list(store.attempts(run_id))
+    finally:
+        store.close()
+
+
+def wait_for_status(tmp_path: Path, run_id: str, *statuses: str, timeout: float = 120) -> None:
+    wait_until(
+        lambda: status_of(tmp_path, run_id) in statuses,
+        timeout=timeout,
+        what=f"run {run_id} to be {'/'.join(statuses)}",
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+# --- the demo ------------------------------------------------------------------------------
+
+
+def test_demo_pipeline_on_temporal_matches_a_local_run(
+    tmp_path: Path, temporal_address: str, temporal_queue: str, workers: list[Worker]
+) -> None:
+    from agentsaga.demo import setup_demo_repo
+
+    results = {}
+    for where in ("local", "temporal"):
+        repo = setup_demo_repo(tmp_path / where)
+        args: list[str | Path] = ["run", "pipeline.yml", "--json"]
+        args += ["--var", f"deploy_dir={tmp_path / where / 'deployments'}"]
+        if where == "temporal":
+            workers.append(Worker(repo, temporal_address, temporal_queue))
+            args += ["--temporal", temporal_address]
+        env_queue = {"AGENTSAGA_TEMPORAL_QUEUE": temporal_queue}
+        proc = subprocess.run(
+            agentsaga_argv(*args),
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, **env_queue},
+        )
+        assert proc.returncode == 0, proc.stderr
+        results[where] = json.loads(proc.stdout)
+    local, remote = results["local"], results["temporal"]
+    assert remote["status"] == local["status"] == "succeeded"
+    assert remote["steps"] == local["steps"]  # statuses and attempt counts, step by step
+    # The deploy the demo's last step made, on Temporal too.
+    assert list((tmp_path / "temporal" / "deployments").iterdir())
+
+
+# --- a worker killed mid-step --------------------------------------------------------------
+
+
+def test_killed_worker_another_finishes_without_repeating_steps_or_paid_replies(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    with FakeLLMServer() as server:
+        server.reply("a plan", usage={"input": 10, "output": 5})
+        server.reply("a second thought", usage={"input": 12, "output": 7})
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
+        monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+        ledger = tmp_path / "ledger"
+        pipeline = write(
+            repo / "p.yml",
+            f"""
+            name: kill
+            defaults: {{provider: anthropic, model: {MODEL}, max_tokens: 64}}
+            steps:
+              - id: plan
+                kind: plan
+                prompt: plan it
+              - id: think
+                kind: plan
+                prompt: "think about: ${{{{ steps.plan.output.text }}}}"
+              - id: record
+                kind: shell
+                run: ["bash", "-c", "echo record >> {ledger}"]
+            """,
+        )
+        # Worker A dies (SIGKILL) right after the second reply reached the call log,
+        # before its step is checkpointed: mid-step.
+        first = Worker(
+            repo, temporal_address, temporal_queue, env={"AGENTSAGA_FAULT": "llm.after_reply:2"}
+        )
+        workers.append(first)
+        submitted = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--detach")
+        assert submitted.exit_code == 0, submitted
+        run_id = submitted.stdout.strip()
+        first.proc.wait(timeout=120)
+        assert first.proc.returncode == -signal.SIGKILL
+        assert status_of(tmp_path, run_id) == "running"
+        assert server.count == 2
+
+        workers.append(Worker(repo, temporal_address, temporal_queue))
+        wait_for_status(tmp_path, run_id, "succeeded", "failed")
+        assert status_of(tmp_path, run_id) == "succeeded"
+        assert server.count == 2  # the reply received before the kill was not paid again
+    by_step: dict[str, list[str]] = {}
+    for a in attempts_of(tmp_path, run_id):
+        by_step.setdefault(a.step_id, []).append(a.status)
+    assert by_step["plan"] == ["completed"]  # a completed step is not repeated
+    assert by_step["think"] == ["failed", "completed"]  # the crashed attempt, recovered
+    assert ledger.read_text() == "record\n"
+    store = store_of(tmp_path)
+    try:
+        calls = [(c.step_id, c.status) for c in store.llm_calls(run_id)]
+    finally:
+        store.close()
+    assert calls == [("plan", "ok"), ("think", "ok"), ("think", "reused")]
+
+
+# --- rollback, resume, refusals --------------------------------------------------------------
+
+
+EDITS = """
+name: edits
+steps:
+  - id: add
+    kind: shell
+    run: ["bash", "-c", "echo added > new.txt && echo more >> README.md"]
+    commit: true
+    compensate: {git: reset}
+  - id: gate
+    kind: shell
+    run: ["bash", "-c", "test -f {flag}"]
+  - id: edit
+    kind: shell
+    run: ["bash", "-c", "rm README.md && mkdir -p d && echo x > d/y"]
+    commit: true
+    compensate: {git: reset}
+"""
+
+
+def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n", "src/a.py": "x = 1\n"})
+    (repo / "untracked.txt").write_text("mine\n")
+    flag = tmp_path / "flag"
+    pipeline = write(tmp_path / "p.yml", EDITS.replace("{flag}", str(flag)))
+    before = capture(repo)
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+
+    # The gate fails: the run fails on Temporal, resumable.
+    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    assert failed.exit_code == 1, failed
+    run_id = failed.json()["run_id"]
+    assert [s["status"] for s in failed.json()["steps"]] == ["completed", "failed", "pending"]
+
+    # Resume goes to Temporal by itself (the run records where it runs).
+    flag.write_text("")
+    resumed = agentsaga(repo, "resume", run_id, "--json")
+    assert resumed.exit_code == 0, resumed
+    assert resumed.json()["status"] == "succeeded"
+    assert [s["attempts"] for s in resumed.json()["steps"]] == [1, 2, 1]
+    branch = f"agentsaga/{run_id}"
+    assert git(repo, "show", f"{branch}:d/y") == "x\n"
+
+    # show and report read the store: no worker needed.
+    for w in workers:
+        w.stop()
+    shown = agentsaga(repo, "show", run_id, "--json")
+    assert shown.exit_code == 0, shown
+    detail = shown.json()
+    assert detail["run"]["status"] == "succeeded"
+    assert [(a["step"], a["status"]) for a in detail["attempts"]] == [
+        ("add", "completed"),
+        ("gate", "failed"),
+        ("gate", "completed"),
+        ("edit", "completed"),
+    ]
+    assert agentsaga(repo, "report", run_id).exit_code == 0
+    assert run_id in agentsaga(repo, "runs").stdout
+
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    rolled = agentsaga(repo, "rollback", run_id)
+    assert rolled.exit_code == 0, rolled
+    # The live display, as for a local rollback, and no event of the run shown twice.
+    assert "compensation of edit (attempt 1): compensated" in rolled.stderr
+    assert "gate (attempt" not in rolled.stderr
+    assert status_of(tmp_path, run_id) == "rolled_back"
+    assert capture(repo) == before
+
+
+def test_a_second_start_of_a_running_run_is_refused(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    gate = tmp_path / "go"
+    pipeline = write(
+        tmp_path / "p.yml",
+        f"""
+        name: slow
+        steps:
+          - id: wait
+            kind: shell
+            run: ["bash", "-c", "while [ ! -f {gate} ]; do sleep 0.05; done"]
+        """,
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal_address)
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    submitted = agentsaga(repo, "run", pipeline, "--detach")
+    assert submitted.exit_code == 0, submitted
+    run_id = submitted.stdout.strip()
+    wait_until(lambda: bool(attempts_of(tmp_path, run_id)), what="the step to start")
+
+    again = agentsaga(repo, "resume", run_id)
+    assert again.exit_code == 4, again
+    assert "owned by" in again.stderr and "Temporal" in again.stderr
+    refused = agentsaga(repo, "rollback", run_id)
+    assert refused.exit_code == 4, refused
+
+    gate.write_text("")
+    wait_for_status(tmp_path, run_id, "succeeded")
+
+
+def test_an_unreachable_server_changes_nothing(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    pipeline = write(tmp_path / "p.yml", 'name: p\nsteps:\n  - {id: a, kind: shell, run: "true"}\n')
+    before = capture(repo)
+    result = agentsaga(repo, "run", pipeline, "--temporal", "127.0.0.1:9")
+    assert result.exit_code == 1, result
+    assert "cannot reach Temporal at 127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert capture(repo) == before
+    store = store_of(tmp_path)
+    try:
+        assert store.list_runs() == []
+    finally:
+        store.close()
+
+
+def test_a_bad_address_is_a_usage_error(tmp_path: Path) -> None:
+    pipeline = write(tmp_path / "p.yml", 'name: p\nsteps:\n  - {id: a, kind: shell, run: "true"}\n')
+    result = agentsaga(tmp_path, "run", pipeline, "--temporal", "not an address")
+    assert result.exit_code == 2, result
+    assert "expected HOST:PORT" in result.stderr
+
+
+# --- two hosts, one remote ------------------------------------------------------------------
+
+
+def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    origin = make_repo(tmp_path, {"README.md": "hello\n"}, name="origin")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(origin), str(remote)], check=True)
+    gate = tmp_path / "go"
+    pipeline = write(
+        tmp_path / "p.yml",
+        f"""
+        name: hosts
+        workspace: {{remote: "{remote}"}}
+        steps:
+          - id: first
+            kind: shell
+            run: ["bash", "-c", "echo one > one.txt"]
+            commit: true
+            compensate: {{git: reset}}
+          - id: second
+            kind: shell
+            run: ["bash", "-c", "echo two > two.txt; while [ ! -f {gate} ]; do sleep 0.05; done"]
+            commit: true
+            compensate: {{git: reset}}
+        """,
+    )
+    # The submitting checkout: its config says how long a lost host is waited for.
+    (origin / ".agentsaga.yml").write_text("temporal: {host_timeout: 3}\n")
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    host_a = tmp_path / "host-a"
+    host_b = tmp_path / "host-b"
+    for home in (host_a, host_b):
+        home.mkdir()
+    a = Worker(host_a, temporal_address, temporal_queue, "--host-id", "a", "--home", str(host_a))
+    workers.append(a)
+    submitted = agentsaga(origin, "run", pipeline, "--temporal", temporal_address, "--detach")
+    assert submitted.exit_code == 0, submitted
+    run_id = submitted.stdout.strip()
+    branch = f"agentsaga/{run_id}"
+    def second_started() -> bool:
+        found = attempts_of(tmp_path, run_id)
+        return [x.status for x in found] == ["completed", "running"] and bool(found[1].snapshot)
+
+    wait_until(second_started, what="the second step to start on host a")
+    # Host a holds the worktree; the first step's commit and the second's snapshot are
+    # on the remote already.
+    first_commit = attempts_of(tmp_path, run_id)[0].output["commit"]
+    assert git(remote, "rev-parse", branch).strip() == first_commit
+    assert git(remote, "for-each-ref", f"refs/agentsaga/{run_id}/second/")
+
+    a.kill()  # the host is lost with its worktree
+    b = Worker(host_b, temporal_address, temporal_queue, "--host-id", "b", "--home", str(host_b))
+    workers.append(b)
+    gate.write_text("")
+    wait_for_status(tmp_path, run_id, "succeeded", "failed", timeout=180)
+    assert status_of(tmp_path, run_id) == "succeeded"
+    statuses = [(x.step_id, x.status) for x in attempts_of(tmp_path, run_id)]
+    assert statuses == [("first", "completed"), ("second", "compensated"), ("second", "completed")]
+    assert git(remote, "show", f"{branch}:one.txt") == "one\n"
+    assert git(remote, "show", f"{branch}:two.txt") == "two\n"
+    assert git(remote, "rev-parse", f"{branch}~1").strip() == first_commit
+    store = store_of(tmp_path)
+    try:
+        assert (store.get_run(run_id).workspace or {})["host"] == "b"
+    finally:
+        store.close()
+
+    # Rollback from host b (which never ran the first step) removes the run from the remote.
+    rolled = agentsaga(origin, "rollback", run_id)
+    assert rolled.exit_code == 0, rolled
+    assert git(remote, "for-each-ref", "refs/heads/agentsaga", "refs/agentsaga") == ""
+    assert not process_running(a.proc.pid)
