@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agentsaga import faults, namespace
+from agentsaga import faults, namespace, undo
 from agentsaga.context import StepContext
 from agentsaga.errors import AgentsagaError, Interrupted, UserInputError
 from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, Step
 from agentsaga.redact import redact_json, secret_values
 from agentsaga.runtime import Event, Runtime
+from agentsaga.saga import decide
 from agentsaga.states import StepStatus
 from agentsaga.steps import KINDS
 from agentsaga.store import AttemptRecord, RunRecord
@@ -195,3 +196,50 @@ def record_failure(
     if getattr(exc, "kind", "") in REPLY_FAILURES:
         rt.store.judge_calls(attempt.id)
     return rt.store.get_attempt(attempt.id)
+
+
+@dataclass
+class Once:
+    """How one try of a step ended: completed (nothing set); failed for good (``error``,
+    with ``decision`` Fail, or None when the step could not even start); or with a
+    decision the runner carries out: Retry (wait ``delay_s``, try again) or Rewind (the
+    restart point is recorded: the drive loop restarts from it)."""
+
+    decision: decide.Decision | None = None
+    error: AgentsagaError | None = None
+
+
+def try_once(
+    rt: Runtime,
+    run: RunRecord,
+    pipeline: Pipeline,
+    step: Step,
+    ws: RunWorkspace,
+    try_no: int,
+    jitter: float,
+) -> Once:
+    """One try of a step's retry loop, as every runner makes it: recover the step's
+    crashed attempt, run one attempt; if it fails, ask the saga core what follows (with
+    ``jitter`` in [0, 1) for the backoff), record the failure with that decision, and
+    compensate the failed attempt before any retry or rewind. Raises
+    ``CompensationFailed`` when a compensation cannot run (the run then fails)."""
+    run_id = run.id
+    undo.recover(rt, run_id, pipeline, step.id, ws)
+    tried = run_attempt(rt, run, pipeline, step, ws)
+    if tried.error is None:
+        return Once()
+    if tried.attempt is None:
+        return Once(error=tried.error)  # it could not start: final
+    exc = tried.error
+    decision = decide.after_failure(
+        pipeline, step, run.state, decide.Failure.of(exc), try_no, jitter
+    )
+    for note in getattr(decision, "notes", ()):
+        rt.emit(Event("note", run_id, step.id, message=note))
+    state = decision.state if isinstance(decision, decide.Rewind) else None
+    failed = record_failure(rt, run_id, tried.attempt, exc, state)
+    last = not isinstance(decision, decide.Retry)
+    undo.compensate(rt, run_id, pipeline, ws, failed, "failure" if last else "retry")
+    if isinstance(decision, decide.Retry):
+        rt.emit(Event("note", run_id, step.id, message=decision.note))
+    return Once(decision, exc)

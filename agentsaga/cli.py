@@ -567,12 +567,8 @@ def _emit_plan(run_id: str, items: list[Any], json_mode: bool) -> None:
 
 # Commands kept in their own modules register themselves on ``app`` when imported; each
 # imports its heavy parts inside the command.
+from agentsaga import cli_temporal as _cli_temporal  # noqa: E402,F401
 from agentsaga import cli_ui as _cli_ui  # noqa: E402,F401
-
-
-from agentsaga import cli_temporal  # noqa: E402 - registers `worker` on the app above
-
-cli_temporal.register(app)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ record, its workspace; a resume's restart point), then starts the run's workflow
 follows it from the store with the same live display, ``--json`` document and exit codes
 as a local run. ``--detach`` prints the run id and returns.
 
-The SDK is imported only here, inside the commands. These commands leave with
+Registered on the CLI's app by ``cli.py``; the SDK is imported inside the commands only. These commands leave with
 ``os._exit`` once their output is flushed: a short-lived Temporal client can abort at
 interpreter exit (FACTS.md, sdk-python#300), which would turn a clean exit into 134.
 """
@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agentsaga.cli import _Session, _state, app
 from agentsaga.runners.temporal_io import (
     DEFAULT_TASK_QUEUE,
     RunInput,
@@ -31,10 +32,7 @@ from agentsaga.runners.temporal_io import (
 )
 
 
-def register(app: typer.Typer) -> None:
-    app.command("worker")(worker)
-
-
+@app.command()
 def worker(
     temporal: Annotated[
         str | None,
@@ -60,8 +58,6 @@ def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Activities run at once.")] = 8,
 ) -> None:
     """Run a Temporal worker for agentsaga runs until SIGTERM or Ctrl-C."""
-    from agentsaga.cli import _Session, _state
-
     if store:
         _state["store"] = store
     session = _Session()

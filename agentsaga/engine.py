@@ -102,50 +102,74 @@ class Engine:
         budget: dict[str, float] | None = None,
     ) -> RunResult:
         with self._owning(run_id):
-            run = self.store.get_run(run_id)
-            if budget:
-                run.state["budget"] = {**run.state.get("budget", {}), **budget}
-                self.store.update_run(run_id, state=run.state)
-            if run.status in (
-                RunStatus.ROLLED_BACK,
-                RunStatus.ROLLING_BACK,
-                RunStatus.ROLLBACK_FAILED,
-            ):
-                raise UserInputError(
-                    f"run {run_id} is {run.status}; 'agentsaga rollback {run_id}' finishes a "
-                    f"rollback, 'agentsaga fork {run_id} --from STEP' starts again from it"
-                )
-            old = self._pipeline_of(run)
-            new = pipeline or old
-            records = self.store.attempts(run_id)  # read once: a long run has thousands
-            plan = self.plan_resume(run_id, pipeline, from_step, records)
-            reused = [p.step_id for p in plan if p.action == "reuse"]
-            if reused:
-                self._emit(Event("reuse", run_id, message="reusing " + _names(reused)))
-            restart_index = plans.restart_index([AttemptFact.of(a) for a in records], plan, new)
-            if restart_index is not None:
-                # Recorded first: the compensations that follow finish after a crash too.
-                run.state["restart_from"] = (
-                    new.steps[restart_index].id if restart_index < len(new.steps) else ""
-                )
-                run.state["restart_index"] = restart_index
-            if from_step is not None:
-                # A rewind by hand: the re-run steps start afresh, with no stale failure.
-                run.state["rewind"] = dict(namespace.EMPTY_REWIND)
-                run.state["rewind_by_step"] = {}
-                run.state["rewinds"], run.state["signatures"] = {}, {}
-            self.store.update_run(run_id, state=run.state)
-            if pipeline is not None and pipeline.text != run.pipeline_text:
-                # The old text is kept: attempts made under it are undone with its
-                # definitions (a dropped step still has a compensation).
-                history = run.state.setdefault("old_pipelines", [])
-                history.append({"path": run.pipeline_path, "text": run.pipeline_text})
-                self.store.update_run(run_id, state=run.state)
-                self.store.set_pipeline(run_id, pipeline.path, pipeline.text, pipeline.hash)
-            self.store.update_run(run_id, status=RunStatus.RUNNING, clear_error=True)
-            # Nothing changed the attempts since they were read: seed the in-memory view.
-            self.rt.seed(run_id, current_attempts(records))
+            new, old = self._prepare_resume(run_id, pipeline, from_step, budget)
             return self._drive(run_id, new, old)
+
+    def prepare_resume(
+        self,
+        run_id: str,
+        pipeline: Pipeline | None = None,
+        from_step: str | None = None,
+        budget: dict[str, float] | None = None,
+    ) -> None:
+        """What a resume records before it drives (another runner then drives it)."""
+        with self._owning(run_id):
+            self._prepare_resume(run_id, pipeline, from_step, budget)
+
+    def _prepare_resume(
+        self,
+        run_id: str,
+        pipeline: Pipeline | None,
+        from_step: str | None,
+        budget: dict[str, float] | None,
+    ) -> tuple[Pipeline, Pipeline]:
+        """Refuse a rolled-back run; apply a budget override; record the restart point a
+        changed pipeline or ``--from`` needs, and the changed text. Returns the pipeline
+        to drive and the one the attempts ran under."""
+        run = self.store.get_run(run_id)
+        if budget:
+            run.state["budget"] = {**run.state.get("budget", {}), **budget}
+            self.store.update_run(run_id, state=run.state)
+        if run.status in (
+            RunStatus.ROLLED_BACK,
+            RunStatus.ROLLING_BACK,
+            RunStatus.ROLLBACK_FAILED,
+        ):
+            raise UserInputError(
+                f"run {run_id} is {run.status}; 'agentsaga rollback {run_id}' finishes a "
+                f"rollback, 'agentsaga fork {run_id} --from STEP' starts again from it"
+            )
+        old = self._pipeline_of(run)
+        new = pipeline or old
+        records = self.store.attempts(run_id)  # read once: a long run has thousands
+        plan = self.plan_resume(run_id, pipeline, from_step, records)
+        reused = [p.step_id for p in plan if p.action == "reuse"]
+        if reused:
+            self._emit(Event("reuse", run_id, message="reusing " + _names(reused)))
+        restart_index = plans.restart_index([AttemptFact.of(a) for a in records], plan, new)
+        if restart_index is not None:
+            # Recorded first: the compensations that follow finish after a crash too.
+            run.state["restart_from"] = (
+                new.steps[restart_index].id if restart_index < len(new.steps) else ""
+            )
+            run.state["restart_index"] = restart_index
+        if from_step is not None:
+            # A rewind by hand: the re-run steps start afresh, with no stale failure.
+            run.state["rewind"] = dict(namespace.EMPTY_REWIND)
+            run.state["rewind_by_step"] = {}
+            run.state["rewinds"], run.state["signatures"] = {}, {}
+        self.store.update_run(run_id, state=run.state)
+        if pipeline is not None and pipeline.text != run.pipeline_text:
+            # The old text is kept: attempts made under it are undone with its
+            # definitions (a dropped step still has a compensation).
+            history = run.state.setdefault("old_pipelines", [])
+            history.append({"path": run.pipeline_path, "text": run.pipeline_text})
+            self.store.update_run(run_id, state=run.state)
+            self.store.set_pipeline(run_id, pipeline.path, pipeline.text, pipeline.hash)
+        self.store.update_run(run_id, status=RunStatus.RUNNING, clear_error=True)
+        # Nothing changed the attempts since they were read: seed the in-memory view.
+        self.rt.seed(run_id, current_attempts(records))
+        return new, old
 
     def rollback(self, run_id: str) -> RunResult:
         with self._owning(run_id):
@@ -310,29 +334,14 @@ class Engine:
             try_no += 1
             if try_no > 1:
                 run = self.store.get_run(run_id)
-            undo.recover(self.rt, run_id, pipeline, step.id, ws)
-            tried = attempts_mod.run_attempt(self.rt, run, pipeline, step, ws)
-            if tried.error is None:
+            once = attempts_mod.try_once(self.rt, run, pipeline, step, ws, try_no, random.random())
+            if isinstance(once.decision, decide.Retry):
+                if self.cancel.wait(once.decision.delay_s):
+                    raise Interrupted() from None
+                continue
+            if isinstance(once.decision, decide.Rewind):
                 return None
-            if tried.attempt is None:
-                return tried.error  # it could not start: final
-            exc = tried.error
-            decision = decide.after_failure(
-                pipeline, step, run.state, decide.Failure.of(exc), try_no, random.random()
-            )
-            for note in getattr(decision, "notes", ()):
-                self._emit(Event("note", run_id, step.id, message=note))
-            state = decision.state if isinstance(decision, decide.Rewind) else None
-            failed = attempts_mod.record_failure(self.rt, run_id, tried.attempt, exc, state)
-            last = not isinstance(decision, decide.Retry)
-            undo.compensate(self.rt, run_id, pipeline, ws, failed, "failure" if last else "retry")
-            if isinstance(decision, decide.Rewind):
-                return None
-            if not isinstance(decision, decide.Retry):
-                return exc
-            self._emit(Event("note", run_id, step.id, message=decision.note))
-            if self.cancel.wait(decision.delay_s):
-                raise Interrupted() from None
+            return once.error
 
     def _rollback(self, run_id: str) -> RunResult:
         with self._signals():
@@ -361,7 +370,20 @@ class Engine:
     def _create_run(
         self, pipeline: Pipeline, parent_id: str | None = None, parent_step: str | None = None
     ) -> RunRecord:
-        record = RunRecord(
+        record = self.new_record(pipeline, parent_id, parent_step)
+        self.store.create_run(record)
+        return record
+
+    def new_record(
+        self,
+        pipeline: Pipeline,
+        parent_id: str | None = None,
+        parent_step: str | None = None,
+        **state: Any,
+    ) -> RunRecord:
+        """A new run's record, not yet stored; ``state``: extra bookkeeping (where a
+        Temporal run was submitted)."""
+        return RunRecord(
             id=new_run_id(),
             pipeline_name=pipeline.name,
             pipeline_path=pipeline.path,
@@ -371,10 +393,12 @@ class Engine:
             status=RunStatus.RUNNING,
             parent_run_id=parent_id,
             parent_step=parent_step,
-            state=self._initial_state(pipeline),
+            state={**self._initial_state(pipeline), **state},
         )
-        self.store.create_run(record)
-        return record
+
+    def open_workspace(self, run: RunRecord, pipeline: Pipeline, repo_root: Path | None) -> None:
+        """Create a stored run's workspace (the run fails if it is refused)."""
+        self._open_or_fail(run, pipeline, repo_root, start_point=None)
 
     def _initial_state(self, pipeline: Pipeline) -> dict[str, Any]:
         rollback = self.options.rollback_on_failure
@@ -415,10 +439,7 @@ class Engine:
             path = Path(spec.get("repo", ".")).resolve() if repo_root is None else repo_root
             ws: RunWorkspace = PlainWorkspace(path)
         else:
-            ns = {"run": {"id": run.id, "name": run.pipeline_name}, "vars": run.vars, "env": {}}
-            branch = str(
-                compensations.render_any(spec.get("branch", "agentsaga/${{ run.id }}"), ns)
-            )
+            branch = branch_name(run, pipeline)
             self.store.update_run(
                 run.id,
                 workspace={
@@ -488,6 +509,13 @@ class Engine:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def branch_name(run: RunRecord, pipeline: Pipeline) -> str:
+    """The run branch: ``workspace.branch`` rendered (default ``agentsaga/<run id>``)."""
+    ns = {"run": {"id": run.id, "name": run.pipeline_name}, "vars": run.vars, "env": {}}
+    spec = pipeline.workspace.get("branch", "agentsaga/${{ run.id }}")
+    return str(compensations.render_any(spec, ns))
 
 
 def _head_after(

@@ -392,6 +392,7 @@ def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
     assert submitted.exit_code == 0, submitted
     run_id = submitted.stdout.strip()
     branch = f"agentsaga/{run_id}"
+
     def second_started() -> bool:
         found = attempts_of(tmp_path, run_id)
         return [x.status for x in found] == ["completed", "running"] and bool(found[1].snapshot)

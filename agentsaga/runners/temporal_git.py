@@ -209,4 +209,3 @@ def publish(rt: Runtime, run_id: str, ws: RunWorkspace) -> None:
         push_run(ws, run_id, url)
     elif run.status in ("rolled_back",):
         delete_remote_run(Path(ws.ws.repo_root), url, ws.ws.branch, run_id)
-
