@@ -8,7 +8,13 @@ would. Unset (always, outside tests), ``point()`` is one dictionary lookup. The 
     step.after_record     recorded running, nothing done yet
     step.after_effect     the step's side effect is done, its checkpoint not yet written
     step.after_checkpoint the checkpoint is written, the next step not started
+    llm.before_record     a reply has arrived (paid for), not yet in the call log
     llm.after_reply       a reply is in the call log, the step has not used it yet
+    agent.after_reply     an agent turn's reply is in the call log, no tool has run
+    agent.in_tool         a tool call is recorded as started, its effect not yet done
+    agent.after_tool      a tool call's effect is done, its result not yet recorded
+    agent.before_turn     the turn's results are recorded, its end (snapshot) not yet
+    agent.after_turn      the turn is recorded with its snapshot, the next call not made
     git.in_commit         files staged on the run branch, the commit not made
     git.in_reset          a reset half done: the tree restored, the branch not moved
     comp.before           a compensation is recorded as running, not yet run

@@ -85,10 +85,25 @@ class LLMGateway:
         history: Sequence[dict[str, str]] = (),
     ) -> Any:
         """One model call; returns a ``providers.LLMResponse``."""
-        from agentsaga.providers import LLMRequest, LLMResponse, Message
+        from agentsaga.providers import Message
 
         messages = [Message(m["role"], m["content"]) for m in history]
         messages.append(Message("user", prompt))
+        return self.converse(settings, system=system, messages=messages, cache_prefix=cache_prefix)
+
+    def converse(
+        self,
+        settings: CallSettings,
+        *,
+        system: str,
+        messages: Sequence[Any],
+        tools: Sequence[Any] = (),
+        cache_prefix: str | None = None,
+    ) -> Any:
+        """One model call over a whole conversation (``providers.Message`` values, tool
+        calls and results included) with ``tools`` (``providers.ToolSpec``) offered."""
+        from agentsaga.providers import LLMRequest, LLMResponse
+
         request = LLMRequest(
             provider=settings.provider,
             model=settings.model,
@@ -97,6 +112,7 @@ class LLMGateway:
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
             cache_prefix=cache_prefix,
+            tools=tuple(tools),
         )
         request_hash = request.request_hash()
         # The hash is of the real request; what is stored has secrets masked (a prompt may
@@ -131,6 +147,8 @@ class LLMGateway:
         def record(attempt_no: int, response: Any, error: ProviderError | None, ms: float) -> None:
             usage = Usage()
             if response is not None:
+                # Paid for and not yet in the log: the reply a crash here loses.
+                faults.point("llm.before_record")
                 u = response.usage
                 usage = Usage(
                     u.input,

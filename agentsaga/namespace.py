@@ -121,7 +121,7 @@ def fingerprint(step: Step, pipeline: Pipeline, ns: dict[str, Any], run: RunReco
         return None
     inherited = (
         {k: pipeline.defaults.get(k) for k in _LLM_DEFAULTS}
-        if step.kind in ("plan", "write")
+        if step.kind in ("plan", "write", "agent")
         else {}
     )
     return short_hash([step.definition_hash, params, env, top_env, inherited])

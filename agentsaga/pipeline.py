@@ -421,6 +421,13 @@ class _Loader:
         for key in ("max_tokens", "max_reflections", "max_file_bytes"):
             if key in raw and raw[key] < 0:
                 raise self.error(children[key], f"{key} must be 0 or more")
+        if "max_turns" in raw and raw["max_turns"] < 1:
+            raise self.error(children["max_turns"], "max_turns must be 1 or more")
+        if raw.get("commit") and raw.get("kind") in ("agent", "external"):
+            raise self.error(
+                children["commit"],
+                f"a {raw['kind']} step commits what it changed itself; remove 'commit'",
+            )
 
     # --- references -------------------------------------------------------------------
 

@@ -10,9 +10,13 @@ Use it from a test::
         provider = get_provider("anthropic", ProviderConfig(api_key="k",
                                 base_url=llm_server.anthropic_base_url))
 
-or ``with FakeLLMServer() as server: ...``. Behaviours are consumed in order, one per
-request. When the queue is empty the server answers **500** with a message saying so: an
-unplanned request must be loud, and the request counter (``server.count``) still shows it.
+or ``with FakeLLMServer() as server: ...``. ``server.tool_call("read_file", path="a.py")``
+(or ``reply(..., tool_calls=[...])``) answers with tool calls in each API's own shape:
+Anthropic ``tool_use`` content blocks with ``stop_reason: tool_use``, OpenAI
+``message.tool_calls`` (arguments as a JSON string) with ``finish_reason: tool_calls``.
+Behaviours are consumed in order, one per request. When the queue is empty the server
+answers **500** with a message saying so: an unplanned request must be loud, and the
+request counter (``server.count``) still shows it.
 ``server.always(...)`` sets a behaviour served instead once the queue is empty.
 
 Paths: Anthropic's SDK posts ``{base_url}/v1/messages``; OpenAI's posts
@@ -27,7 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -63,6 +67,8 @@ class Behaviour:
     model: str | None = None
     #: Leave ``usage`` out of the reply, as some OpenAI-compatible servers do.
     omit_usage: bool = False
+    #: Tool calls: ``{"name": ..., "arguments": {...}}`` (an ``id`` is made up if absent).
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +84,7 @@ class FakeLLMServer:
     def __init__(self) -> None:
         self._queue: list[Behaviour] = []
         self._default: Behaviour | None = None
+        self._script: Callable[[RecordedRequest], Behaviour] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
@@ -141,6 +148,7 @@ class FakeLLMServer:
         model: str | None = None,
         delay_s: float = 0.0,
         omit_usage: bool = False,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> FakeLLMServer:
         """A 200 reply; ``usage`` keys: input, output, cache_read, cache_write."""
         return self._push(
@@ -152,8 +160,15 @@ class FakeLLMServer:
                 model=model,
                 delay_s=delay_s,
                 omit_usage=omit_usage,
+                tool_calls=list(tool_calls or []),
             )
         )
+
+    def tool_call(
+        self, name: str, usage: dict[str, int] | None = None, text: str = "", **arguments: Any
+    ) -> FakeLLMServer:
+        """A reply that calls one tool with ``arguments``."""
+        return self.reply(text, usage, tool_calls=[{"name": name, "arguments": arguments}])
 
     def status(
         self,
@@ -192,6 +207,12 @@ class FakeLLMServer:
         """A normal reply sent only after ``seconds``."""
         return self.reply(text, usage, delay_s=seconds)
 
+    def script(self, answer: Callable[[RecordedRequest], Behaviour]) -> FakeLLMServer:
+        """Answer each request (once the queue is empty) with ``answer(request)``: a model
+        whose reply depends on the conversation, e.g. on how many turns it holds."""
+        self._script = answer
+        return self
+
     def always(self, text: str = "ok", usage: dict[str, int] | None = None) -> FakeLLMServer:
         """Serve this reply whenever the queue is empty (instead of a 500)."""
         self._default = Behaviour("reply", text=text, usage=usage)
@@ -208,6 +229,8 @@ class FakeLLMServer:
             self.requests.append(request)
             if self._queue:
                 return self._queue.pop(0)
+        if self._script is not None:
+            return self._script(request)
         if self._default is not None:
             return self._default
         return Behaviour(
@@ -248,14 +271,25 @@ def _error_body(api: str, b: Behaviour) -> dict[str, Any]:
 
 def _reply_body(api: str, n: int, model: str, b: Behaviour) -> dict[str, Any]:
     u = {"input": 10, "output": 5, "cache_read": 0, "cache_write": 0, **(b.usage or {})}
+    calls = [
+        {"id": c.get("id") or f"call_{n}_{i}", "name": c["name"], "arguments": c["arguments"]}
+        for i, c in enumerate(b.tool_calls, start=1)
+    ]
     if api == "anthropic":
+        content: list[dict[str, Any]] = [{"type": "text", "text": b.text}] if b.text else []
+        content += [
+            {"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["arguments"]}
+            for c in calls
+        ]
+        if not content:
+            content = [{"type": "text", "text": ""}]
         return {
             "id": f"msg_fake_{n}",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": b.text}],
-            "stop_reason": b.stop_reason or "end_turn",
+            "content": content,
+            "stop_reason": b.stop_reason or ("tool_use" if calls else "end_turn"),
             "stop_sequence": None,
             "usage": {
                 "input_tokens": u["input"],
@@ -273,8 +307,8 @@ def _reply_body(api: str, n: int, model: str, b: Behaviour) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": b.text},
-                "finish_reason": b.stop_reason or "stop",
+                "message": _openai_message(b.text, calls),
+                "finish_reason": b.stop_reason or ("tool_calls" if calls else "stop"),
             }
         ],
         "usage": {
@@ -286,6 +320,23 @@ def _reply_body(api: str, n: int, model: str, b: Behaviour) -> dict[str, Any]:
                 "cache_write_tokens": u["cache_write"],
             },
         },
+    }
+
+
+def _openai_message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    if not calls:
+        return {"role": "assistant", "content": text}
+    return {
+        "role": "assistant",
+        "content": text or None,
+        "tool_calls": [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for c in calls
+        ],
     }
 
 

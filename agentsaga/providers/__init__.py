@@ -17,6 +17,9 @@ from .base import (
     Message,
     Provider,
     ProviderConfig,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
     Usage,
 )
 from .retry import RetryPolicy, call_with_retries
@@ -30,6 +33,9 @@ __all__ = [
     "ProviderConfig",
     "RetryPolicy",
     "ScriptedProvider",
+    "ToolCall",
+    "ToolResult",
+    "ToolSpec",
     "Usage",
     "call_with_retries",
     "get_provider",

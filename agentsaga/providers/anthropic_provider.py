@@ -35,7 +35,9 @@ from ..errors import (
 from .base import (
     LLMRequest,
     LLMResponse,
+    Message,
     ProviderConfig,
+    ToolCall,
     Usage,
     find_interrupt,
     mentions_billing,
@@ -47,9 +49,32 @@ DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
 _EPHEMERAL = {"type": "ephemeral"}
 
 
+def _message_json(m: Message) -> dict[str, Any]:
+    """A message in the Messages API's shape: tool calls become ``tool_use`` blocks of the
+    assistant's content, tool results ``tool_result`` blocks of the user's, results first
+    (the API wants them at the start of the message that follows the calls)."""
+    if not m.tool_calls and not m.tool_results:
+        return {"role": m.role, "content": m.content}
+    blocks: list[dict[str, Any]] = []
+    for r in m.tool_results:
+        blocks.append(
+            {
+                "type": "tool_result",
+                "tool_use_id": r.call_id,
+                "content": r.content,
+                **({"is_error": True} if r.is_error else {}),
+            }
+        )
+    if m.content.strip():
+        blocks.append({"type": "text", "text": m.content})
+    for c in m.tool_calls:
+        blocks.append({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})
+    return {"role": m.role, "content": blocks}
+
+
 def build_params(request: LLMRequest) -> dict[str, Any]:
     """The Messages API body for ``request`` (no key, no transport options)."""
-    messages: list[dict[str, Any]] = [m.to_json() for m in request.messages]
+    messages: list[dict[str, Any]] = [_message_json(m) for m in request.messages]
     if request.cache_prefix:
         prefix_block = {"type": "text", "text": request.cache_prefix, "cache_control": _EPHEMERAL}
         first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
@@ -71,6 +96,12 @@ def build_params(request: LLMRequest) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = [{"type": "text", "text": request.system, "cache_control": _EPHEMERAL}]
+    if request.tools:
+        params["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in request.tools
+        ]
+        _mark_conversation(messages)
     if request.temperature is not None:
         # The SDK (1.0 and later) dropped the sampling parameters from create()'s signature
         # while the API still takes them on models that support them: extra_body puts the
@@ -80,6 +111,25 @@ def build_params(request: LLMRequest) -> dict[str, Any]:
     if request.stop:
         params["stop_sequences"] = list(request.stop)
     return params
+
+
+def _mark_conversation(messages: list[dict[str, Any]]) -> None:
+    """Cache a tool-use conversation up to its newest message: each turn of an agent
+    re-sends every earlier turn, which then costs the cache-read price (Anthropic's
+    incremental caching; with the system prompt and the prompt's prefix that makes three of
+    the four breakpoints the API allows)."""
+    if len(messages) < 2:
+        return
+    last = messages[-1]
+    content = last["content"]
+    if isinstance(content, str):
+        if not content.strip():
+            return
+        content = [{"type": "text", "text": content}]
+    if not content:
+        return
+    content = [*content[:-1], {**content[-1], "cache_control": _EPHEMERAL}]
+    messages[-1] = {**last, "content": content}
 
 
 class AnthropicProvider:
@@ -139,6 +189,11 @@ class AnthropicProvider:
             text = "".join(
                 block.text for block in message.content if getattr(block, "type", "") == "text"
             )
+            calls = tuple(
+                ToolCall(str(block.id), str(block.name), dict(block.input or {}))
+                for block in message.content
+                if getattr(block, "type", "") == "tool_use"
+            )
             u = message.usage
             usage = Usage(
                 input=int(u.input_tokens),
@@ -159,6 +214,7 @@ class AnthropicProvider:
             stop_reason=getattr(message, "stop_reason", None),
             latency_ms=latency_ms,
             request_id=getattr(message, "_request_id", None),
+            tool_calls=calls,
         )
 
     def _translate(self, exc: Exception) -> ProviderError:

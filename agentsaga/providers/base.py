@@ -71,18 +71,87 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it does, its arguments as JSON Schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ToolSpec:
+        return cls(str(data["name"]), str(data.get("description", "")), dict(data["parameters"]))
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call in a model's reply. ``id`` is the API's (Anthropic ``toolu_...``,
+    OpenAI ``call_...``): the result is sent back under it."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ToolCall:
+        return cls(str(data["id"]), str(data["name"]), dict(data.get("arguments") or {}))
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call returned, sent back to the model under the call's id."""
+
+    call_id: str
+    content: str
+    is_error: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "content": self.content, "is_error": self.is_error}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ToolResult:
+        return cls(str(data["call_id"]), str(data["content"]), bool(data.get("is_error")))
+
+
+@dataclass(frozen=True)
 class Message:
     role: str  # "user" or "assistant"
     content: str
+    #: An assistant message's tool calls (tool use / function calling).
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: A user message's answers to the previous reply's tool calls, in call order.
+    tool_results: tuple[ToolResult, ...] = ()
 
-    def to_json(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def to_json(self) -> dict[str, Any]:
+        # The tool keys only when present: a plain message hashes as it always did, so the
+        # call log's memo still matches requests recorded before tools existed.
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_json() for c in self.tool_calls]
+        if self.tool_results:
+            data["tool_results"] = [r.to_json() for r in self.tool_results]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Message:
+        return _as_message(data)
 
 
 def _as_message(item: Message | Mapping[str, Any]) -> Message:
     if isinstance(item, Message):
         return item
-    return Message(role=str(item["role"]), content=str(item["content"]))
+    return Message(
+        role=str(item["role"]),
+        content=str(item["content"]),
+        tool_calls=tuple(ToolCall.from_json(c) for c in item.get("tool_calls") or ()),
+        tool_results=tuple(ToolResult.from_json(r) for r in item.get("tool_results") or ()),
+    )
 
 
 @dataclass(frozen=True)
@@ -99,6 +168,8 @@ class LLMRequest:
     #: A stable prefix of the first user message (e.g. the read context). Anthropic marks it
     #: with ``cache_control`` so a rewound step pays the cache-read price for it.
     cache_prefix: str | None = None
+    #: Tools the model may call; empty for a plain completion.
+    tools: tuple[ToolSpec, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept role/content dicts (as YAML and JSON give them) and lists, so callers need not
@@ -106,9 +177,10 @@ class LLMRequest:
         msgs = tuple(_as_message(m) for m in self.messages)
         object.__setattr__(self, "messages", msgs)
         object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "tools", tuple(self.tools))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "provider": self.provider,
             "model": self.model,
             "system": self.system,
@@ -118,6 +190,9 @@ class LLMRequest:
             "stop": list(self.stop),
             "cache_prefix": self.cache_prefix,
         }
+        if self.tools:
+            data["tools"] = [t.to_json() for t in self.tools]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LLMRequest:
@@ -130,12 +205,17 @@ class LLMRequest:
             temperature=data.get("temperature"),
             stop=tuple(data.get("stop", ())),
             cache_prefix=data.get("cache_prefix"),
+            tools=tuple(ToolSpec.from_json(t) for t in data.get("tools") or ()),
         )
 
     def prompt_text(self) -> str:
         """All prompt text in one string, for counting tokens before a call."""
         parts = [self.system, self.cache_prefix or ""]
         parts.extend(m.content for m in self.messages)
+        for m in self.messages:
+            parts.extend(json.dumps(c.arguments) for c in m.tool_calls)
+            parts.extend(r.content for r in m.tool_results)
+        parts.extend(json.dumps(t.to_json()) for t in self.tools)
         return "\n".join(p for p in parts if p)
 
     def request_hash(self) -> str:
@@ -154,9 +234,11 @@ class LLMResponse:
     stop_reason: str | None
     latency_ms: float
     request_id: str | None
+    #: The tool calls the model made, in its order (stop reason tool_use / tool_calls).
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "text": self.text,
             "usage": self.usage.to_json(),
             "model": self.model,
@@ -164,6 +246,9 @@ class LLMResponse:
             "latency_ms": self.latency_ms,
             "request_id": self.request_id,
         }
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_json() for c in self.tool_calls]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LLMResponse:
@@ -174,6 +259,7 @@ class LLMResponse:
             stop_reason=data.get("stop_reason"),
             latency_ms=float(data.get("latency_ms", 0.0)),
             request_id=data.get("request_id"),
+            tool_calls=tuple(ToolCall.from_json(c) for c in data.get("tool_calls") or ()),
         )
 
 

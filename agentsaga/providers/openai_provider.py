@@ -33,7 +33,9 @@ from ..errors import (
 from .base import (
     LLMRequest,
     LLMResponse,
+    Message,
     ProviderConfig,
+    ToolCall,
     Usage,
     find_interrupt,
     mentions_billing,
@@ -47,9 +49,33 @@ PLACEHOLDER_KEY = "agentsaga-no-key"
 _SPEND_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
 
 
+def _messages_json(m: Message) -> list[dict[str, Any]]:
+    """A message in the Chat Completions shape: tool calls ride on the assistant message
+    (``arguments`` as a JSON string), and each result is its own ``role: tool`` message,
+    followed by any text of ours as a user message."""
+    if not m.tool_calls and not m.tool_results:
+        return [{"role": m.role, "content": m.content}]
+    if m.tool_calls:
+        calls = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+        return [{"role": "assistant", "content": m.content or None, "tool_calls": calls}]
+    out: list[dict[str, Any]] = [
+        {"role": "tool", "tool_call_id": r.call_id, "content": r.content} for r in m.tool_results
+    ]
+    if m.content.strip():
+        out.append({"role": "user", "content": m.content})
+    return out
+
+
 def build_params(request: LLMRequest, *, max_tokens_field: str) -> dict[str, Any]:
     """The Chat Completions body for ``request`` (no key, no transport options)."""
-    messages: list[dict[str, Any]] = [m.to_json() for m in request.messages]
+    messages: list[dict[str, Any]] = [j for m in request.messages for j in _messages_json(m)]
     if request.cache_prefix:
         # OpenAI caches prompt prefixes on its own; the stable part only has to come first.
         if messages and messages[0]["role"] == "user":
@@ -69,6 +95,18 @@ def build_params(request: LLMRequest, *, max_tokens_field: str) -> dict[str, Any
         params["temperature"] = request.temperature
     if request.stop:
         params["stop"] = list(request.stop)
+    if request.tools:
+        params["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                },
+            }
+            for t in request.tools
+        ]
     return params
 
 
@@ -133,6 +171,7 @@ class OpenAIProvider:
         try:
             choice = completion.choices[0]
             text = choice.message.content or ""
+            calls = _tool_calls(choice.message)
             usage = _usage(completion.usage)
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
             raise ProviderServerError(
@@ -153,6 +192,7 @@ class OpenAIProvider:
             stop_reason=getattr(choice, "finish_reason", None),
             latency_ms=latency_ms,
             request_id=getattr(completion, "_request_id", None),
+            tool_calls=calls,
         )
 
     def _translate(self, exc: Exception) -> ProviderError:
@@ -205,6 +245,25 @@ class OpenAIProvider:
         if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):
             return ProviderServerError(name, msg(f"malformed response body: {exc}"))
         return ProviderError(name, msg(f"{type(exc).__name__}: {exc}"))
+
+
+def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
+    calls = []
+    for call in getattr(message, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        if function is None:
+            continue  # a "custom" tool call: we declare only function tools
+        raw = function.arguments or "{}"
+        try:
+            arguments = json.loads(raw)
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            # Kept, not dropped: the tool answers that its arguments were not a JSON
+            # object, and the model can correct itself.
+            arguments = {"_invalid_arguments": raw}
+        calls.append(ToolCall(str(call.id), str(function.name), arguments))
+    return tuple(calls)
 
 
 def _usage(raw: Any) -> Usage | None:

@@ -6,7 +6,10 @@ tiktoken and marked estimated), or a mapping:
 - ``{text: ..., usage: {input, output, cache_read, cache_write}}`` forces exact usage
   (not estimated), e.g. to test budgets and reports with known numbers;
 - ``{error: rate_limit | overloaded | server | timeout | connection | auth | bad_request |
-  spend_limit, message: ...}`` raises that error, to exercise retries and failures.
+  spend_limit, message: ...}`` raises that error, to exercise retries and failures;
+- ``{tool_calls: [{name: read_file, arguments: {path: a.py}}, ...]}`` (or the short form
+  ``{tool: read_file, args: {path: a.py}}``), with an optional ``text``, plays a model
+  calling tools, for the agent step.
 
 The engine gives the replies listed for the current step and, on resume, the index to start
 from (``cursor``). Replies can also come from a YAML or JSON file (``load_replies``).
@@ -31,7 +34,7 @@ from ..errors import (
     ProviderSpendLimit,
     ProviderTimeout,
 )
-from .base import LLMRequest, LLMResponse, Usage
+from .base import LLMRequest, LLMResponse, ToolCall, Usage
 
 Reply = str | Mapping[str, Any]
 
@@ -112,9 +115,11 @@ class ScriptedProvider:
                 status=status,
                 retry_after_s=float(retry_after) if retry_after is not None else None,
             )
+        calls: tuple[ToolCall, ...] = ()
         if isinstance(entry, Mapping):
             text = str(entry.get("text", ""))
             forced = entry.get("usage")
+            calls = _tool_calls(entry, n)
         else:
             text, forced = str(entry), None
         if forced is not None:
@@ -124,14 +129,37 @@ class ScriptedProvider:
 
             usage = Usage(
                 input=tokens.count(request.prompt_text(), request.model),
-                output=tokens.count(text, request.model),
+                output=tokens.count(
+                    text + "".join(json.dumps(c.arguments) for c in calls), request.model
+                ),
                 estimated=True,
             )
         return LLMResponse(
             text=text,
             usage=usage,
             model=request.model,
-            stop_reason="end_turn",
+            stop_reason="tool_use" if calls else "end_turn",
             latency_ms=0.0,
             request_id=f"scripted-{n + 1}",
+            tool_calls=calls,
         )
+
+
+def _tool_calls(entry: Mapping[str, Any], n: int) -> tuple[ToolCall, ...]:
+    raw = entry.get("tool_calls")
+    if raw is None and "tool" in entry:
+        raw = [{"name": entry["tool"], "arguments": entry.get("args") or {}}]
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"scripted reply {n + 1}: tool_calls must be a list")
+    calls = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ConfigError(f"scripted reply {n + 1}: tool call {i + 1} needs a 'name'")
+        arguments = item.get("arguments", item.get("args")) or {}
+        if not isinstance(arguments, Mapping):
+            raise ConfigError(f"scripted reply {n + 1}: tool call {i + 1}: arguments: a mapping")
+        call_id = str(item.get("id") or f"call_s{n + 1}_{i + 1}")
+        calls.append(ToolCall(call_id, str(item["name"]), dict(arguments)))
+    return tuple(calls)

@@ -12,8 +12,9 @@ from agentsaga.pipeline import Compensation, Pipeline, Step
 from agentsaga.saga.view import AttemptFact, current_of, is_done
 from agentsaga.states import StepStatus
 
-#: Write steps undo themselves by default: their only side effect is on the run branch.
-DEFAULT_FOR_KIND = {"write": Compensation(git="reset")}
+#: Write and agent steps undo themselves by default: their only side effect is on the run
+#: branch (an agent's allowed commands run in the workspace, which the reset restores).
+DEFAULT_FOR_KIND = {"write": Compensation(git="reset"), "agent": Compensation(git="reset")}
 
 #: A step's fingerprint under the pipeline being planned (None: it cannot be rendered).
 Fingerprint = Callable[[Step], str | None]

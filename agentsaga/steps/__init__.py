@@ -13,11 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentsaga.schema import BOOL, INT, NUM, STR, AnyValue, ListOf, OneOf, Type
+from agentsaga.schema import BOOL, INT, NUM, STR, AnyValue, Enum, ListOf, OneOf, Type
 
 if TYPE_CHECKING:
     from agentsaga.context import StepContext
 
+#: The agent step's tools (``agentsaga.agent.tools`` implements them; named here so that
+#: loading a pipeline does not import them).
+AGENT_TOOLS = (
+    "read_file",
+    "list_files",
+    "search",
+    "edit_file",
+    "create_file",
+    "run_command",
+    "finish",
+)
 COMMAND = OneOf(STR, ListOf(STR), label="a command: a string (run by bash) or a list (argv)")
 REPLIES = ListOf(AnyValue())
 
@@ -88,6 +99,21 @@ KINDS: dict[str, KindSpec] = {
         "agentsaga.steps.write",
         True,
         "LLM edit blocks applied in the repo and committed on the run branch",
+    ),
+    "agent": KindSpec(
+        "agent",
+        {
+            **LLM_FIELDS,
+            "max_turns": INT,
+            "tools": ListOf(Enum(*AGENT_TOOLS)),
+            "commands": ListOf(COMMAND),
+        },
+        ("prompt",),
+        frozenset({"summary", "turns", "changed", "commit", "base", "diffstat"}),
+        "agentsaga.agent.loop",
+        True,
+        "a tool-use loop (read, search, edit, run allowed commands, finish), checkpointed "
+        "turn by turn and committed on the run branch",
     ),
     "test": KindSpec(
         "test",

@@ -156,6 +156,43 @@ class LLMCallRecord:
 
 
 @dataclass
+class AgentTurnRecord:
+    """One completed turn of an agent step: the model's reply, the message that answered
+    it (tool results), and the snapshot of the files after it (None: nothing changed)."""
+
+    id: int
+    run_id: str
+    attempt_id: int
+    step_id: str
+    turn: int
+    reply: dict[str, Any]
+    answer: dict[str, Any]
+    snapshot: str | None
+    created_at: str
+
+
+@dataclass
+class ToolCallRecord:
+    """One tool call of an agent turn; ``result`` is None while it is in flight."""
+
+    id: int
+    run_id: str
+    attempt_id: int
+    step_id: str
+    turn: int
+    call_index: int
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    idempotency_key: str
+    status: str  # started | done
+    result: dict[str, Any] | None
+    started_at: str
+    finished_at: str | None
+    duration_ms: float | None
+
+
+@dataclass
 class Lease:
     run_id: str
     owner_id: str
@@ -264,6 +301,35 @@ class Store(Protocol):
     ) -> LLMCallRecord | None: ...
     def judge_calls(self, attempt_id: int) -> None: ...
     def llm_calls(self, run_id: str) -> list[LLMCallRecord]: ...
+
+    # the agent step's turns
+    def start_tool_call(
+        self,
+        *,
+        run_id: str,
+        attempt_id: int,
+        step_id: str,
+        turn: int,
+        call_index: int,
+        call_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        idempotency_key: str,
+    ) -> int: ...
+    def finish_tool_call(self, tool_call_id: int, result: dict[str, Any]) -> None: ...
+    def record_agent_turn(
+        self,
+        *,
+        run_id: str,
+        attempt_id: int,
+        step_id: str,
+        turn: int,
+        reply: dict[str, Any],
+        answer: dict[str, Any],
+        snapshot: str | None,
+    ) -> None: ...
+    def agent_turns(self, run_id: str, step_id: str) -> list[AgentTurnRecord]: ...
+    def tool_calls(self, run_id: str, step_id: str) -> list[ToolCallRecord]: ...
 
     # the lease
     def acquire_lease(self, run_id: str, owner_id: str, ttl_s: float) -> None: ...

@@ -133,9 +133,54 @@ def _call_index() -> list[str]:
     return ["CREATE INDEX llm_calls_by_attempt ON llm_calls(attempt_id)"]
 
 
+def _agent_turns() -> list[str]:
+    # The agent step's record, turn by turn: a turn is complete when its row in agent_turns
+    # exists (the reply, the message that answered it, the snapshot of the files after it);
+    # agent_tool_calls holds each call as it starts and ends, so a resume knows which call
+    # was in flight. Turn numbers run on across the attempts that continue one another.
+    return [
+        """
+        CREATE TABLE agent_turns (
+            id {pk},
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            attempt_id INTEGER NOT NULL REFERENCES step_attempts(id),
+            step_id TEXT NOT NULL,
+            turn INTEGER NOT NULL CHECK (turn >= 1),
+            reply_json TEXT NOT NULL,
+            answer_json TEXT NOT NULL,
+            snapshot TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (attempt_id, turn)
+        )
+        """,
+        "CREATE INDEX agent_turns_by_step ON agent_turns(run_id, step_id, turn)",
+        """
+        CREATE TABLE agent_tool_calls (
+            id {pk},
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            attempt_id INTEGER NOT NULL REFERENCES step_attempts(id),
+            step_id TEXT NOT NULL,
+            turn INTEGER NOT NULL CHECK (turn >= 1),
+            call_index INTEGER NOT NULL CHECK (call_index >= 0),
+            call_id TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments_json TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('started', 'done')),
+            result_json TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            duration_ms {real}
+        )
+        """,
+        "CREATE INDEX agent_tool_calls_by_step ON agent_tool_calls(run_id, step_id, turn)",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[], list[str]]]] = [
     ("m001_initial", _initial),
     ("m002_call_index", _call_index),
+    ("m003_agent_turns", _agent_turns),
 ]
 
 

@@ -28,6 +28,7 @@ from agentsaga.store import (
     pid_alive,
     utcnow,
 )
+from agentsaga.store.agent_sql import AgentTurnsSql
 from agentsaga.store.migrations import MIGRATIONS, statements
 
 _RUN_COLUMNS = (
@@ -63,7 +64,7 @@ def _iso_to_epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class SqlStore:
+class SqlStore(AgentTurnsSql):
     dialect = "sqlite"
     location = ""
 

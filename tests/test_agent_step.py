@@ -1,0 +1,372 @@
+"""The agent step: a tool-use loop checkpointed turn by turn, with the real anthropic and
+openai clients against the loopback server (both tool-call wire formats), real git, real
+commands, real SIGKILLs.
+
+The durability proof is the dbos way: a process killed inside every turn of a six-turn
+run, resumed each time; the server counts what was paid for, git shows what the files
+became, and both are compared with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentsaga.store import open_store
+from tests import gitstate
+from tests.llm_project import MODELS, Project, make_project
+from tests.llm_server import Behaviour, FakeLLMServer, RecordedRequest
+
+PY = sys.executable
+CALC_BUGGY = "def add(a, b):\n    return a - b\n"
+TEST_CALC = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+FILES = {"calc.py": CALC_BUGGY, "tests/test_calc.py": TEST_CALC, "tests/__init__.py": ""}
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeLLMServer) -> Project:
+    return make_project(tmp_path, monkeypatch, server, files=FILES)
+
+
+def pipeline(provider: str, extra: str = "", *, commands: str = "[pytest_cmd]") -> str:
+    return f"""\
+name: agent-fix
+vars:
+  pytest_cmd: {PY} -m pytest -q
+defaults: {{provider: {provider}, model: {MODELS.get(provider, "scripted")}}}
+steps:
+  - id: fix
+    kind: agent
+    prompt: "Make tests/test_calc.py pass."
+    commands: {commands}
+{extra}"""
+
+
+def run_pipeline(project: Project, text: str, *args: str) -> tuple[int, str]:
+    project.write("pipeline.yml", text)
+    result = project.run("run", "pipeline.yml", *args)
+    run_id = project.newest_run_id()
+    return result.exit_code, run_id
+
+
+def output_of(project: Project, run_id: str, step: str = "fix") -> dict[str, Any]:
+    attempts = [a for a in project.attempts(run_id) if a.step_id == step]
+    return dict(attempts[-1].output or {})
+
+
+def file_at(project: Project, commit: str, path: str) -> str:
+    return gitstate.git(project.repo, "show", f"{commit}:{path}")
+
+
+def tool_messages(api: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool results a request carries, in a common shape: call id, content, error."""
+    found = []
+    for message in body["messages"]:
+        if api == "openai" and message["role"] == "tool":
+            found.append({"id": message["tool_call_id"], "content": message["content"]})
+        if api == "anthropic" and isinstance(message["content"], list):
+            for block in message["content"]:
+                if block["type"] == "tool_result":
+                    found.append(
+                        {
+                            "id": block["tool_use_id"],
+                            "content": block["content"],
+                            "is_error": block.get("is_error", False),
+                        }
+                    )
+    return found
+
+
+def turn_of(request: RecordedRequest) -> int:
+    """Which turn a request asks for: one more than the assistant messages it holds."""
+    return 1 + sum(1 for m in request.body["messages"] if m["role"] == "assistant")
+
+
+# --- the bug fixed in four turns, both wire formats -------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_bug_fixed_in_four_turns(project: Project, server: FakeLLMServer, provider: str) -> None:
+    server.tool_call("read_file", usage={"input": 100, "output": 10}, path="calc.py")
+    server.tool_call(
+        "edit_file",
+        usage={"input": 150, "output": 20},
+        path="calc.py",
+        old_text="return a - b",
+        new_text="return a + b",
+    )
+    server.tool_call(
+        "run_command", usage={"input": 200, "output": 10}, argv=[PY, "-m", "pytest", "-q"]
+    )
+    server.tool_call("finish", usage={"input": 300, "output": 10}, summary="add() added")
+    code, run_id = run_pipeline(project, pipeline(provider))
+    assert code == 0, project.run("show", run_id)
+    assert server.count == 4
+    out = output_of(project, run_id)
+    assert out["summary"] == "add() added"
+    assert out["turns"] == 4
+    assert out["changed"] == ["calc.py"]
+    assert out["diffstat"] == {"files": 1, "insertions": 1, "deletions": 1}
+    assert file_at(project, out["commit"], "calc.py") == "def add(a, b):\n    return a + b\n"
+    assert gitstate.git(project.repo, "rev-parse", f"{out['commit']}^").strip() == out["base"]
+
+    bodies = [r.body for r in server.requests]
+    # The tools are offered in the API's own shape.
+    if provider == "anthropic":
+        names = [t["name"] for t in bodies[0]["tools"]]
+        assert "input_schema" in bodies[0]["tools"][0]
+    else:
+        names = [t["function"]["name"] for t in bodies[0]["tools"]]
+        assert bodies[0]["tools"][0]["type"] == "function"
+    assert names == [
+        "read_file", "list_files", "search", "edit_file", "create_file", "run_command", "finish"
+    ]  # fmt: skip
+    # Each turn's request carries every earlier result, under the id of its call.
+    results = tool_messages(provider, bodies[3])
+    assert [r["id"] for r in results] == ["call_1_1", "call_2_1", "call_3_1"]
+    assert "return a - b" in results[0]["content"]
+    assert results[1]["content"] == "edited calc.py"
+    assert "exit code 0" in results[2]["content"] and "1 passed" in results[2]["content"]
+    # The ledger has every turn's usage, as the API reported it.
+    report = project.report(run_id)
+    assert report["usage"]["input"] == 750
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_disallowed_command_and_outside_edit_are_refused_and_reported(
+    project: Project, server: FakeLLMServer, provider: str, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched\n")
+    server.tool_call("run_command", argv=["rm", "-rf", "calc.py"])
+    server.tool_call("run_command", argv=[PY, "-c", "print(1)"])
+    server.tool_call("edit_file", path="../outside.txt", old_text="untouched", new_text="owned")
+    server.tool_call("create_file", path=str(outside), content="owned")
+    server.tool_call("read_file", path="../outside.txt")
+    server.tool_call("finish", summary="gave up")
+    code, run_id = run_pipeline(project, pipeline(provider))
+    assert code == 0
+    results = tool_messages(provider, server.requests[5].body)
+    assert results[0]["content"].startswith("refused: rm -rf calc.py is not allowed here")
+    assert shlex.join([PY, "-m", "pytest", "-q"]) in results[0]["content"]
+    assert results[1]["content"].startswith("refused:")  # a prefix of python, not pytest
+    assert "path refused: '..' is not allowed" in results[2]["content"]
+    assert "path refused: absolute paths are not allowed" in results[3]["content"]
+    assert "path refused" in results[4]["content"]
+    if provider == "anthropic":
+        assert all(r["is_error"] for r in results)
+    assert outside.read_text() == "untouched\n"
+    out = output_of(project, run_id)
+    assert out["changed"] == []
+    assert (project.repo / "calc.py").read_text() == CALC_BUGGY
+
+
+def test_edit_that_does_not_match_gets_the_closest_lines(
+    project: Project, server: FakeLLMServer
+) -> None:
+    old = "def add(a, b):\n    return a -  b"  # one space too many
+    server.tool_call("edit_file", path="calc.py", old_text=old, new_text="z")
+    server.tool_call("finish", summary="no")
+    code, _ = run_pipeline(project, pipeline("anthropic"))
+    assert code == 0
+    result = tool_messages("anthropic", server.requests[1].body)[0]
+    assert result["is_error"]
+    assert "old_text is not in calc.py" in result["content"]
+    assert "closest existing lines, from line 1" in result["content"]
+    assert "    return a - b\n" in result["content"]
+
+
+# --- stops: budget, max_turns, stuck -------------------------------------------------------
+
+
+def test_budget_stops_the_loop_before_the_call_that_would_cross_it(
+    project: Project, server: FakeLLMServer
+) -> None:
+    # Each reply reports 1,000 tokens; the worst case of the next call is its prompt plus
+    # max_tokens (200). With 2,600 allowed, calls 1 and 2 fit (2,000 spent); the third
+    # would reach 2,000 + prompt + 200 > 2,600 once its prompt passes 400 tokens.
+    server.script(
+        lambda r: Behaviour("reply", tool_calls=[_list_call()], usage={"input": 990, "output": 10})
+    )
+    extra = "    max_tokens: 200\n    budget: {max_tokens: 2600}\n"
+    text = pipeline("anthropic", extra).replace(
+        'prompt: "Make tests/test_calc.py pass."', f'prompt: "{"pad " * 150}"'
+    )
+    code, run_id = run_pipeline(project, text)
+    assert code == 1
+    assert server.count == 2  # the third call was never sent
+    attempt = project.attempts(run_id)[-1]
+    assert attempt.error is not None and attempt.error["kind"] == "budget"
+
+
+def _list_call() -> dict[str, Any]:
+    return {"name": "list_files", "arguments": {"glob": "*.py"}}
+
+
+def test_max_turns_fails_with_kind_turns(project: Project, server: FakeLLMServer) -> None:
+    counter = iter(range(1000))
+    server.script(
+        lambda r: Behaviour(
+            "reply", tool_calls=[{"name": "search", "arguments": {"pattern": f"x{next(counter)}"}}]
+        )
+    )
+    code, run_id = run_pipeline(project, pipeline("openai", "    max_turns: 3\n"))
+    assert code == 1
+    assert server.count == 3
+    attempt = project.attempts(run_id)[-1]
+    assert attempt.error is not None and attempt.error["kind"] == "turns"
+
+
+def test_the_same_call_and_result_three_times_is_stuck(
+    project: Project, server: FakeLLMServer
+) -> None:
+    server.script(lambda r: Behaviour("reply", tool_calls=[_list_call()]))
+    code, run_id = run_pipeline(project, pipeline("anthropic"))
+    assert code == 1
+    assert server.count == 3
+    attempt = project.attempts(run_id)[-1]
+    assert attempt.error is not None and attempt.error["kind"] == "stuck"
+
+
+# --- the scripted provider (offline) ------------------------------------------------------
+
+
+def test_scripted_agent_runs_offline(project: Project) -> None:
+    extra = """\
+    replies:
+      - {tool: read_file, args: {path: calc.py}}
+      - tool_calls:
+          - {name: edit_file, arguments: {path: calc.py, old_text: "a - b", new_text: "a + b"}}
+          - {name: run_command, arguments: {argv: [PYTHON, -m, pytest, -q]}}
+      - {tool: finish, args: {summary: fixed}}
+""".replace("PYTHON", PY)
+    code, run_id = run_pipeline(project, pipeline("scripted", extra))
+    assert code == 0
+    out = output_of(project, run_id)
+    assert out["turns"] == 3 and out["changed"] == ["calc.py"]
+    store = open_store(str(project.store_path))
+    try:
+        calls = store.tool_calls(run_id, "fix")
+        turns = store.agent_turns(run_id, "fix")
+    finally:
+        store.close()
+    assert [(c.turn, c.tool, c.status) for c in calls] == [
+        (1, "read_file", "done"),
+        (2, "edit_file", "done"),
+        (2, "run_command", "done"),
+        (3, "finish", "done"),
+    ]
+    assert calls[2].result is not None and "1 passed" in calls[2].result["content"]
+    # Turn 2 changed files: it ends with a snapshot; the read-only turns do not.
+    assert [t.snapshot is not None for t in turns] == [False, True, False]
+
+
+# --- killed inside every turn, resumed -----------------------------------------------------
+
+SIX_TURNS: list[dict[str, Any]] = [
+    {"name": "read_file", "arguments": {"path": "calc.py"}},
+    {
+        "name": "edit_file",
+        "arguments": {
+            "path": "calc.py",
+            "old_text": "return a - b",
+            "new_text": "return a - b  # fixed below\n    return a + b",
+        },
+    },
+    {"name": "run_command", "arguments": {"argv": [PY, "-m", "pytest", "-q"]}},
+    {"name": "create_file", "arguments": {"path": "NOTES.md", "content": "add fixed\n"}},
+    {"name": "search", "arguments": {"pattern": "return"}},
+    {"name": "finish", "arguments": {"summary": "fixed"}},
+]
+
+
+def six_turn_model(request: RecordedRequest) -> Behaviour:
+    call = SIX_TURNS[turn_of(request) - 1]
+    return Behaviour("reply", tool_calls=[call], usage={"input": 100, "output": 10})
+
+
+#: Whether a resumed process passes the point again for the turn it died in (then the next
+#: kill must be its second passage, in the next turn).
+POINTS = {
+    "agent.after_reply": True,
+    "agent.in_tool": True,
+    "agent.after_tool": True,
+    "agent.before_turn": True,
+    "agent.after_turn": False,
+    "llm.before_record": True,
+}
+
+
+def _final_tree(project: Project, run_id: str) -> tuple[str, str]:
+    out = output_of(project, run_id)
+    tree = gitstate.git(project.repo, "rev-parse", f"{out['commit']}^{{tree}}").strip()
+    return tree, file_at(project, out["commit"], "calc.py")
+
+
+# Each point with one wire format (seven processes a case: both for the one in a tool).
+CASES = [
+    ("agent.after_reply", "anthropic"),
+    ("agent.in_tool", "openai"),
+    ("agent.after_tool", "anthropic"),
+    ("agent.after_tool", "openai"),
+    ("agent.before_turn", "anthropic"),
+    ("agent.after_turn", "openai"),
+    ("llm.before_record", "anthropic"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("point", "provider"), CASES)
+def test_killed_in_every_turn_then_resumed(
+    project: Project, server: FakeLLMServer, provider: str, point: str
+) -> None:
+    server.script(six_turn_model)
+    project.write("pipeline.yml", pipeline(provider))
+    first = project.subprocess("run", "pipeline.yml", fault=f"{point}:1")
+    assert first.exit_code == -9, first
+    run_id = project.newest_run_id()
+    kills = 1
+    again = f"{point}:2" if POINTS[point] else f"{point}:1"
+    while True:
+        result = project.subprocess("resume", run_id, fault=again)
+        if result.exit_code == 0:
+            break
+        assert result.exit_code == -9, result
+        kills += 1
+        assert kills <= 6, "killed more often than there are turns"
+    assert kills == 6
+    in_flight = 6 if point == "llm.before_record" else 0
+    assert server.count == 6 + in_flight
+    assert sorted(turn_of(r) for r in server.requests) == sorted(
+        list(range(1, 7)) + (list(range(1, 7)) if in_flight else [])
+    )
+    interrupted_tree = _final_tree(project, run_id)
+    out = output_of(project, run_id)
+    assert out["turns"] == 6 and out["resumed_at_turn"] == 6 + (point == "agent.after_turn")
+    # A command in flight was run again, and the model was told so, with the key.
+    notes = [r for r in server.requests if "AGENTSAGA_IDEMPOTENCY_KEY=" in json.dumps(r.body)]
+    rerun = point in ("agent.in_tool", "agent.after_tool")
+    assert bool(notes) == rerun
+    if rerun:
+        assert f"{run_id}:fix:1:3.1" in json.dumps(notes[0].body)
+
+    # The same run, never interrupted.
+    server.requests.clear()
+    code, clean_id = run_pipeline(project, pipeline(provider))
+    assert code == 0 and server.count == 6
+    assert _final_tree(project, clean_id) == interrupted_tree
+    # The edit was applied once: its line is there once, not twice.
+    assert interrupted_tree[1].count("return a + b") == 1
