@@ -457,17 +457,21 @@ def demo(
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Where to create the demo (default: a temp dir).")
     ] = None,
+    agent: Annotated[
+        bool, typer.Option("--agent", help="The agent variant: one agent step, turn by turn.")
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the offline demo: a throwaway repo, a failing test, a rewind, a deploy, the report."""
     from agentsaga.demo import setup_demo_repo
     from agentsaga.pipeline import load_file
 
-    repo = setup_demo_repo(directory)
+    repo = setup_demo_repo(directory, agent=agent)
     os.chdir(repo)
     if not json_mode:
         typer.echo(f"demo repository: {repo}")
-    loaded = load_file(repo / "pipeline.yml", {"deploy_dir": str(repo.parent / "deployments")})
+    demo_vars = {} if agent else {"deploy_dir": str(repo.parent / "deployments")}
+    loaded = load_file(repo / "pipeline.yml", demo_vars)
     session = _Session(repo)
     result = session.engine(json_mode).run(loaded, session.repo_root)
     from agentsaga.report import token_report

@@ -17,9 +17,10 @@ def template(name: str) -> str:
     return resources.files("agentsaga.templates").joinpath(name).read_text("utf-8")
 
 
-def setup_demo_repo(target: Path | None = None) -> Path:
+def setup_demo_repo(target: Path | None = None, *, agent: bool = False) -> Path:
     """Copy the demo project into ``target`` (a new temporary folder by default) and make
-    it a git repository with one commit. Returns the repository's path."""
+    it a git repository with one commit. Returns the repository's path. ``agent``: the
+    pipeline is the agent variant (one agent step, turn by turn)."""
     from agentsaga import gitops
 
     root = Path(target) if target else Path(tempfile.mkdtemp(prefix="agentsaga-demo-"))
@@ -28,6 +29,7 @@ def setup_demo_repo(target: Path | None = None) -> Path:
         shutil.copytree(folder, root / "repo", dirs_exist_ok=True)
     repo = root / "repo"
     (repo / "deploy.sh").chmod(0o755)
-    (repo / "pipeline.yml").write_text(template("demo.yml"), encoding="utf-8")
+    name = "demo_agent.yml" if agent else "demo.yml"
+    (repo / "pipeline.yml").write_text(template(name), encoding="utf-8")
     gitops.init_repo(repo, "demo project with a failing test")
     return repo

@@ -356,9 +356,9 @@ def test_killed_in_every_turn_then_resumed(
     interrupted_tree = _final_tree(project, run_id)
     out = output_of(project, run_id)
     assert out["turns"] == 6 and out["resumed_at_turn"] == 6 + (point == "agent.after_turn")
-    # A command in flight was run again, and the model was told so, with the key.
+    # A command whose turn was in flight ran again, and the model was told so, with the key.
     notes = [r for r in server.requests if "AGENTSAGA_IDEMPOTENCY_KEY=" in json.dumps(r.body)]
-    rerun = point in ("agent.in_tool", "agent.after_tool")
+    rerun = point in ("agent.in_tool", "agent.after_tool", "agent.before_turn")
     assert bool(notes) == rerun
     if rerun:
         assert f"{run_id}:fix:1:3.1" in json.dumps(notes[0].body)
