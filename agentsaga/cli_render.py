@@ -198,20 +198,23 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
         entry: dict[str, Any] = {"step": step.id, "kind": step.kind}
         if "run" in step.fields:
             entry["runs"] = step.fields["run"]
-        if step.kind == "write":
+        if step.kind in ("write", "agent"):
             # Edit paths are confined (edits.confine_path): this is the whole reach.
             entry["writes"] = [
-                "**  (paths the model's edit blocks name)",
+                "**  (paths the model's edits name)",
                 "except .git/**, .agentsaga/**, .agentsaga.yml, "
                 "absolute paths, '..' and symlinks leading out",
             ]
         elif step.kind in ("shell", "deploy", "test"):
             entry["writes"] = ["whatever its command writes (run in the workspace)"]
+        if step.kind == "agent":
+            entry["runs"] = list(step.fields.get("commands", [])) or "no command"
+            entry["reads"] = ["**  (confined as its edits are)"]
         if step.kind == "read":
             entry["reads"] = list(step.fields.get("files", []))
-        if step.commit or step.kind == "write":
+        if step.commit or step.kind in ("write", "agent"):
             entry["commits"] = "its changes, on the run branch"
-        if step.kind in ("plan", "write"):
+        if step.kind in ("plan", "write", "agent"):
             entry["llm"] = f"{step.fields.get('provider') or pipeline.defaults.get('provider')}"
         comp = effective_compensation(step)
         if comp is not None:
