@@ -211,7 +211,12 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
             entry["runs"] = list(step.fields.get("commands", [])) or "no command"
             entry["reads"] = ["**  (confined as its edits are)"]
         if step.kind == "read":
-            entry["reads"] = list(step.fields.get("files", []))
+            # Reads are confined like edits (edits.confine_path, in steps/read.py).
+            entry["reads"] = [
+                *step.fields.get("files", []),
+                "except files .gitignore hides, .git/**, .agentsaga/**, .agentsaga.yml "
+                "and symlinks leading out of the workspace",
+            ]
         if step.commit or step.kind in ("write", "agent"):
             entry["commits"] = "its changes, on the run branch"
         if step.kind in ("plan", "write", "agent"):

@@ -812,7 +812,8 @@ def list_files(root: Path) -> list[str]:
     out = _git(Path(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     # --cached still lists a tracked file deleted from the work tree, and a file that is
     # both staged and modified only once; keep what exists, once.
-    return sorted({p for p in out.split("\0") if p and (Path(root) / p).is_file()})
+    base = str(root)
+    return sorted({p for p in out.split("\0") if p and os.path.isfile(os.path.join(base, p))})
 
 
 def init_repo(path: Path, message: str) -> str:

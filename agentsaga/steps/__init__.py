@@ -86,7 +86,7 @@ KINDS: dict[str, KindSpec] = {
             "max_file_bytes": INT,
         },
         ("files",),
-        frozenset({"files", "paths", "tokens", "skipped"}),
+        frozenset({"files", "paths", "tokens", "skipped", "cut"}),
         "agentsaga.steps.read",
         False,
         "gathers files by glob into context, counted with tiktoken",
