@@ -217,7 +217,7 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
                 "except files .gitignore hides, .git/**, .agentsaga/**, .agentsaga.yml "
                 "and symlinks leading out of the workspace",
             ]
-        if step.commit or step.kind in ("write", "agent"):
+        if step.commit or step.kind in ("write", "agent", "external"):
             entry["commits"] = "its changes, on the run branch"
         if step.kind in ("plan", "write", "agent"):
             entry["llm"] = f"{step.fields.get('provider') or pipeline.defaults.get('provider')}"

@@ -14,7 +14,7 @@ from agentsaga.states import StepStatus
 
 #: Write and agent steps undo themselves by default: their only side effect is on the run
 #: branch (an agent's allowed commands run in the workspace, which the reset restores).
-DEFAULT_FOR_KIND = {"write": Compensation(git="reset"), "agent": Compensation(git="reset")}
+DEFAULT_FOR_KIND = {kind: Compensation(git="reset") for kind in ("write", "agent", "external")}
 
 #: A step's fingerprint under the pipeline being planned (None: it cannot be rendered).
 Fingerprint = Callable[[Step], str | None]

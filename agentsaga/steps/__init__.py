@@ -115,6 +115,18 @@ KINDS: dict[str, KindSpec] = {
         "a tool-use loop (read, search, edit, run allowed commands, finish), checkpointed "
         "turn by turn and committed on the run branch",
     ),
+    "external": KindSpec(
+        "external",
+        {"run": COMMAND, "format": Enum("claude-code", "codex"), "model": STR},
+        ("run",),
+        frozenset(
+            {"summary", "turns", "session_id", "exit_code", "changed", "commit", "base", "diffstat"}
+        ),
+        "agentsaga.agent.external",
+        True,
+        "an agent CLI (Claude Code, Codex) run non-interactively in the workspace; its "
+        "token usage goes into the ledger, its changes are committed",
+    ),
     "test": KindSpec(
         "test",
         {"run": COMMAND},
