@@ -578,6 +578,22 @@ from agentsaga import cli_ui as _cli_ui  # noqa: E402,F401
 def main() -> None:
     """Entry point: our errors become a message and an exit code; no traceback unless
     --debug."""
+    from agentsaga.redact import MaskedStream, secret_values
+
+    # Every message, table, error and --json passes here: a secret that reached a string
+    # anywhere (an edit failure quoting a file, a reply) is masked as it is printed.
+    secrets = secret_values()
+    if secrets:
+        sys.stdout = MaskedStream(sys.stdout, secrets)
+        sys.stderr = MaskedStream(sys.stderr, secrets)
+    try:
+        _run_app()
+    finally:
+        if secrets:
+            sys.stdout, sys.stderr = sys.stdout._stream, sys.stderr._stream  # type: ignore[union-attr]
+
+
+def _run_app() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         # Without standalone mode click returns typer.Exit's code instead of exiting.

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsaga.errors import Interrupted, StepFailed, UserInputError
-from agentsaga.redact import redact_file, secret_values
+from agentsaga.redact import MaskingWriter, secret_values
 
 TAIL_CHARS = 4000
 #: stdout larger than this is not parsed as JSON (a deploy's JSON answer is small).
@@ -92,62 +92,29 @@ def run_command(
     # command through the cancel event, not abandon it.
     token = object()
     _RUNNING.add(token)
+    # Secrets are masked as the output streams to the log files, not after the command
+    # ends: a process killed mid-command must not leave a secret in a log.
+    secrets = secret_values(env) if redact else []
     try:
         with _private_open(out_path) as out, _private_open(err_path) as err:
+            pump = _Pump(out, err, secrets) if secrets else None
             try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    # Its own session: a timeout or Ctrl-C stops the command and its children,
-                    # and the terminal's Ctrl-C reaches us, not the command directly.
-                    start_new_session=True,
-                )
-            except FileNotFoundError:
-                err.write(f"command not found: {argv[0]}\n".encode())
-                err.flush()
-                return CommandResult(
-                    127,
-                    "",
-                    f"command not found: {argv[0]}",
-                    False,
-                    (time.monotonic() - started) * 1000,
-                    out_path,
-                    err_path,
-                )
-            except ValueError as exc:
-                # A NUL byte in an argument or an environment value (model output, say):
-                # no command can receive it.
-                raise StepFailed(
-                    f"cannot run the command: {exc} (a value passed to it contains a NUL byte)",
-                    kind="error",
-                    retryable=False,
-                ) from None
-            except PermissionError:
-                err.write(f"permission denied: {argv[0]}\n".encode())
-                err.flush()
-                return CommandResult(
-                    126,
-                    "",
-                    f"permission denied: {argv[0]}",
-                    False,
-                    (time.monotonic() - started) * 1000,
-                    out_path,
-                    err_path,
-                )
-            timed_out = _wait(proc, timeout_s, cancel)
+                spawned = _spawn(argv, cwd, env, pump.child_ends() if pump else (out, err))
+                if isinstance(spawned, str):
+                    err.write(spawned.encode() + b"\n")
+                    code = 127 if spawned.startswith("command not found") else 126
+                    elapsed = (time.monotonic() - started) * 1000
+                    return CommandResult(code, "", spawned, False, elapsed, out_path, err_path)
+                timed_out = _wait(spawned, timeout_s, cancel)
+            finally:
+                if pump is not None:
+                    pump.finish()
     finally:
         _RUNNING.discard(token)
     if cancel is not None and cancel.is_set():
         raise Interrupted()
-    secrets = secret_values(env) if redact else []
-    for path in (out_path, err_path):
-        redact_file(path, secrets)
     return CommandResult(
-        exit_code=None if timed_out else proc.returncode,
+        exit_code=None if timed_out else spawned.returncode,
         stdout_tail=read_tail(out_path),
         stderr_tail=read_tail(err_path),
         timed_out=timed_out,
@@ -155,6 +122,98 @@ def run_command(
         stdout_path=out_path,
         stderr_path=err_path,
     )
+
+
+def _spawn(
+    argv: list[str], cwd: Path, env: dict[str, str], outputs: tuple[Any, Any]
+) -> subprocess.Popen[bytes] | str:
+    """Start the command, or say why it could not start (its stderr line)."""
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=outputs[0],
+            stderr=outputs[1],
+            # Its own session: a timeout or Ctrl-C stops the command and its children,
+            # and the terminal's Ctrl-C reaches us, not the command directly.
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return f"command not found: {argv[0]}"
+    except PermissionError:
+        return f"permission denied: {argv[0]}"
+    except ValueError as exc:
+        # A NUL byte in an argument or an environment value (model output, say): no
+        # command can receive it.
+        raise StepFailed(
+            f"cannot run the command: {exc} (a value passed to it contains a NUL byte)",
+            kind="error",
+            retryable=False,
+        ) from None
+
+
+class _Pump:
+    """Carries a command's stdout and stderr from pipes to its log files through a
+    MaskingWriter each, on one thread. ``finish()`` (after the command ended) drains what
+    the pipes still hold without waiting for an EOF that a background grandchild holding
+    the pipe open would delay for ever."""
+
+    def __init__(self, out: Any, err: Any, secrets: list[str]) -> None:
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()
+        self.writers = {
+            self.out_r: MaskingWriter(out, secrets),
+            self.err_r: MaskingWriter(err, secrets),
+        }
+        self.thread = threading.Thread(target=self._run, name="agentsaga-log-pump", daemon=True)
+        self.thread.start()
+
+    def child_ends(self) -> tuple[int, int]:
+        return self.out_w, self.err_w
+
+    def _run(self) -> None:
+        poller = select.poll()
+        for fd in (*self.writers, self.wake_r):
+            poller.register(fd, select.POLLIN)
+        live = set(self.writers)
+        while live:
+            events = poller.poll()
+            if any(fd == self.wake_r for fd, _ in events):
+                for fd in live:
+                    self._drain(fd)
+                break
+            for fd, _ in events:
+                data = os.read(fd, 65536)
+                if data:
+                    self.writers[fd].write(data)
+                else:
+                    poller.unregister(fd)
+                    live.discard(fd)
+
+    def _drain(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self.writers[fd].write(data)
+
+    def finish(self) -> None:
+        # Our copies of the write ends first: with them open, the pipes never reach EOF.
+        for fd in (self.out_w, self.err_w):
+            os.close(fd)
+        os.write(self.wake_w, b"x")
+        self.thread.join()
+        for writer in self.writers.values():
+            writer.close()
+        for fd in (self.out_r, self.err_r, self.wake_r, self.wake_w):
+            os.close(fd)
 
 
 def _wait(

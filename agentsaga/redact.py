@@ -2,7 +2,9 @@
 
 A secret is the value of any environment variable whose name looks like one (``*KEY*``,
 ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``*CREDENTIAL*``) — provider keys included. A
-command that echoes one has it replaced by ``***`` in its stored tail and in its log file.
+command that echoes one has it replaced by ``***`` in its log file as the output streams
+(MaskingWriter), the store masks every output, error and state it writes, and the CLI
+masks everything it prints (MaskedStream).
 Short values are left alone: replacing "1" everywhere would destroy the output and protect
 nothing.
 """
@@ -13,7 +15,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
@@ -39,22 +40,6 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def redact_file(path: Path, secrets: list[str]) -> None:
-    """Mask secrets in a log file in place (after its command has ended)."""
-    if not secrets:
-        return
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return
-    encoded = [s.encode() for s in secrets]
-    if not any(s in data for s in encoded):
-        return
-    for secret in encoded:
-        data = data.replace(secret, MASK.encode())
-    path.write_bytes(data)
-
-
 def redact_json(value: Any, secrets: list[str]) -> Any:
     """``value`` (JSON-able) with every secret masked wherever it appears."""
     if not secrets or value is None:
@@ -65,3 +50,53 @@ def redact_json(value: Any, secrets: list[str]) -> Any:
     for secret in secrets:
         text = text.replace(json.dumps(secret)[1:-1], MASK)
     return json.loads(text)
+
+
+def redact_for_store(value: Any) -> Any:
+    """What the store keeps of an output, an error or a run's state: secrets masked. The
+    store masks every JSON it writes, so no caller can forget (an edit failure's
+    "closest lines" may quote a file's secret; a failed step's output is a model reply)."""
+    return redact_json(value, secret_values())
+
+
+class MaskingWriter:
+    """Writes bytes to ``sink`` with every secret masked as it streams: the last
+    ``len(longest secret) - 1`` bytes are held back until more arrive, so a secret split
+    across two reads is masked whole, and a process killed mid-command leaves at most a
+    secret's partial prefix unwritten, never the secret in the file."""
+
+    def __init__(self, sink: Any, secrets: list[str]) -> None:
+        self.sink = sink
+        self.secrets = [s.encode() for s in secrets]
+        self.keep = max((len(s) for s in self.secrets), default=1) - 1
+        self.carry = b""
+
+    def write(self, data: bytes) -> None:
+        data = self.carry + data
+        for secret in self.secrets:
+            data = data.replace(secret, MASK.encode())
+        cut = max(len(data) - self.keep, 0)
+        self.carry = data[cut:]
+        self.sink.write(data[:cut])
+        self.sink.flush()
+
+    def close(self) -> None:
+        self.sink.write(self.carry)
+        self.carry = b""
+        self.sink.flush()
+
+
+class MaskedStream:
+    """A text stream (stdout, stderr) that masks secrets in what is written to it: the
+    CLI's one place where every message, table and ``--json`` passes."""
+
+    def __init__(self, stream: Any, secrets: list[str]) -> None:
+        self._stream = stream
+        self._secrets = secrets
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text, self._secrets))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

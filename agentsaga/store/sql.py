@@ -54,6 +54,13 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, ensure_ascii=False)
 
 
+def _masked(value: Any) -> str | None:
+    """JSON of a value that may quote a secret (an output, an error, a run's state)."""
+    from agentsaga.redact import redact_for_store
+
+    return _dumps(redact_for_store(value))
+
+
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -138,7 +145,7 @@ class SqlStore(AgentTurnsSql):
                     run.status,
                     _dumps(run.workspace),
                     _dumps(run.state),
-                    _dumps(run.error),
+                    _masked(run.error),
                     run.created_at,
                     run.updated_at,
                     run.finished_at,
@@ -230,9 +237,9 @@ class SqlStore(AgentTurnsSql):
         sets, params = ["updated_at = ?"], [utcnow()]
         for column, value in (
             ("status", status),
-            ("state_json", _dumps(state)),
+            ("state_json", _masked(state)),
             ("workspace_json", _dumps(workspace)),
-            ("error_json", _dumps(error)),
+            ("error_json", _masked(error)),
         ):
             if value is not None:
                 sets.append(f"{column} = ?")
@@ -350,8 +357,8 @@ class SqlStore(AgentTurnsSql):
                 "tokens_cache_write = ?, tokens_estimated = ?, cost_usd = ? WHERE id = ?",
                 (
                     status,
-                    _dumps(output),
-                    _dumps(error),
+                    _masked(output),
+                    _masked(error),
                     log_path,
                     now,
                     duration_ms,
@@ -363,7 +370,7 @@ class SqlStore(AgentTurnsSql):
                 self._exec(
                     cur,
                     "UPDATE runs SET state_json = ?, updated_at = ? WHERE id = ?",
-                    (_dumps(state[1]), now, state[0]),
+                    (_masked(state[1]), now, state[0]),
                 )
 
     def set_pipeline(self, run_id: str, path: str, text: str, text_hash: str) -> None:
@@ -479,7 +486,7 @@ class SqlStore(AgentTurnsSql):
                 cur,
                 "UPDATE compensations SET status = ?, tries = ?, error_json = ?, finished_at = ? "
                 "WHERE id = ?",
-                (status, tries, _dumps(error), utcnow(), comp_id),
+                (status, tries, _masked(error), utcnow(), comp_id),
             )
             self._exec(
                 cur,
