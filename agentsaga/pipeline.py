@@ -232,6 +232,9 @@ def load_text(
 ) -> Pipeline:
     """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared,
     unless ``ignore_undeclared``: a run's stored vars applied to a changed pipeline)."""
+    from agentsaga import yaml_aliases
+
+    yaml_aliases.check(text, path)
     try:
         try:
             root = yaml.compose(text, Loader=_COMPOSER)
