@@ -45,10 +45,11 @@ def check(text: str, path: str) -> None:
                 added += size
                 if added > MAX_ALIAS_NODES:
                     mark = event.start_mark
+                    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
                     raise PipelineError(
                         path,
-                        mark.line + 1,
-                        mark.column + 1,
+                        line,
+                        col,
                         f"YAML aliases expand this pipeline past {MAX_ALIAS_NODES:,} nodes "
                         f"(*{event.anchor} adds {size:,}); write the values out instead",
                     )
