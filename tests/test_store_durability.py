@@ -215,20 +215,45 @@ def test_a_read_only_store_refuses_clearly_and_the_run_resumes_once_writable(
     assert "read-only" in refused.stderr and "resume" in refused.stderr, refused
 
 
-def test_a_read_only_store_at_start_is_a_clear_error(
+def test_a_read_only_store_still_answers_runs_show_and_logs(
     env: Env, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Issue 10, item 11: on a read-only filesystem the commands that only read work;
+    one that must write fails with a message naming the store, before running anything."""
     db = small_disk / "state.db"
     monkeypatch.setenv("AGENTSAGA_STORE", str(db))
-    path = env.write("p.yml", pipeline(step("s1", undo=False)))
-    assert run_agentsaga("run", path).exit_code == 0
+    path = env.write("p.yml", pipeline(step("s1", "echo s1 >> ledger", undo=False)))
+    first = run_agentsaga("run", path)
+    assert first.exit_code == 0, first
+    run_id, _ = _status(db)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    for args in (("runs",), ("run", str(path))):
+    for args in (("runs",), ("show", run_id), ("logs", run_id), ("report", run_id)):
+        result = run_agentsaga(*args)
+        assert result.exit_code == 0, (args, result)
+    assert run_id in run_agentsaga("runs").stdout
+    assert "succeeded" in run_agentsaga("show", run_id).stdout
+    for args in (("run", str(path)), ("rollback", run_id)):
         result = run_agentsaga(*args)
         assert result.exit_code != 0, (args, result)
         assert "Traceback" not in result.stderr, (args, result)
-        assert str(db) in result.stderr, (args, result)  # names the store it could not use
+        assert str(db) in result.stderr and "read-only" in result.stderr, (args, result)
         assert result.stderr.startswith("error:"), (args, result)
+    assert env.ledger.lines() == ["s1"]
+
+
+def test_an_empty_store_file_is_damaged_not_silently_recreated(env: Env, tmp_path: Path) -> None:
+    """Issue 10, item 11: a zero-byte state.db (truncated) must not become a new, empty
+    store that forgets the runs whose branches and worktrees are still there."""
+    path = env.write("p.yml", pipeline(step("s1", undo=False)))
+    assert run_agentsaga("run", path).exit_code == 0
+    db = tmp_path / "state.db"
+    db.write_bytes(b"")
+    for args in (("runs",), ("run", str(path))):
+        result = run_agentsaga(*args)
+        assert result.exit_code != 0, (args, result)
+        assert "damaged" in result.stderr and "empty" in result.stderr, (args, result)
+        assert result.stderr.startswith("error:"), (args, result)
+    assert db.stat().st_size == 0, "the damaged store was overwritten"
 
 
 # --- the store's folder stays out of the user's way ------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -20,24 +22,29 @@ _OPEN_PATIENCE_S = 30.0
 class SqliteStore(SqlStore):
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, creating: bool = False) -> None:
         self.path = path
         self.location = str(path)
         # The lease heartbeat thread shares this connection; the lock serialises them.
         self._lock = threading.RLock()
         try:
-            _make_private_dir(path.parent)
-            new = not path.exists()
-            self._conn = sqlite3.connect(
-                str(path),
-                # Autocommit mode: transactions are ours, opened with BEGIN IMMEDIATE.
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=30,
-            )
-            if new:
-                os.chmod(path, 0o600)
-            self._open_with_retries()
+            if not creating:
+                _make_private_dir(path.parent)
+                if not path.exists():
+                    _create(path)
+                elif path.stat().st_size == 0:
+                    raise StoreError(_damaged(path))
+            self._conn = _connect(str(path))
+            try:
+                self._open_with_retries()
+            except sqlite3.OperationalError:
+                if not _read_only_filesystem(path.parent):
+                    raise
+                # A read-only filesystem: WAL cannot create its shared-memory file, so
+                # open the file as immutable. `runs`, `show` and `logs` work; the first
+                # write fails with "read-only" (nothing can write there anyway).
+                self._conn.close()
+                self._conn = _connect(f"file:{path}?mode=ro&immutable=1", uri=True)
         except sqlite3.Error as exc:
             raise StoreError(_explain(exc, path)) from exc
         except OSError as exc:
@@ -109,10 +116,60 @@ class SqliteStore(SqlStore):
             self._conn.close()
 
 
+def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
+    return sqlite3.connect(
+        target,
+        # Autocommit mode: transactions are ours, opened with BEGIN IMMEDIATE.
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=30,
+        uri=uri,
+    )
+
+
+def _create(path: Path) -> None:
+    """Create a new store beside ``path`` and link it into place whole. A store file
+    therefore never exists empty, and an empty ``state.db`` is a damaged one (truncated,
+    or overwritten), not a new store to create silently over the runs it recorded."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        store = SqliteStore(tmp, creating=True)
+        # Closing the last connection checkpoints the WAL into the file and removes it.
+        store.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _damaged(path: Path) -> str:
+    return (
+        f"the store {path} is damaged: the file is empty (truncated?). The runs it recorded "
+        "are lost to agentsaga; their branches (agentsaga/...) and worktrees "
+        "(.agentsaga/worktrees) are still in the repository. Move the file aside "
+        f"(mv {path} {path}.damaged) to start a new store, or restore it from a backup"
+    )
+
+
+def _read_only_filesystem(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _make_private_dir(path: Path) -> None:
     """Create the store's folder readable by its owner only (it holds prompts and logs).
     Inside a repository it ignores itself, so it never shows in ``git status`` even
     before a run has added it to ``.git/info/exclude``."""
+    if path.is_dir() and _read_only_filesystem(path):
+        return  # nothing to create, and nothing could be
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     ignore = path / ".gitignore"
     if path.name == ".agentsaga" and not ignore.exists():
