@@ -117,6 +117,48 @@ def test_attempt_numbers_and_start_order(store: SqliteStore) -> None:
     assert [x.id for x in store.attempts(rid)] == [a1.id, b1.id, a2.id]
 
 
+def test_a_running_record_skips_the_fsync_and_a_checkpoint_does_not(store: SqliteStore) -> None:
+    """One fsync per step: "running" commits with synchronous=NORMAL (in the WAL, not yet
+    on the platter), the checkpoint with FULL; the connection is left at FULL."""
+    rid = _run(store)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
+    running = list(statements)
+    statements.clear()
+    store.finish_attempt(attempt.id, status="completed", output={"x": 1})
+    store.start_attempt(
+        rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None, status="skipped"
+    )
+    checkpoints = list(statements)
+    store._conn.set_trace_callback(None)
+    begin = running.index("BEGIN IMMEDIATE")
+    assert "PRAGMA synchronous=NORMAL" in running[:begin]
+    assert running[-1] == "PRAGMA synchronous=FULL"
+    assert not any("synchronous" in s for s in checkpoints)
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_running_record_survives_a_killed_process(db: Path) -> None:
+    """Without the fsync the record is still in the WAL file: a kill -9 right after the
+    commit (before any other write) leaves it for the next process."""
+    store = SqliteStore(db)
+    rid = _run(store)
+    store.close()
+    code = (
+        "import os, signal; from pathlib import Path; "
+        "from agentsaga.store.sqlite import SqliteStore; "
+        f"s = SqliteStore(Path({str(db)!r})); "
+        f"s.start_attempt({rid!r}, 'a', 0, fingerprint='f', base_commit=None, snapshot=None); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == -9
+    with _raw(db) as conn:
+        rows = conn.execute("SELECT step_id, status FROM step_attempts").fetchall()
+    assert rows == [("a", "running")]
+
+
 def test_finish_attempt_writes_output_and_status_in_one_transaction(
     store: SqliteStore, db: Path
 ) -> None:

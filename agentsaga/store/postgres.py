@@ -146,7 +146,7 @@ class PostgresStore(SqlStore):
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+    def transaction(self, durable: bool = True) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
         import psycopg
 
         with self._lock:
@@ -159,6 +159,10 @@ class PostgresStore(SqlStore):
                 with conn.cursor() as cur:
                     # autocommit is off: this first statement opens the transaction.
                     cur.execute(f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
+                    if not durable:
+                        # Committed to the server (a client crash keeps it), flushed to
+                        # disk with the next durable commit, which flushes the WAL in order.
+                        cur.execute("SET LOCAL synchronous_commit TO OFF")
                     yield cur
                     faults.point("store.in_write")
                 conn.commit()

@@ -77,7 +77,7 @@ class SqlStore(AgentTurnsSql):
 
     # --- provided by the dialect --------------------------------------------------------
 
-    def transaction(self) -> AbstractContextManager[Any]:
+    def transaction(self, durable: bool = True) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
     def _param(self, sql: str) -> str:
@@ -267,7 +267,11 @@ class SqlStore(AgentTurnsSql):
     ) -> AttemptRecord:
         now = utcnow()
         finished = now if status != StepStatus.RUNNING else None
-        with self.transaction() as cur:
+        # A "running" record is committed without waiting for the disk: it survives a
+        # killed process (the usual crash) at once, and a power loss once the step's
+        # checkpoint, which is durable, is committed. One fsync per step, not two: on a
+        # loaded machine each costs milliseconds (docs/design.md, "Performance").
+        with self.transaction(durable=status != StepStatus.RUNNING) as cur:
             # Two lookups, each answered by a unique index (run_id, seq) and (run_id,
             # step_id, attempt) in O(log n): one MAX over every attempt of the run made
             # each step cost more than the one before it.

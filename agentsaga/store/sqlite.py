@@ -80,10 +80,16 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA busy_timeout=30000")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Cursor]:
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One write transaction. ``durable=False`` commits without the fsync: the commit
+        is in the WAL file (another process, or this one restarted after a kill -9, sees
+        it) but a power loss may take it back; the next durable commit's fsync covers it
+        (the WAL is one file, synced whole)."""
         with self._lock:
             cur = self._conn.cursor()
             try:
+                if not durable:
+                    cur.execute("PRAGMA synchronous=NORMAL")
                 # IMMEDIATE takes the write lock now, so read-then-write is atomic.
                 cur.execute("BEGIN IMMEDIATE")
                 yield cur
@@ -96,6 +102,8 @@ class SqliteStore(SqlStore):
                     raise StoreError(_explain(exc, self.path)) from exc
                 raise
             finally:
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous=FULL")
                 cur.close()
 
     @contextmanager
