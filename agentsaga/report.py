@@ -230,11 +230,15 @@ def _per_step(
 
 def step_detail(store: Store, run_id: str, step_id: str) -> dict[str, Any]:
     """Everything about one step's attempts: error, output, each model call (prompt, reply,
-    usage), the command's output and the diff it made. The web view's step panel."""
+    usage), an agent's transcript (its turns and tool calls), the command's output and the
+    diff it made. The web view's step panel."""
+    from agentsaga.agent.transcript import agent_transcript
+
     run = store.get_run(run_id)
     records = store.attempts(run_id)
     calls = store.llm_calls(run_id)
     comps = store.compensations(run_id)
+    turns = agent_transcript(store, run_id, step_id)["turns"]  # empty unless an agent step
     attempts = []
     for a in records:
         if a.step_id != step_id:
@@ -258,6 +262,7 @@ def step_detail(store: Store, run_id: str, step_id: str) -> dict[str, Any]:
                     if c.attempt_id == a.id
                 ],
                 "calls": [_call_json(c) for c in calls if c.attempt_id == a.id],
+                "transcript": [t for t in turns if t["attempt"] == a.attempt],
                 "logs": _log_tails(a.log_path),
                 "diff": _diff_or_none(run.workspace or {}, a, records),
             }
@@ -315,6 +320,7 @@ def _call_json(call: LLMCallRecord) -> dict[str, Any]:
         "usage": call.usage.to_json(),
         "request": call.request,
         "reply": (call.response or {}).get("text"),
+        "tool_calls": (call.response or {}).get("tool_calls") or [],
         "error": call.error,
     }
 

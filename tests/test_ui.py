@@ -435,6 +435,7 @@ def test_pages_follow_an_active_run_live(
         assert browser.js("return Chart.getChart('timeline').$sagaDrawn.arrows") == 1
         assert_no_js_errors(browser)
     finally:
+        browser.get("about:blank")  # a page left open would poll a stopped server
         if run.poll() is None:
             run.kill()
             run.wait(timeout=30)
@@ -461,4 +462,33 @@ def test_api_over_postgresql_serves_the_cli_documents(pg_fresh_url: Any, tmp_pat
         status, _, step = request(ui.port, "GET", f"/api/runs/{run_id}/steps/wait")
         assert status == 200 and step["attempts"][0]["status"] == "completed"
     finally:
+        ui.stop()
+
+
+def test_agent_step_shows_its_tool_transcript(
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store = str(tmp_path / "agent.db")
+    demo = agentsaga(store, "demo", "--agent", "--dir", str(tmp_path / "d"), "--json", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    run_id = json.loads(demo.stdout)["run_id"]
+    ui = UIServer(store, tmp_path)
+    try:
+        status, _, step = request(ui.port, "GET", f"/api/runs/{run_id}/steps/fix")
+        assert status == 200
+        turns = step["attempts"][-1]["transcript"]
+        assert len(turns) >= 3 and turns[-1]["calls"][0]["tool"] == "finish"
+        browser.get(f"{ui.url}#/runs/{run_id}/steps/fix")
+        browser.wait_for("return document.querySelector('#step-detail table.transcript')")
+        rows = browser.js("return document.querySelectorAll('table.transcript tr.turn').length")
+        assert rows == len(turns)
+        text = browser.js("return document.querySelector('table.transcript').innerText")
+        assert "read_file(path=src/calc.py)" in text and "finish(" in text
+        # The model's tool calls are shown as its replies.
+        replies = browser.js("return document.getElementById('step-detail').innerText")
+        assert "[tool call] run_command" in replies
+        assert_no_js_errors(browser)
+    finally:
+        browser.get("about:blank")  # a page left open would poll a stopped server
         ui.stop()

@@ -671,7 +671,13 @@
       card.append(section("Prompt", a.prompt.system ? folded("system", pre(a.prompt.system)) : null,
         pre(a.prompt.user || "")));
     }
-    for (const call of a.calls || a.model_calls || []) card.append(callBlock(call));
+    // A conversation grows call by call: each call shows only the messages it added.
+    let seen = 0;
+    for (const call of a.calls || a.model_calls || []) {
+      card.append(callBlock(call, seen));
+      const sent = call.request && Array.isArray(call.request.messages) ? call.request.messages.length : 0;
+      seen = sent ? sent + 1 : 0; // + the reply, which the next request carries back
+    }
     const transcript = a.transcript || (a.output && a.output.transcript);
     if (Array.isArray(transcript) && transcript.length) card.append(transcriptBlock(transcript));
     const logs = a.logs || (a.log && typeof a.log.stdout === "string" && !a.log.stdout.startsWith("/")
@@ -693,12 +699,16 @@
     return el("div", { class: "section" }, el("h4", { text: title }), children);
   }
 
-  function callBlock(call) {
+  function callBlock(call, seen) {
     const u = call.usage || {};
     const req = call.request;
-    const messages = req && Array.isArray(req.messages) ? req.messages : [];
+    const all = req && Array.isArray(req.messages) ? req.messages : [];
+    const skip = seen && seen <= all.length ? seen : 0;
+    const messages = all.slice(skip);
     const reply = el("div", { class: "reply" }, el("h4", { text: "reply" }),
-      call.reply != null ? pre(call.reply) : null,
+      call.reply != null || (call.tool_calls || []).length
+        ? pre(messageText({ content: call.reply, tool_calls: call.tool_calls }))
+        : null,
       call.error ? pre(errorText(call.error), "block error") : null);
     const http = call.http_attempts ?? call.http_attempt;
     return el(
@@ -716,7 +726,8 @@
             el("div", { class: "prompt" }, el("h4", { text: "prompt" }),
               req.system ? folded("system", pre(req.system)) : null,
               req.cache_prefix ? folded("cached prefix", pre(req.cache_prefix)) : null,
-              messages.map((m) => [el("h5", { text: m.role || "message" }), pre(contentText(m.content))])),
+              skip ? el("p", { class: "muted", text: `${skip} earlier messages, as in the calls above` }) : null,
+              messages.map((m) => [el("h5", { text: m.role || "message" }), pre(messageText(m))])),
             reply)
         : reply,
     );
@@ -724,7 +735,20 @@
 
   const folded = (title, body) => el("details", { class: "fold" }, el("summary", { text: title }), body);
 
+  function messageText(m) {
+    const parts = [];
+    const text = contentText(m.content);
+    if (text) parts.push(text);
+    for (const t of m.tool_calls || []) parts.push(`[tool call] ${t.name}(${JSON.stringify(t.arguments)})`);
+    for (const r of m.tool_results || []) {
+      const body = typeof r.content === "string" ? r.content : JSON.stringify(r.content);
+      parts.push(`[tool result${r.is_error ? ", error" : ""}]\n${body}`);
+    }
+    return parts.join("\n\n");
+  }
+
   function contentText(content) {
+    if (content === null || content === undefined) return "";
     if (typeof content === "string") return content;
     if (!Array.isArray(content)) return JSON.stringify(content, null, 2);
     return content.map((block) => {
@@ -738,14 +762,25 @@
     }).join("\n\n");
   }
 
+  /** An agent's turns: what it said, its tokens, and each tool call with its result size. */
   function transcriptBlock(turns) {
-    const keys = [...new Set(turns.flatMap((t) => Object.keys(t)))].slice(0, 8);
+    const call = (c) => {
+      const size = c.status !== "done" ? "no result (in flight)"
+        : c.result_chars == null ? "?" : fmtInt(c.result_chars) + " chars";
+      return el("li", { class: c.is_error ? "error" : "" },
+        el("code", { text: `${c.tool}(${c.arguments ?? ""})` }), ` → ${size}`, c.is_error ? " error" : "");
+    };
     return section("Tool transcript", el("table", { class: "grid transcript" },
-      el("thead", {}, el("tr", {}, keys.map((k) => el("th", { text: k })))),
-      el("tbody", {}, turns.map((t) => el("tr", {}, keys.map((k) => {
-        const v = t[k];
-        return el("td", { class: "clip", text: typeof v === "string" ? v : JSON.stringify(v) });
-      }))))));
+      el("thead", {}, el("tr", {}, ["turn", "tokens in / out / cache", "said", "tool calls"].map((h) =>
+        el("th", { text: h })))),
+      el("tbody", {}, turns.map((t) => {
+        const tok = t.tokens || {};
+        return el("tr", { class: "turn" + (t.complete === false ? " in-flight" : "") },
+          el("td", { class: "num", text: t.turn }),
+          el("td", { class: "num", text: `${fmtInt(tok.input)} / ${fmtInt(tok.output)} / ${fmtInt(tok.cache_read)}` }),
+          el("td", { text: (t.text || "") + (t.complete === false ? " (in flight when its process died)" : "") }),
+          el("td", {}, el("ul", { class: "calls" }, (t.calls || []).map(call))));
+      }))));
   }
 
   function diffBlock(diff) {
