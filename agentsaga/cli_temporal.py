@@ -112,7 +112,7 @@ def submit_run(
     engine = session.engine(json_mode, **options)
     remote = pipeline.workspace.get("remote")
     record = engine.new_record(pipeline, temporal=_recorded(target, session))
-    run_input = RunInput(record.id, "run", target.task_queue, host_timeout_s=target.host_timeout_s)
+    run_input = _input(target, record.id, "run")
 
     def before_start() -> None:
         session.store.create_run(record)
@@ -146,13 +146,7 @@ def submit_resume(
     engine = session.engine(json_mode, force=force)
     record = session.store.get_run(run_id)
     changed = pipeline is not None and pipeline.text != record.pipeline_text
-    run_input = RunInput(
-        run_id,
-        "resume",
-        target.task_queue,
-        changed_pipeline=changed,
-        host_timeout_s=target.host_timeout_s,
-    )
+    run_input = _input(target, run_id, "resume", changed_pipeline=changed)
     run_input.host_id = (record.workspace or {}).get("host")
 
     def before_start() -> None:
@@ -174,16 +168,20 @@ def submit_rollback(
 ) -> None:
     engine = session.engine(json_mode, force=force, keep_refs=keep_refs)
     record = session.store.get_run(run_id)
-    run_input = RunInput(
-        run_id,
-        "rollback",
-        target.task_queue,
-        force=force,
-        keep_refs=keep_refs,
-        host_timeout_s=target.host_timeout_s,
-    )
+    run_input = _input(target, run_id, "rollback", force=force, keep_refs=keep_refs)
     run_input.host_id = (record.workspace or {}).get("host")
     _submit(session, engine, target, run_input, detach, json_mode, "rollback", None)
+
+
+def _input(target: TemporalTarget, run_id: str, mode: str, **fields: Any) -> RunInput:
+    return RunInput(
+        run_id,
+        mode,
+        target.task_queue,
+        host_timeout_s=target.host_timeout_s,
+        history_events=target.history_events,
+        **fields,
+    )
 
 
 def _recorded(target: TemporalTarget, session: Any) -> dict[str, Any]:

@@ -49,7 +49,15 @@ CONFIG = Obj(
         "prices": MapOf(MapOf(NUM)),
         "redact_env": BOOL,
         # Where `run` submits by default (agentsaga/runners/temporal_io.py).
-        "temporal": Obj({"address": STR, "task_queue": STR, "namespace": STR, "host_timeout": NUM}),
+        "temporal": Obj(
+            {
+                "address": STR,
+                "task_queue": STR,
+                "namespace": STR,
+                "host_timeout": NUM,
+                "history_events": INT,
+            }
+        ),
     }
 )
 

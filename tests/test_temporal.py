@@ -426,3 +426,51 @@ def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
     assert rolled.exit_code == 0, rolled
     assert git(remote, "for-each-ref", "refs/heads/agentsaga", "refs/agentsaga") == ""
     assert not process_running(a.proc.pid)
+
+
+def test_a_long_run_continues_as_new_workflow_runs_from_the_store(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.temporal_server import find_temporal
+
+    # A small history limit: 14 steps need several executions of the workflow.
+    repo = make_repo(tmp_path, {".agentsaga.yml": "temporal: {history_events: 40}\n"})
+    steps = "".join(
+        f'  - {{id: s{i}, kind: shell, run: ["bash", "-c", "echo {i} >> {tmp_path}/ledger"]}}\n'
+        for i in range(14)
+    )
+    pipeline = write(
+        tmp_path / "p.yml", "name: long\nworkspace: {isolation: none}\nsteps:\n" + steps
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    done = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    assert done.exit_code == 0, done
+    run_id = done.json()["run_id"]
+    assert [s["attempts"] for s in done.json()["steps"]] == [1] * 14
+    assert (tmp_path / "ledger").read_text().split() == [str(i) for i in range(14)]
+    binary = find_temporal()
+    assert binary is not None
+    listed = subprocess.run(
+        [
+            binary,
+            "workflow",
+            "list",
+            "--address",
+            temporal_address,
+            "-o",
+            "json",
+            "--query",
+            f"WorkflowId='{run_id}'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    executions = json.loads(listed.stdout)
+    assert len(executions) >= 3, executions  # continued as new at least twice

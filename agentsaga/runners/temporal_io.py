@@ -37,6 +37,8 @@ class TemporalTarget:
     namespace: str = DEFAULT_NAMESPACE
     #: How long a step waits for the worker of the host holding its worktree.
     host_timeout_s: float = 30.0
+    #: A workflow history past this many events continues as a new run of the workflow.
+    history_events: int = 8_000
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class TemporalTarget:
             "task_queue": self.task_queue,
             "namespace": self.namespace,
             "host_timeout_s": self.host_timeout_s,
+            "history_events": self.history_events,
         }
 
     @classmethod
@@ -53,6 +56,7 @@ class TemporalTarget:
             str(data.get("task_queue") or DEFAULT_TASK_QUEUE),
             str(data.get("namespace") or DEFAULT_NAMESPACE),
             float(data.get("host_timeout_s") or 30.0),
+            int(data.get("history_events") or 8_000),
         )
 
 
@@ -84,6 +88,7 @@ def resolve_target(
         or str(section.get("task_queue") or DEFAULT_TASK_QUEUE),
         str(section.get("namespace") or DEFAULT_NAMESPACE),
         float(section.get("host_timeout") or 30.0),
+        int(section.get("history_events") or 8_000),
     )
 
 
@@ -118,3 +123,5 @@ class RunInput:
     host_timeout_s: float = 30.0
     #: The host holding the run's worktree (workspace.remote), if one does.
     host_id: str | None = None
+    #: Continue as a new workflow run past this many history events.
+    history_events: int = 8_000

@@ -50,8 +50,16 @@ ACTIVITY_RETRY = RetryPolicy(
 #: A worker that stops heartbeating for this long is presumed dead: its activity is
 #: given to another worker (which recovers the crashed attempt, as ``resume`` would).
 HEARTBEAT = timedelta(seconds=10)
+#: A history past this many events is carried on in a new run of the workflow (Temporal
+#: warns from ~10,000 events and stops a workflow at ~51,200): ~1,300 steps each.
+HISTORY_EVENTS = 8_000
 #: No activity is expected to outlive a day (a step's own ``timeout:`` is enforced inside).
 START_TO_CLOSE = timedelta(hours=24)
+
+
+def _history_full(limit: int) -> bool:
+    info = workflow.info()
+    return info.get_current_history_length() > limit or info.is_continue_as_new_suggested()
 
 
 def _not_picked_up(exc: ActivityError) -> bool:
@@ -159,6 +167,15 @@ class SagaWorkflow:
                 view = apply(view, await self._act("agentsaga.restart", first, host=True))
                 restarted, position = True, min(action.index, len(pipeline.steps))
                 continue
+            if _history_full(int(self.input.get("history_events") or HISTORY_EVENTS)):
+                # A long run: start afresh from the store's facts (begin reads them).
+                workflow.continue_as_new(
+                    {
+                        **self.input,
+                        "mode": "continue",
+                        "changed_pipeline": self.input.get("changed_pipeline") and not restarted,
+                    }
+                )
             step = action.step
             try_no = 1
             while True:
