@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser import HEIGHT, WIDTH, Browser, browser  # noqa: F401 (the fixture)
+from agentsaga.ui.security import Access
+from agentsaga.ui.server import display_available
+from tests.browser import Browser, browser  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -256,6 +258,54 @@ def test_any_other_host_needs_the_token_printed_at_start(saga: Saga, tmp_path: P
             ui.port, "POST", f"/api/runs/{saga.run_id}/reject", {"Cookie": cookie}, {}
         )
         assert status == 403
+    finally:
+        ui.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1:8470", True),
+        ("localhost:8470", True),
+        ("LOCALHOST", True),
+        ("[::1]:8470", True),
+        ("127.0.0.2", True),
+        ("evil.example", False),
+        ("127.0.0.1.evil.example:8470", False),
+        ("[::ffff:8.8.8.8]:80", False),
+        (None, False),
+    ],
+)
+def test_loopback_host_names(host: str | None, allowed: bool) -> None:
+    headers = {"Host": host} if host is not None else {}
+    assert Access(token="t", loopback=True).can_read(headers) is allowed
+    # Bound elsewhere, the name is not the guard: the token is.
+    assert Access(token="t", loopback=False).can_read(headers) is False
+    assert Access(token="t", loopback=False).can_read({**headers, "Authorization": "Bearer t"})
+
+
+def test_a_browser_opens_only_where_there_is_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert display_available() is False
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert display_available() is True
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert display_available() is True
+
+
+def test_ipv6_loopback(saga: Saga, tmp_path: Path) -> None:
+    ui = UIServer(saga.store, tmp_path, "--host", "::1")
+    try:
+        assert ui.url.startswith("http://[::1]:") and ui.token is None
+        conn = http.client.HTTPConnection("::1", ui.port, timeout=60)
+        conn.request("GET", "/api/runs", headers={"Host": f"[::1]:{ui.port}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read()) == cli_json(saga.store, "runs")
+        conn.close()
     finally:
         ui.stop()
 

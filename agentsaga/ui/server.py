@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,11 +220,25 @@ def _page_headers() -> dict[str, str]:
     return {"Content_Security_Policy": csp, "X_Frame_Options": "DENY"}
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that closes a tab mid-response is no error of ours; anything else is
+        # printed as the standard library does.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def make_server(app: UIApp, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"app": app})
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
-    return httpd
+    server_class = _Server6 if ":" in host else _Server
+    return server_class((host.strip("[]"), port), handler)
 
 
 def display_available() -> bool:
