@@ -297,6 +297,50 @@ def _write_intent(ws: Workspace, run_id: str) -> None:
     os.replace(tmp, target)
 
 
+def _checkout_claim(repo_root: Path) -> Path:
+    return repo_root / STATE_DIR / "workspaces" / "checkout.owner"
+
+
+def _claim_checkout(root: Path, run_id: str) -> None:
+    """One ``isolation: branch`` run at a time in a checkout: a second one would stash
+    the first one's work as "the user's changes" and restore the wrong branch on
+    rollback. The claim is a file created exclusively; it is stale when its run has no
+    workspace record (it died before recording one, or was torn down)."""
+    claim = _checkout_claim(root)
+    claim.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for _ in range(3):
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                owner = claim.read_text().strip()
+            except FileNotFoundError:
+                continue
+            if owner == run_id:
+                return
+            if owner and _intent_file(root, owner).exists():
+                raise GitUnsafe(
+                    f"the checkout {root} is in use by run {owner} (isolation: branch); "
+                    f"roll it back (agentsaga rollback {owner}) or let it finish first, or "
+                    "use isolation: worktree, which lets runs work side by side"
+                ) from None
+            claim.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(run_id)
+        return
+    raise GitUnsafe(f"could not claim the checkout {root} for run {run_id}; try again")
+
+
+def _release_checkout(root: Path, run_id: str) -> None:
+    claim = _checkout_claim(root)
+    try:
+        if claim.read_text().strip() == run_id:
+            claim.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def _stash_message(run_id: str) -> str:
     return f"agentsaga {run_id}: your changes from before the run"
 
@@ -384,6 +428,8 @@ def create_workspace(
                 "commit or stash them, use isolation: worktree, or pass --allow-dirty to "
                 "have agentsaga stash them and restore them when the run is rolled back"
             )
+        if isolation == "branch":
+            _claim_checkout(root, run_id)
         _write_intent(ws, run_id)
     tip = _resolve(root, f"refs/heads/{branch}")
     if tip is not None and tip != ws.base_commit:
@@ -729,6 +775,8 @@ def delete_workspace(
     if not keep_refs:
         delete_refs(root, f"{REF_ROOT}/{run_id}")
     _intent_file(root, run_id).unlink(missing_ok=True)
+    if ws.isolation == "branch":
+        _release_checkout(root, run_id)
 
 
 def _restore_user(ws: Workspace, on_run_branch: bool) -> None:

@@ -543,6 +543,33 @@ def test_branch_isolation_with_allow_dirty_restores_everything(repo: Path, tmp_p
     assert git(repo, "stash", "list", "--format=%gs").splitlines() == ["On main: my older stash"]
 
 
+def test_a_second_branch_isolation_run_in_one_checkout_is_refused_naming_the_first(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Issue 10, item 11: the second would stash the first one's work as "your changes"
+    and, rolled back, restore the first run's branch as the user's."""
+    path = write_pipeline(
+        tmp_path, shell("c1", "echo c1 >> a.txt", commit=True), isolation="branch"
+    )
+    before = capture(repo)
+    first = cli("run", path, "--json")
+    assert first.exit_code == 0, first
+    owner = run_id_of(first)
+    during = capture(repo)
+    for flags in ((), ("--allow-dirty",)):
+        second = cli("run", path, *flags)
+        assert second.exit_code != 0, second
+        assert f"in use by run {owner}" in second.output, second
+        assert "Traceback" not in second.output
+        assert capture(repo) == during
+    assert cli("rollback", owner).exit_code == 0
+    assert capture(repo) == before
+    again = cli("run", path, "--json")
+    assert again.exit_code == 0, again
+    assert cli("rollback", run_id_of(again)).exit_code == 0
+    assert capture(repo) == before
+
+
 # --- detached HEAD -------------------------------------------------------------------------
 
 
