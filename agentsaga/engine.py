@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsaga import attempts as attempts_mod
-from agentsaga import compensations, namespace, process, undo
+from agentsaga import compensations, namespace, process, takeover, undo
 from agentsaga.errors import (
     AgentsagaError,
     CompensationFailed,
@@ -102,6 +102,7 @@ class Engine:
         budget: dict[str, float] | None = None,
     ) -> RunResult:
         with self._owning(run_id):
+            takeover.take_over(self.rt, run_id)
             new, old = self._prepare_resume(run_id, pipeline, from_step, budget)
             return self._drive(run_id, new, old)
 
@@ -173,6 +174,7 @@ class Engine:
 
     def rollback(self, run_id: str) -> RunResult:
         with self._owning(run_id):
+            takeover.take_over(self.rt, run_id)
             return self._rollback(run_id)
 
     def fork(

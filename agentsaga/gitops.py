@@ -876,6 +876,31 @@ def init_repo(path: Path, message: str) -> str:
     return _git(path, "rev-parse", "HEAD").strip()
 
 
+def stale_locks(ws: Workspace, run_id: str) -> list[Path]:
+    """Lock files under agentsaga's own refs and its own worktree: what a process killed
+    mid-git leaves behind (``refs/agentsaga/<run>/...lock``, the run branch's lock, the
+    worktree's ``HEAD.lock`` / ``index.lock``, the snapshot index's lock). Only the
+    caller knows whether they are stale: one holding the run's lease with no live owner
+    before it. Locks of the user's own checkout and shared ones (packed-refs) are never
+    listed: a person's git may hold them."""
+    _check_run_id(run_id)
+    root = ws.repo_root
+    if not root.is_dir():
+        return []
+    common = _common_dir(root)
+    found = list((common / REF_ROOT / run_id).rglob("*.lock"))
+    found.append(common / "refs" / "heads" / f"{ws.branch}.lock")
+    if ws.isolation == "worktree" and _is_run_folder(ws):
+        admin = common / "worktrees" / ws.path.name
+        if (ws.path / ".git").is_file():
+            admin = _dot_git_dir(ws.path)
+        found += [admin / name for name in ("HEAD.lock", "index.lock")]
+        found.append(admin / f"{_SNAPSHOT_INDEX}.lock")
+    else:
+        found.append(_dot_git_dir(root) / f"{_SNAPSHOT_INDEX}.lock")
+    return [path for path in found if path.is_file()]
+
+
 def intended_workspace(repo_root: Path, run_id: str) -> Workspace | None:
     """The workspace ``create_workspace`` recorded for a run before it changed anything,
     if a crash stopped it before the run record learned of it."""

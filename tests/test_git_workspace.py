@@ -570,6 +570,47 @@ def test_a_second_branch_isolation_run_in_one_checkout_is_refused_naming_the_fir
     assert capture(repo) == before
 
 
+def test_stale_lock_files_left_by_a_killed_process_are_removed_by_rollback(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Issue 10, item 6: a rollback killed mid-git leaves lock files under agentsaga's
+    refs and its worktree; with no live owner (the lease), the next rollback removes them,
+    says so, and finishes instead of failing after its retries."""
+    path = write_pipeline(
+        tmp_path,
+        shell("c1", "echo c1 >> a.txt", commit=True, reset=True),
+        shell("e1", "echo e1 >> b.txt", reset=True),
+    )
+    before = capture(repo)
+    result = cli("run", path, "--json")
+    assert result.exit_code == 0, result
+    rid = run_id_of(result)
+    common = repo / ".git"
+    admin = common / "worktrees" / rid
+    locks = [
+        common / "refs" / "heads" / "agentsaga" / f"{rid}.lock",
+        admin / "HEAD.lock",
+        admin / "index.lock",
+    ]
+    locks += [
+        ref.with_name(ref.name + ".lock")
+        for ref in (common / "refs/agentsaga" / rid).rglob("*")
+        if ref.is_file()
+    ]
+    assert len(locks) >= 4, locks
+    for lock in locks:
+        lock.write_text("")
+    user_lock = common / "index.lock"  # the user's own checkout: never ours to remove
+    user_lock.write_text("")
+    undone = cli("rollback", rid)
+    assert undone.exit_code == 0, undone
+    assert "removed a stale git lock" in undone.output, undone
+    assert not any(lock.exists() for lock in locks)
+    assert user_lock.exists()
+    user_lock.unlink()
+    assert capture(repo) == before
+
+
 # --- detached HEAD -------------------------------------------------------------------------
 
 
