@@ -160,6 +160,26 @@ def print_runs(summaries: list[Any]) -> None:
     console.print(table)
 
 
+def environment_lines(run: dict[str, Any]) -> list[str]:
+    """What the run found of the user's project: venv, redirected imports, setup."""
+    lines = []
+    python = run.get("python") or {}
+    if python:
+        venv = python.get("venv")
+        where = f"venv {venv} (from {python.get('venv_from')})" if venv else "no venv"
+        exe = f"python {python['python']}, " if python.get("python") else ""
+        lines.append(f"{exe}{where}")
+        for root in python.get("import_roots") or []:
+            lines.append(f"imports {root['checkout']} -> {root['worktree']}")
+        if python.get("note"):
+            lines.append(str(python["note"]))
+    setup = run.get("setup") or {}
+    for key in ("start", "included", "setup", "submodules"):
+        if setup.get(key):
+            lines.append(f"{key}: {setup[key]}")
+    return lines
+
+
 def print_show(detail: dict[str, Any]) -> None:
     console = _console()
     run = detail["run"]
@@ -168,6 +188,8 @@ def print_show(detail: dict[str, Any]) -> None:
         console.print(f"  forked from {run['parent_run_id']} at {run['parent_step']}")
     if run.get("branch"):
         console.print(f"  branch {run['branch']}  workspace {run.get('workspace')}")
+    for line in environment_lines(run):
+        console.print(f"  {line}".replace("[", "\\["))
     if run.get("error"):
         console.print(f"  {run['error'].get('message', '')}".replace("[", "\\["))
     table = Table(box=None, pad_edge=False)

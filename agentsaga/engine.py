@@ -460,7 +460,9 @@ class Engine:
                 self.options.allow_dirty,
                 start_point=start_point,
             )
-        self.store.update_run(run.id, workspace=ws.to_json())
+        data = ws.to_json()
+        data["python"] = _python_record(repo_root or ws.path, ws.path)
+        self.store.update_run(run.id, workspace=data)
 
     def _pipeline_of(self, run: RunRecord) -> Pipeline:
         return self.rt.pipeline_of(run)
@@ -511,6 +513,17 @@ class Engine:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def _python_record(repo_root: Path, path: Path) -> dict[str, Any]:
+    """The user's venv, and (in a worktree) the import roots redirected to it: asked of the
+    interpreter only when the run works somewhere other than the checkout."""
+    from agentsaga import pyenv
+
+    if path.resolve() != repo_root.resolve():
+        return pyenv.detect(repo_root, path, dict(os.environ))
+    source, venv = pyenv.find_venv(repo_root, dict(os.environ))
+    return {"venv": str(venv) if venv else None, "venv_from": source or "none (python from PATH)"}
 
 
 def branch_name(run: RunRecord, pipeline: Pipeline) -> str:

@@ -273,7 +273,9 @@ class Workspace:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Workspace:
-        fields = dict(data)
+        # A run record also keeps what others learnt about the workspace (its Python
+        # environment, a host): only this class's own fields rebuild it.
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["repo_root"], fields["path"] = Path(data["repo_root"]), Path(data["path"])
         return cls(**fields)
 

@@ -80,6 +80,8 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any]:
             "parent_step": run.parent_step,
             "branch": ws.get("branch"),
             "workspace": ws.get("path"),
+            "python": ws.get("python"),
+            "setup": ws.get("setup"),
             "created_at": run.created_at,
             "finished_at": run.finished_at,
             "error": run.error,

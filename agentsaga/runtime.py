@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentsaga import namespace
+from agentsaga import namespace, pyenv
 from agentsaga.errors import AgentsagaError
 from agentsaga.pipeline import Pipeline, Step, load_text
 from agentsaga.saga.view import AttemptFact, RunView, current_of
@@ -191,7 +191,10 @@ class Runtime:
         env = dict(os.environ)
         # The store URL may hold a password, and a step has no business with our store.
         env.pop("AGENTSAGA_STORE", None)
-        env.update(namespace.pipeline_env(self.store.get_run(run_id), pipeline))
+        run = self.store.get_run(run_id)
+        # The user's venv, and the run's worktree ahead of an editable install's checkout.
+        env.update(pyenv.step_env((run.workspace or {}).get("python"), env))
+        env.update(namespace.pipeline_env(run, pipeline))
         env["AGENTSAGA_RUN_ID"] = run_id
         return env
 

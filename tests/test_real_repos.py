@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,150 @@ def test_retry_on_a_test_step_skips_assertion_failures_and_retries_infrastructur
     tries = attempts(repo, data["run_id"], "test")
     assert len(tries) == 3
     assert tries[-1].output["failure_class"] == "infrastructure"
+
+
+# --- the user's venv and editable installs ------------------------------------------------
+
+CALC_BUG = "def add(a, b):\n    return a - b\n"
+FIX_PKG = FIX_CALC.replace("src/calc.py", "src/mypkg/calc.py")
+TEST_PKG = "from mypkg.calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+def make_venv(where: Path) -> Path:
+    """A real venv (the system's site-packages visible, for pytest) with no pip in it."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(where)],
+        check=True,
+    )
+    return where
+
+
+def site_packages(venv: Path) -> Path:
+    (found,) = venv.glob("lib/python*/site-packages")
+    return found
+
+
+def activate(monkeypatch: pytest.MonkeyPatch, venv: Path) -> None:
+    monkeypatch.setenv("VIRTUAL_ENV", str(venv))
+    monkeypatch.setenv("PATH", f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+
+
+def fix_pipeline(test: str) -> str:
+    return (
+        "name: fix\ndefaults: {provider: scripted, model: m}\nsteps:\n"
+        + write_step(FIX_PKG)
+        + f"  - id: test\n    kind: test\n    run: {json.dumps(test)}\n"
+    )
+
+
+def test_src_layout_installed_editable_tests_the_worktree_not_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {"src/mypkg/__init__.py": "", "src/mypkg/calc.py": CALC_BUG, "tests/test_c.py": TEST_PKG},
+    )
+    venv = make_venv(tmp_path / "venv")
+    # What `pip install -e .` of a src layout leaves (setuptools >= 64): a path entry
+    # naming the user's checkout.
+    (site_packages(venv) / "__editable__.mypkg-0.1.pth").write_text(f"{repo / 'src'}\n")
+    activate(monkeypatch, venv)
+    monkeypatch.chdir(repo)
+    # Without the redirection the worktree's tests import the checkout, still buggy.
+    result, data = run_pipeline(repo, fix_pipeline("python -m pytest -q -p no:cacheprovider"))
+    assert data["status"] == "succeeded", result
+    assert (repo / "src" / "mypkg" / "calc.py").read_text() == CALC_BUG  # checkout untouched
+    shown = cli("show", data["run_id"])
+    assert f"venv {venv} (from VIRTUAL_ENV)" in shown.stdout
+    worktree = repo / ".agentsaga" / "worktrees" / data["run_id"]
+    assert f"imports {repo.resolve() / 'src'} -> {worktree / 'src'}" in shown.stdout
+
+
+FINDER = """\
+import importlib.util
+import sys
+
+MAPPING = {"mypkg": MAPPED}
+
+
+class _Finder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name in MAPPING:
+            init = MAPPING[name] + "/__init__.py"
+            return importlib.util.spec_from_file_location(
+                name, init, submodule_search_locations=[MAPPING[name]]
+            )
+        return None
+
+
+def install():
+    sys.meta_path.append(_Finder)
+"""
+
+
+def test_flat_layout_with_an_editable_finder_and_a_dot_venv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        {
+            ".gitignore": ".venv/\n",
+            "src/mypkg/__init__.py": "",
+            "src/mypkg/calc.py": CALC_BUG,
+            # Run as a script: its own folder goes on sys.path, the project root does not.
+            "tests/check.py": TEST_PKG + "\ntest_add()\nprint('1 passed, 0 failed')\n",
+        },
+    )
+    # The venv lives in the project (.venv/, as uv and poetry make it) and is not active.
+    venv = make_venv(repo / ".venv")
+    site = site_packages(venv)
+    # What setuptools leaves for layouts it cannot express as a path: a meta-path finder.
+    (site / "__editable___mypkg_0_1_finder.py").write_text(
+        FINDER.replace("MAPPED", repr(str(repo / "src" / "mypkg")))
+    )
+    (site / "__editable__.mypkg-0.1.pth").write_text(
+        "import __editable___mypkg_0_1_finder; __editable___mypkg_0_1_finder.install()\n"
+    )
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.chdir(repo)
+    result, data = run_pipeline(repo, fix_pipeline("python tests/check.py"))
+    assert data["status"] == "succeeded", result
+    shown = cli("show", data["run_id"])
+    assert f"venv {venv} (from .venv)" in shown.stdout
+    assert f"python {venv}/bin/python" in shown.stdout
+
+
+def test_tests_that_import_the_checkout_fail_as_infrastructure_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = "def add(a, b):\n    raise ValueError('not written yet')\n"
+    repo = make_repo(
+        tmp_path,
+        {"src/mypkg/__init__.py": "", "src/mypkg/calc.py": broken, "tests/test_c.py": TEST_PKG},
+    )
+    # A conftest that names the checkout by absolute path: nothing agentsaga can redirect.
+    (repo / "tests" / "conftest.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(repo / 'src')!r})\n"
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "conftest")
+    monkeypatch.chdir(repo)
+    fix = "src/mypkg/calc.py\n<<<<<<< SEARCH\n    raise ValueError('not written yet')\n"
+    fix += "=======\n    return a + b\n>>>>>>> REPLACE\n"
+    text = fix_pipeline("python -m pytest -q -p no:cacheprovider").replace(
+        json.dumps(FIX_PKG), json.dumps(fix)
+    )
+    text += "    on_failure: {rewind_to: write, max_rewinds: 2, when: assertion}\n"
+    result, data = run_pipeline(repo, text)
+    assert data["status"] == "failed"
+    (attempt,) = attempts(repo, data["run_id"], "test")
+    assert attempt.error["kind"] == "infrastructure"
+    message = attempt.error["message"]
+    assert f"ran code from your checkout ({repo})" in message
+    assert str(repo / "src" / "mypkg" / "calc.py") in message, message
+    assert "PYTHONPATH" in message
+    # No rewind was paid for: one write.
+    assert len(attempts(repo, data["run_id"], "write")) == 1

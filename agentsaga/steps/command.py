@@ -40,13 +40,14 @@ def execute(ctx: StepContext) -> dict[str, Any]:
         "json": result.stdout_json(),
     }
     if ctx.step.kind == "test":
-        return _judge_tests(result, output, junit)
+        return _judge_tests(ctx, result, output, junit)
     if result.timed_out:
         assert ctx.timeout_s is not None
         error = StepTimeout(f"command {ctx.step.id!r}", ctx.timeout_s)
         error.output = output
         raise error
     if result.exit_code != 0:
+        _check_checkout(ctx, result.stdout_tail + "\n" + result.stderr_tail, output)
         tail = result.stderr_tail.strip()[-1500:] or result.stdout_tail.strip()[-1500:]
         raise StepFailed(
             f"command exited with {result.exit_code}" + (f": {tail}" if tail else ""),
@@ -64,7 +65,7 @@ def _with_junit(addopts: str, junit: Path) -> str:
 
 
 def _judge_tests(
-    result: CommandResult, output: dict[str, Any], junit: Path | None
+    ctx: StepContext, result: CommandResult, output: dict[str, Any], junit: Path | None
 ) -> dict[str, Any]:
     from agentsaga import testfailures
     from agentsaga.testsummary import summarize
@@ -78,6 +79,7 @@ def _judge_tests(
     output["details"] = summary.to_json()
     if result.exit_code == 0:
         return output
+    _check_checkout(ctx, stdout + "\n" + stderr, output)
     failures, source = testfailures.extract(stdout + "\n" + stderr, junit)
     output["failures"] = [f.to_json() for f in failures]
     output["failures_from"] = source
@@ -92,4 +94,34 @@ def _judge_tests(
         # failure of the machinery (a timeout, a runner that never started) is retried;
         # an assertion goes straight to the step's on_failure (its rewind).
         retryable=kind == "infrastructure",
+    )
+
+
+def _check_checkout(ctx: StepContext, text: str, output: dict[str, Any]) -> None:
+    """A failure whose tracebacks point into the user's checkout, not the run's worktree,
+    judged the wrong code: an infrastructure failure, never a reason to rewrite the code."""
+    from agentsaga import pyenv, testfailures
+
+    where = ctx.workspace.to_json()
+    if where.get("isolation") != "worktree" or not where.get("repo_root"):
+        return
+    repo_root = Path(where["repo_root"])
+    wrong = pyenv.checkout_paths(
+        testfailures.traceback_paths(text), repo_root, ctx.cwd, ctx.env.get("VIRTUAL_ENV")
+    )
+    if not wrong:
+        return
+    output["failure_class"] = "infrastructure"
+    shown = ", ".join(wrong[:3]) + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else "")
+    raise StepFailed(
+        f"the command ran code from your checkout ({repo_root}), not from the run's "
+        f"worktree ({ctx.cwd}): its tracebacks point at {shown}. Something on the import "
+        "path names the checkout by absolute path and agentsaga could not redirect it (a "
+        "sys.path insert in a conftest, a custom import hook, an absolute PYTHONPATH in a "
+        "script). Make it relative to the project (e.g. Path(__file__).parent), or set "
+        "PYTHONPATH in the step's env: to the worktree's folder (env: {PYTHONPATH: src}); "
+        "`agentsaga show RUN` lists the venv and the import roots agentsaga redirected",
+        kind="infrastructure",
+        output=output,
+        retryable=False,
     )
