@@ -19,8 +19,9 @@ from agentsaga.errors import ConfigError
 @app.command()
 def ui(
     port: Annotated[
-        int, typer.Option("--port", help="Port to listen on (0: any free one).")
-    ] = 8470,
+        int | None,
+        typer.Option("--port", help="Port (0: any free one). Default: 8470, or the next free."),
+    ] = None,
     host: Annotated[
         str,
         typer.Option("--host", help="Address to bind. Not loopback: a token is required."),
@@ -31,17 +32,14 @@ def ui(
 ) -> None:
     """Serve a web view of the runs: timelines, tokens, diffs, approvals. Ctrl-C stops it."""
     from agentsaga.ui.security import Access, is_loopback
-    from agentsaga.ui.server import UIApp, display_available, make_server
+    from agentsaga.ui.server import UIApp, display_available
 
-    if not 0 <= port <= 65535:
+    if port is not None and not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: expected 0 to 65535")
     session = _Session()
     loopback = is_loopback(host)
     access = Access(token=secrets.token_urlsafe(24), loopback=loopback)
-    try:
-        httpd = make_server(UIApp(session.store, access, decide=None), host, port)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    httpd = _listen(UIApp(session.store, access, decide=None), host, port)
     bound = httpd.server_address
     bound_host = bound[0].decode() if isinstance(bound[0], bytes) else str(bound[0])
     bound_port = bound[1]
@@ -66,6 +64,30 @@ def ui(
         typer.echo("stopped", err=True)
     finally:
         httpd.server_close()
+
+
+DEFAULT_PORT = 8470
+
+
+def _listen(app: Any, host: str, port: int | None) -> Any:
+    """A server on ``port``; without one, on 8470 or the next free port (a second ``ui``
+    in another repository should just work)."""
+    import errno
+
+    from agentsaga.ui.server import make_server
+
+    candidates = [port] if port is not None else range(DEFAULT_PORT, DEFAULT_PORT + 20)
+    failure: OSError | None = None
+    for candidate in candidates:
+        try:
+            return make_server(app, host, candidate)
+        except OSError as exc:
+            failure = exc
+            if exc.errno != errno.EADDRINUSE:
+                break
+    assert failure is not None
+    where = f"{host}:{port}" if port is not None else f"{host} (ports {DEFAULT_PORT}-8489)"
+    raise ConfigError(f"cannot listen on {where}: {failure.strerror or failure}")
 
 
 def run_page_documents(store: Any, run_id: str) -> dict[str, Any]:

@@ -542,3 +542,36 @@ def test_agent_step_shows_its_tool_transcript(
     finally:
         browser.get("about:blank")  # a page left open would poll a stopped server
         ui.stop()
+
+
+def test_without_port_the_next_free_one_after_8470(saga: Saga, tmp_path: Path) -> None:
+    import socket
+
+    held = []
+    try:
+        for port in (8470, 8471):  # whatever holds them (another ui, or these sockets)
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+                s.listen()
+                held.append(s)
+            except OSError:
+                s.close()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentsaga", "--store", saga.store, "ui", "--no-browser"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+            assert match is not None, line
+            assert 8472 <= int(match.group(1)) < 8490, line
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+    finally:
+        for s in held:
+            s.close()
