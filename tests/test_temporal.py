@@ -123,7 +123,8 @@ def test_demo_pipeline_on_temporal_matches_a_local_run(
         args += ["--var", f"deploy_dir={tmp_path / where / 'deployments'}"]
         if where == "temporal":
             workers.append(Worker(repo, temporal_address, temporal_queue))
-            args += ["--temporal", temporal_address]
+            # The address from .agentsaga.yml, as a team would configure it.
+            (repo / ".agentsaga.yml").write_text(f"temporal: {{address: {temporal_address}}}\n")
         env_queue = {"AGENTSAGA_TEMPORAL_QUEUE": temporal_queue}
         proc = subprocess.run(
             agentsaga_argv(*args),
@@ -217,12 +218,13 @@ name: edits
 steps:
   - id: add
     kind: shell
-    run: ["bash", "-c", "echo added > new.txt && echo more >> README.md"]
+    run: ["bash", "-c", "echo added > new.txt && echo more >> README.md && echo did-add"]
     commit: true
     compensate: {git: reset}
   - id: gate
     kind: shell
     run: ["bash", "-c", "test -f {flag}"]
+    retry: {attempts: 2, backoff: 0.1s}
   - id: edit
     kind: shell
     run: ["bash", "-c", "rm README.md && mkdir -p d && echo x > d/y"]
@@ -246,18 +248,27 @@ def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
     monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
     workers.append(Worker(repo, temporal_address, temporal_queue))
 
-    # The gate fails: the run fails on Temporal, resumable.
-    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    # The gate fails twice: the run fails on Temporal, resumable. The live display shows
+    # what a local run shows, the runner's notes included.
+    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal_address)
     assert failed.exit_code == 1, failed
-    run_id = failed.json()["run_id"]
-    assert [s["status"] for s in failed.json()["steps"]] == ["completed", "failed", "pending"]
+    for line in (
+        "gate (attempt 1): failed - command exited with 1",
+        "gate: retrying in 0.1s (1/2)",
+        "gate (attempt 2): failed",
+    ):
+        assert line in failed.stderr, failed
+    run_id = failed.stdout.split()[1]
+    assert failed.stdout.startswith(
+        f"run {run_id} failed: add completed, gate failed, edit pending"
+    )
 
     # Resume goes to Temporal by itself (the run records where it runs).
     flag.write_text("")
     resumed = agentsaga(repo, "resume", run_id, "--json")
     assert resumed.exit_code == 0, resumed
     assert resumed.json()["status"] == "succeeded"
-    assert [s["attempts"] for s in resumed.json()["steps"]] == [1, 2, 1]
+    assert [s["attempts"] for s in resumed.json()["steps"]] == [1, 3, 1]
     branch = f"agentsaga/{run_id}"
     assert git(repo, "show", f"{branch}:d/y") == "x\n"
 
@@ -271,16 +282,20 @@ def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
     assert [(a["step"], a["status"]) for a in detail["attempts"]] == [
         ("add", "completed"),
         ("gate", "failed"),
+        ("gate", "failed"),
         ("gate", "completed"),
         ("edit", "completed"),
     ]
     assert agentsaga(repo, "report", run_id).exit_code == 0
     assert run_id in agentsaga(repo, "runs").stdout
+    assert "did-add" in agentsaga(repo, "logs", run_id, "add").stdout
+    assert "new.txt" in agentsaga(repo, "diff", run_id, "add", "--stat").stdout
 
     workers.append(Worker(repo, temporal_address, temporal_queue))
     rolled = agentsaga(repo, "rollback", run_id)
     assert rolled.exit_code == 0, rolled
     # The live display, as for a local rollback, and no event of the run shown twice.
+    assert "compensation of edit (attempt 1): compensating - git: reset" in rolled.stderr
     assert "compensation of edit (attempt 1): compensated" in rolled.stderr
     assert "gate (attempt" not in rolled.stderr
     assert status_of(tmp_path, run_id) == "rolled_back"

@@ -119,14 +119,20 @@ class Activities:
     ) -> Iterator[tuple[temporal_git.TemporalRuntime, RunRecord]]:
         store = open_store(self.store_location)
         cancel = threading.Event()
+        notes: list[list[str | None]] = []
+
+        def rt_notes(event: Any) -> None:
+            # The store records steps and compensations; a runner's notes (retrying in,
+            # rewinding to, reusing) travel back with the activity's result instead.
+            if event.kind in ("note", "reuse") and event.message:
+                notes.append([event.step_id, event.message])
+
         try:
             run = store.get_run(run_id)
             submitted = (run.state.get("temporal") or {}).get("config") or {}
             opts = EngineOptions(config={**self.config, **submitted}, **options)
-            rt = temporal_git.TemporalRuntime(
-                store, self._home_of(run), opts, cancel, lambda event: None
-            )
-            rt.host_id, rt.worker_home = self.host_id, self.home
+            rt = temporal_git.TemporalRuntime(store, self._home_of(run), opts, cancel, rt_notes)
+            rt.host_id, rt.worker_home, rt.notes = self.host_id, self.home, notes
             with _heartbeating(cancel):
                 yield rt, run
         finally:
@@ -157,6 +163,7 @@ class Activities:
                 "facts": _current_facts(rt.store, run_id),
                 "state": run.state,
                 "host_id": temporal_git.holder(run, self.host_id),
+                "notes": rt.notes,
             }
 
     @activity.defn(name="agentsaga.finish")
@@ -207,6 +214,7 @@ class Activities:
                 "state": rt.store.get_run(run_id).state,
                 "decision": decision,
                 "host_id": temporal_git.holder(run, self.host_id),
+                "notes": rt.notes,
             }
 
     @activity.defn(name="agentsaga.restart")
@@ -228,6 +236,7 @@ class Activities:
                 "reset": True,
                 "facts": _current_facts(rt.store, run_id),
                 "state": rt.store.get_run(run_id).state,
+                "notes": rt.notes,
             }
 
     # --- rollback ---------------------------------------------------------------------
@@ -244,4 +253,4 @@ class Activities:
                     run_id, status=RunStatus.ROLLBACK_FAILED, error=error, finished=True
                 )
             temporal_git.publish(rt, run_id, workspace)
-            return {"status": str(rt.store.get_run(run_id).status)}
+            return {"status": str(rt.store.get_run(run_id).status), "notes": rt.notes}

@@ -83,19 +83,57 @@ async def _running(client: Any, run_id: str) -> bool:
 
 async def follow(client: Any, follower: Follower, poll_s: float = 0.1) -> dict[str, Any]:
     """Emit the run's events from the store until its workflow ends; returns the
-    workflow's (small) result."""
+    workflow's (small) result. The runner's notes come from a query, asked at most
+    every half second and never waited for: a query needs a live worker."""
     handle = client.get_workflow_handle(follower.run_id)
     result_task = asyncio.ensure_future(handle.result())
+    notes: asyncio.Future[Any] | None = None
+    seen, asked = 0, 0.0
+    loop = asyncio.get_running_loop()
     try:
         while not result_task.done():
             follower.poll()
+            if notes is not None and notes.done():
+                seen += _emit_notes(follower, notes)
+                notes = None
+            if notes is None and loop.time() - asked > 0.5:
+                asked = loop.time()
+                notes = asyncio.ensure_future(_ask_notes(handle, seen))
             await asyncio.wait({result_task}, timeout=poll_s)
+        if notes is not None:
+            await asyncio.wait({notes}, timeout=2)
+            if notes.done():
+                seen += _emit_notes(follower, notes)
+        last = await asyncio.wait_for(_ask_notes(handle, seen), timeout=3)
+        seen += _emit_notes(follower, last)
+    except TimeoutError:
+        pass  # no worker to answer: the notes are a convenience, the store is the record
     finally:
-        if not result_task.done():
-            result_task.cancel()
+        for task in (result_task, notes):
+            if task is not None and not task.done():
+                task.cancel()
     follower.poll()
+    if result_task.cancelled() or result_task.exception() is not None:
+        # Terminated or cancelled from outside (temporal workflow terminate): the store
+        # says where the run stands.
+        return {}
     result: dict[str, Any] = result_task.result()
     return result
+
+
+async def _ask_notes(handle: Any, since: int) -> list[Any]:
+    try:
+        found: list[Any] = await handle.query("notes", since, rpc_timeout=timedelta(seconds=2))
+    except Exception:  # noqa: BLE001 - a worker busy or gone: try at the next poll
+        return []
+    return found
+
+
+def _emit_notes(follower: Follower, source: Any) -> int:
+    found = source.result() if isinstance(source, asyncio.Future) else source
+    for step_id, message in found:
+        follower.note(step_id, message)
+    return len(found)
 
 
 def submit_and_follow(

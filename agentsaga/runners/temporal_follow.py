@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentsaga.errors import AgentsagaError
 from agentsaga.store import Store
 
 
@@ -84,8 +85,11 @@ class Follower:
                 "failed": "compensation_failed",
             }.get(comp.status, comp.status)
             if status == "compensating" or (seen is None and status != "skipped"):
+                how = self._describe(run, comp.step_id)
                 self.emit(
-                    self.make_event("compensate", self.run_id, comp.step_id, "compensating", number)
+                    self.make_event(
+                        "compensate", self.run_id, comp.step_id, "compensating", number, how
+                    )
                 )
             if status != "compensating":
                 message = (comp.error or {}).get("message", "") if comp.error else ""
@@ -97,6 +101,22 @@ class Follower:
                     )
                 )
         return str(run.status)
+
+    def _describe(self, run: Any, step_id: str) -> str:
+        """What the compensation does (``git: reset``), as the local display says."""
+        from agentsaga.runtime import load_stored, vars_key
+        from agentsaga.saga import plans
+
+        try:
+            pipeline = load_stored(run.pipeline_text, run.pipeline_path, vars_key(run.vars))
+            step = pipeline.step(step_id)
+        except (AgentsagaError, KeyError):
+            return ""  # a step a changed pipeline dropped: its name says enough
+        comp = plans.effective_compensation(step)
+        return plans.describe(comp) if comp is not None else ""
+
+    def note(self, step_id: str | None, message: str) -> None:
+        self.emit(self.make_event("note", self.run_id, step_id, None, None, message))
 
     def _step(self, attempt: Any, status: str, message: str) -> None:
         self.emit(

@@ -129,6 +129,8 @@ class TemporalRuntime(Runtime):
 
     host_id: str = ""
     worker_home: Path = Path(".agentsaga")
+    #: ``[step id, message]`` of the notes emitted during the activity (retrying in...).
+    notes: list[list[str | None]]
 
     def workspace(self, run: RunRecord) -> RunWorkspace:
         url = remote_of(run)

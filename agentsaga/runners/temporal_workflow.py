@@ -88,6 +88,7 @@ class SagaWorkflow:
     def __init__(self) -> None:
         self.pipeline: Pipeline | None = None
         self.input: dict[str, Any] = {}
+        self.notes: list[Any] = []
 
     async def _act(self, name: str, *args: Any, host: bool = False) -> Any:
         """One activity. ``host``: it needs the run's worktree, so it runs on the worker of
@@ -112,7 +113,7 @@ class SagaWorkflow:
     async def _execute(
         self, name: str, args: tuple[Any, ...], queue: str, schedule_to_start: timedelta | None
     ) -> Any:
-        return await workflow.execute_activity(
+        result = await workflow.execute_activity(
             name,
             args=[self.input["run_id"], *args],
             task_queue=queue,
@@ -121,6 +122,15 @@ class SagaWorkflow:
             heartbeat_timeout=HEARTBEAT,
             retry_policy=ACTIVITY_RETRY,
         )
+        if isinstance(result, dict):
+            self.notes.extend(result.get("notes") or [])
+        return result
+
+    @workflow.query(name="notes")
+    def notes_since(self, since: int) -> list[Any]:
+        """The runner's notes (retrying in, rewinding to) from number ``since`` on, for a
+        client following the run; numbered across continue-as-new."""
+        return self.notes[max(0, since - int(self.input.get("notes_before") or 0)) :]
 
     @property
     def host_id(self) -> str | None:
@@ -173,6 +183,7 @@ class SagaWorkflow:
                     {
                         **self.input,
                         "mode": "continue",
+                        "notes_before": int(self.input.get("notes_before") or 0) + len(self.notes),
                         "changed_pipeline": self.input.get("changed_pipeline") and not restarted,
                     }
                 )
