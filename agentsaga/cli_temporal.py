@@ -70,9 +70,11 @@ def worker(
             "worker needs a Temporal address: --temporal HOST:PORT, AGENTSAGA_TEMPORAL, or "
             "temporal: {address: ...} in .agentsaga.yml"
         )
+    from agentsaga.config import store_location
     from agentsaga.runners.temporal_worker import run_worker
 
-    location = session.store.location
+    # The URL as given (with its password): the store's own `location` masks it.
+    location = store_location(_state["store"], session.config) or session.store.location
     session.store.close()
     run_worker(
         target,

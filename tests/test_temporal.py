@@ -76,7 +76,9 @@ def agentsaga(cwd: Path, *args: str | Path, timeout: float = 120) -> Result:
 
 
 def store_of(tmp_path: Path) -> Any:
-    return open_store(str(tmp_path / "state.db"))
+    """The store the CLI and the workers use (AGENTSAGA_STORE: the test's SQLite file, or
+    a PostgreSQL schema of its own)."""
+    return open_store(os.environ["AGENTSAGA_STORE"])
 
 
 def status_of(tmp_path: Path, run_id: str) -> str:
@@ -365,13 +367,18 @@ def test_a_bad_address_is_a_usage_error(tmp_path: Path) -> None:
 # --- two hosts, one remote ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
     tmp_path: Path,
     temporal_address: str,
     temporal_queue: str,
     workers: list[Worker],
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    store: str,
 ) -> None:
+    if store == "postgres":  # what hosts that share no disk would use
+        monkeypatch.setenv("AGENTSAGA_STORE", request.getfixturevalue("pg_fresh_url")())
     origin = make_repo(tmp_path, {"README.md": "hello\n"}, name="origin")
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(origin), str(remote)], check=True)
@@ -430,11 +437,11 @@ def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
     assert git(remote, "show", f"{branch}:one.txt") == "one\n"
     assert git(remote, "show", f"{branch}:two.txt") == "two\n"
     assert git(remote, "rev-parse", f"{branch}~1").strip() == first_commit
-    store = store_of(tmp_path)
+    opened = store_of(tmp_path)
     try:
-        assert (store.get_run(run_id).workspace or {})["host"] == "b"
+        assert (opened.get_run(run_id).workspace or {})["host"] == "b"
     finally:
-        store.close()
+        opened.close()
 
     # Rollback from host b (which never ran the first step) removes the run from the remote.
     rolled = agentsaga(origin, "rollback", run_id)
@@ -489,3 +496,34 @@ def test_a_long_run_continues_as_new_workflow_runs_from_the_store(
     )
     executions = json.loads(listed.stdout)
     assert len(executions) >= 3, executions  # continued as new at least twice
+
+
+def test_a_failed_attempt_is_compensated_before_its_retry(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    ledger = tmp_path / "ledger"
+    # Fails on its first attempt only; its compensation writes to the ledger too.
+    pipeline = write(
+        tmp_path / "p.yml",
+        f"""
+        name: retry
+        workspace: {{isolation: none}}
+        steps:
+          - id: flaky
+            kind: shell
+            run: "echo try-$AGENTSAGA_ATTEMPT >> {ledger}; [ $AGENTSAGA_ATTEMPT = 2 ]"
+            retry: {{attempts: 2, backoff: 0.1s}}
+            compensate:
+              run: ["bash", "-c", "echo undo-${{AGENTSAGA_IDEMPOTENCY_KEY##*:}} >> {ledger}"]
+        """,
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    done = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    assert done.exit_code == 0, done
+    assert ledger.read_text().split() == ["try-1", "undo-1", "try-2"]
