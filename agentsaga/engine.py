@@ -312,7 +312,7 @@ class Engine:
             raise
         self.store.update_run(run_id, status=RunStatus.SUCCEEDED, clear_error=True, finished=True)
         self._emit(Event("run", run_id, status=RunStatus.SUCCEEDED))
-        return self.result(run_id)
+        return self.result(run_id, pipeline)
 
     def _fail(self, run_id: str, error: AgentsagaError) -> RunResult:
         self.store.update_run(run_id, status=RunStatus.FAILED, error=error.to_json(), finished=True)
@@ -352,9 +352,12 @@ class Engine:
 
     # --- views --------------------------------------------------------------------------
 
-    def result(self, run_id: str) -> RunResult:
+    def result(self, run_id: str, pipeline: Pipeline | None = None) -> RunResult:
+        """The run's outcome per step. ``pipeline``: the one just driven, when the caller
+        has it (parsing the stored text again cost 0.6 s at the end of 5,000 steps)."""
         run = self.store.get_run(run_id)
-        pipeline = self._pipeline_of(run)
+        if pipeline is None or pipeline.hash != run.pipeline_hash:
+            pipeline = self._pipeline_of(run)
         attempts = self.store.attempts(run_id)
         current = current_attempts(attempts)
         counts = collections.Counter(a.step_id for a in attempts if a.reused_from is None)

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from agentsaga import namespace, pyenv
@@ -116,8 +117,10 @@ class Runtime:
         self._ns_steps = {k: namespace.step_namespace(a) for k, a in current.items()}
 
     def view(self, run: RunRecord) -> RunView:
+        """The run as the decisions see it: a read-only window on the facts kept here,
+        not a copy (a copy per step made each step cost more than the one before)."""
         self.current(run.id)
-        return RunView(dict(self._facts), run.state)
+        return RunView(MappingProxyType(self._facts), run.state)
 
     def forget(self, run_id: str) -> None:
         if self._cache_run == run_id:

@@ -184,6 +184,21 @@ def test_a_run_round_trips_and_updates(store: SqlStore) -> None:
     assert (run.pipeline_path, run.pipeline_text, run.pipeline_hash) == ("q.yml", "name: q\n", "h2")
 
 
+def test_get_run_sends_the_pipeline_text_only_when_it_changed(backend: Backend) -> None:
+    """get_run keeps the last run's text and asks for it only when the stored hash
+    differs: a change made by another process (another store) still shows."""
+    reader, writer = backend.open(), backend.open()
+    one, two = _run(reader), _run(reader)
+    writer.set_pipeline(one, "p.yml", "name: one\n", "h-one")
+    assert reader.get_run(one).pipeline_text == "name: one\n"
+    assert reader.get_run(one).pipeline_text == "name: one\n"  # from the kept copy
+    assert reader.get_run(two).pipeline_text == "name: t\n"
+    writer.set_pipeline(one, "p.yml", "name: changed\n", "h-changed")
+    run = reader.get_run(one)
+    assert (run.pipeline_text, run.pipeline_hash) == ("name: changed\n", "h-changed")
+    assert reader.get_run(one).pipeline_text == "name: changed\n"
+
+
 def test_an_unknown_run_is_run_not_found(store: SqlStore) -> None:
     with pytest.raises(RunNotFound):
         store.get_run("2nzzzzzzzzzz")

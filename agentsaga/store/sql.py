@@ -152,11 +152,28 @@ class SqlStore(AgentTurnsSql):
                 ),
             )
 
+    #: (run id, pipeline hash, text) of the last run read: a run's pipeline text is as
+    #: long as its pipeline (0.5 MB at 10,000 steps) and is read on every step; the
+    #: database sends it only when its hash differs from the one already in hand.
+    _last_text: tuple[str, str, str] | None = None
+
     def get_run(self, run_id: str) -> RunRecord:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        known = self._last_text if self._last_text and self._last_text[0] == run_id else None
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS.replace('pipeline_text,', '')}, "
+            "CASE WHEN pipeline_hash = ? THEN NULL ELSE pipeline_text END "
+            "FROM runs WHERE id = ?",
+            (known[1] if known else "", run_id),
+        )
         if not rows:
             raise RunNotFound(run_id)
-        r = rows[0]
+        r = list(rows[0])
+        text = r.pop()
+        if text is None and known is not None:
+            text = known[2]
+        else:
+            self._last_text = (run_id, r[5], text)
+        r.insert(5, text)
         return RunRecord(
             id=r[0],
             parent_run_id=r[1],
@@ -378,6 +395,7 @@ class SqlStore(AgentTurnsSql):
                 )
 
     def set_pipeline(self, run_id: str, path: str, text: str, text_hash: str) -> None:
+        self._last_text = None
         with self.transaction() as cur:
             self._exec(
                 cur,
