@@ -152,6 +152,7 @@ def _effect(
             step_budget=step.budget,
             memo=rt.options.config.get("memo", "run"),
         ),
+        on_spawn=lambda record: rt.store.set_attempt_process(attempt.id, record),
     )
     output: dict[str, Any] = KINDS[step.kind].executor()(ctx)
     if step.commit and step.kind != "write" and ws.uses_git:

@@ -7,18 +7,23 @@ A timeout or a cancel (Ctrl-C) stops the whole process group: SIGTERM, then SIGK
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import select
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentsaga import faults
 from agentsaga.errors import Interrupted, StepFailed, UserInputError
 from agentsaga.redact import MaskingWriter, secret_values
 
@@ -82,7 +87,11 @@ def run_command(
     timeout_s: float | None = None,
     cancel: threading.Event | None = None,
     redact: bool = True,
+    on_spawn: Callable[[dict[str, Any]], None] | None = None,
 ) -> CommandResult:
+    """Run ``command``; with ``on_spawn``, the command is held at a gate until
+    ``on_spawn`` has recorded its process group (``{pgid, start, host}``): a process
+    killed at any instant leaves either no command or a recorded one."""
     argv = argv_for(command)
     _private_dirs(log_stem.parent)
     out_path = log_stem.with_name(log_stem.name + ".out")
@@ -99,7 +108,10 @@ def run_command(
         with _private_open(out_path) as out, _private_open(err_path) as err:
             pump = _Pump(out, err, secrets) if secrets else None
             try:
-                spawned = _spawn(argv, cwd, env, pump.child_ends() if pump else (out, err))
+                outputs = pump.child_ends() if pump else (out, err)
+                spawned = _spawn(argv, cwd, env, outputs, gated=on_spawn is not None)
+                if on_spawn is not None and not isinstance(spawned, str):
+                    _release(spawned, on_spawn)
                 if isinstance(spawned, str):
                     err.write(spawned.encode() + b"\n")
                     code = 127 if spawned.startswith("command not found") else 126
@@ -124,16 +136,36 @@ def run_command(
     )
 
 
+#: Holds a command until its process group is recorded: it runs the command only when it
+#: reads "go" (EOF, because the recorder died, means never).
+_GATE = 'IFS= read -r go && [ "$go" = go ] && exec "$@" </dev/null; exit 125'
+#: The same gate inside the bash that runs a ``run:`` string; bash reads and runs a ``-c``
+#: script command by command, as ``eval`` does, so the script behaves the same.
+_BASH_GATE = (
+    'IFS= read -r __agentsaga_go && [ "$__agentsaga_go" = go ] || exit 125; '
+    "unset __agentsaga_go; exec </dev/null; __agentsaga_s=$1; shift; "
+    'eval "unset __agentsaga_s; $__agentsaga_s"'
+)
+
+
 def _spawn(
-    argv: list[str], cwd: Path, env: dict[str, str], outputs: tuple[Any, Any]
+    argv: list[str], cwd: Path, env: dict[str, str], outputs: tuple[Any, Any], gated: bool
 ) -> subprocess.Popen[bytes] | str:
     """Start the command, or say why it could not start (its stderr line)."""
+    if gated and argv[:2] == ["bash", "-c"] and len(argv) == 3:
+        # The script's own bash waits at the gate: no extra program to start.
+        argv = ["bash", "-c", _BASH_GATE, "bash", argv[2]]
+    elif gated:
+        missing = _missing_program(argv[0], env, cwd)
+        if missing:
+            return missing
+        argv = ["sh", "-c", _GATE, "agentsaga-gate", *argv]
     try:
         return subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
             stdout=outputs[0],
             stderr=outputs[1],
             # Its own session: a timeout or Ctrl-C stops the command and its children,
@@ -152,6 +184,88 @@ def _spawn(
             kind="error",
             retryable=False,
         ) from None
+
+
+def _missing_program(program: str, env: dict[str, str], cwd: Path) -> str | None:
+    """What Popen would have said about ``program``, now that the gate execs it."""
+    if "\0" in program:
+        return None  # Popen reports it
+    if "/" in program:
+        target = cwd / program
+        if not target.exists():
+            return f"command not found: {program}"
+        return None if os.access(target, os.X_OK) else f"permission denied: {program}"
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f"command not found: {program}"
+    return None
+
+
+def _release(proc: subprocess.Popen[bytes], on_spawn: Callable[[dict[str, Any]], None]) -> None:
+    """Record the gated command's process group, then let it run."""
+    assert proc.stdin is not None
+    try:
+        on_spawn(process_record(proc.pid))
+        faults.point("command.recorded")
+        proc.stdin.write(b"go\n")
+    except BaseException:
+        proc.kill()  # still at the gate: nothing ran
+        proc.wait()
+        raise
+    finally:
+        proc.stdin.close()
+
+
+def process_record(pid: int) -> dict[str, Any]:
+    """What identifies a process group leader across pid reuse."""
+    return {"pgid": pid, "start": _start_time(pid), "host": socket.gethostname()}
+
+
+def _start_time(pid: int) -> int | None:
+    """Clock ticks after boot at which ``pid`` started (``/proc/<pid>/stat`` field 22)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def stop_recorded_group(record: dict[str, Any]) -> bool:
+    """Stop the process group a dead owner left running, and wait until it has ended.
+    True if there was one. A group is ours while its leader is the recorded process (same
+    start time), or, once the leader is gone, while any member lives: Linux does not
+    reuse a pid while a process group of that id exists."""
+    pgid = int(record.get("pgid") or 0)
+    if pgid <= 1 or record.get("host") != socket.gethostname():
+        return False
+    leader_start = _start_time(pgid)
+    if leader_start is not None and leader_start != record.get("start"):
+        return False  # the pid was reused by another process
+    if not _group_members(pgid):
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + (_GRACE_S if sig == signal.SIGTERM else 30.0)
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not _group_members(pgid):
+            return True
+    return True
 
 
 class _Pump:

@@ -2,6 +2,10 @@
 that died: the lease says there is no live owner now, so whatever the dead owner left
 running or locked is left over, not in use.
 
+* A step's command still running (commands live in their own session, so killing
+  agentsaga does not stop them): its process group was recorded in the attempt before
+  it started; it is stopped, and waited for, before anything compensates or re-runs the
+  step, so its effect can neither land after its undo nor stack on a second run.
 * Stale git lock files under agentsaga's own refs and worktree (``gitops.stale_locks``)
   would make every later git command fail after its retries: they are removed, and the
   run's events say which.
@@ -10,15 +14,37 @@ running or locked is left over, not in use.
 from __future__ import annotations
 
 from agentsaga.runtime import Event, Runtime
+from agentsaga.states import StepStatus
 from agentsaga.workspace import GitWorkspace
 
 
 def take_over(rt: Runtime, run_id: str) -> None:
     """Clear what a dead owner left behind; called with the run's lease held."""
+    _stop_left_running(rt, run_id)
     run = rt.store.get_run(run_id)
     ws = rt.workspace(run)
     if isinstance(ws, GitWorkspace):
         _remove_stale_locks(rt, run_id, ws)
+
+
+def _stop_left_running(rt: Runtime, run_id: str) -> None:
+    from agentsaga.process import stop_recorded_group
+
+    for attempt in rt.store.attempts(run_id):
+        if attempt.status != StepStatus.RUNNING or not attempt.process:
+            continue
+        if stop_recorded_group(attempt.process):
+            rt.emit(
+                Event(
+                    "note",
+                    run_id,
+                    attempt.step_id,
+                    message=(
+                        f"stopped attempt {attempt.attempt}'s command, left running by a "
+                        f"killed process (process group {attempt.process['pgid']})"
+                    ),
+                )
+            )
 
 
 def _remove_stale_locks(rt: Runtime, run_id: str, ws: GitWorkspace) -> None:

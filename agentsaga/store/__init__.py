@@ -106,6 +106,8 @@ class AttemptRecord:
     log_path: str | None = None
     reused_from: int | None = None
     owner_pid: int | None = None
+    #: The command's process group, recorded before it ran: {pgid, start, host}.
+    process: dict[str, Any] | None = None
 
 
 @dataclass
@@ -254,6 +256,7 @@ class Store(Protocol):
     def set_attempt_snapshot(
         self, attempt_id: int, base_commit: str | None, snapshot: str
     ) -> None: ...
+    def set_attempt_process(self, attempt_id: int, process: dict[str, Any]) -> None: ...
     def get_attempt(self, attempt_id: int) -> AttemptRecord: ...
     def attempts(self, run_id: str) -> list[AttemptRecord]: ...
     def supersede(self, run_id: str, step_ids: list[str]) -> None: ...

@@ -177,10 +177,17 @@ def _agent_turns() -> list[str]:
     ]
 
 
+def _attempt_process() -> list[str]:
+    # The process group a step's command runs in, recorded before the command may start:
+    # whoever takes a killed run over stops it before compensating or re-running.
+    return ["ALTER TABLE step_attempts ADD COLUMN process_json TEXT"]
+
+
 MIGRATIONS: list[tuple[str, Callable[[], list[str]]]] = [
     ("m001_initial", _initial),
     ("m002_call_index", _call_index),
     ("m003_agent_turns", _agent_turns),
+    ("m004_attempt_process", _attempt_process),
 ]
 
 

@@ -40,7 +40,7 @@ _ATTEMPT_COLUMNS = (
     "id, run_id, step_id, step_index, seq, attempt, status, superseded, fingerprint, "
     "base_commit, snapshot, output_json, error_json, log_path, reused_from, owner_pid, "
     "tokens_input, tokens_output, tokens_cache_read, tokens_cache_write, tokens_estimated, "
-    "cost_usd, started_at, finished_at, duration_ms"
+    "cost_usd, started_at, finished_at, duration_ms, process_json"
 )
 _CALL_COLUMNS = (
     "id, run_id, attempt_id, step_id, provider, model, request_hash, request_json, "
@@ -412,6 +412,14 @@ class SqlStore(AgentTurnsSql):
                 (base_commit, snapshot, attempt_id),
             )
 
+    def set_attempt_process(self, attempt_id: int, process: dict[str, Any]) -> None:
+        with self.transaction() as cur:
+            self._exec(
+                cur,
+                "UPDATE step_attempts SET process_json = ? WHERE id = ?",
+                (_dumps(process), attempt_id),
+            )
+
     def get_attempt(self, attempt_id: int) -> AttemptRecord:
         rows = self._query(
             f"SELECT {_ATTEMPT_COLUMNS} FROM step_attempts WHERE id = ?", (attempt_id,)
@@ -721,6 +729,7 @@ def _attempt(r: Sequence[Any]) -> AttemptRecord:
         started_at=r[22],
         finished_at=r[23],
         duration_ms=r[24],
+        process=_loads(r[25]),
     )
 
 
