@@ -9,7 +9,7 @@ Design (docs/design.md, "Web view"):
 * ``security.py``: who may read and who may decide. Loopback by default; any other host
   needs the token printed at start. Writes need the token in a header (a page from another
   site can neither read it nor set the header), a Host we serve and a same-origin Origin.
-* ``page.py``: one HTML page (a small single-page app, ``static/app.js``) served with its
+* ``page.py``: one HTML page (a small single-page app, ``static/*.js``) served with its
   assets, or written as one self-contained file with the run's documents inlined.
 * ``static/vendor/``: Chart.js (timeline and token chart), diff2html with highlight.js
   (diffs with syntax highlighting), vendored as released: no CDN, no build step.

@@ -1,9 +1,10 @@
 """The one HTML page of the web view, served with its assets or as one self-contained file.
 
-The page is a small single-page app (``static/app.js``). Served, it reads the JSON API;
-written by ``show --html``, the same script reads the run's documents from a
-``<script type="application/json">`` block and the assets are inlined, so the file opens
-from disk with no server and no network (a CI artifact a reviewer can open).
+The page is a small single-page app (``static/util.js``, ``charts.js``, ``app.js``).
+Served, it reads the JSON API; written by ``show --html``, the same scripts read the run's
+documents from a ``<script type="application/json">`` block and the assets are inlined,
+so the file opens from disk with no server and no network (a CI artifact a reviewer can
+open).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 
 #: In load order. Vendored releases (see static/vendor/README.md), then our own.
 STYLES = ("vendor/diff2html.min.css", "vendor/highlight-github.min.css", "app.css")
-SCRIPTS = ("vendor/chart.umd.min.js", "vendor/diff2html-ui-slim.min.js", "app.js")
+SCRIPTS = (
+    "vendor/chart.umd.min.js",
+    "vendor/diff2html-ui-slim.min.js",
+    "util.js",
+    "charts.js",
+    "app.js",
+)
 
 CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",

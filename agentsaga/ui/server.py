@@ -2,7 +2,7 @@
 
 Routes (every ``/api/`` document is what the CLI prints with ``--json``):
 
-    GET  /                                  the page (a single-page app, static/app.js)
+    GET  /                                  the page (a single-page app, static/*.js)
     GET  /static/<file>                     its assets, vendored in the package
     GET  /api/runs?status=S&limit=N         agentsaga runs --json
     GET  /api/runs/<run>                    agentsaga show RUN --json
