@@ -419,7 +419,7 @@ def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
         found = attempts_of(tmp_path, run_id)
         return [x.status for x in found] == ["completed", "running"] and bool(found[1].snapshot)
 
-    wait_until(second_started, what="the second step to start on host a")
+    wait_until(second_started, timeout=90, what="the second step to start on host a")
     # Host a holds the worktree; the first step's commit and the second's snapshot are
     # on the remote already.
     first_commit = attempts_of(tmp_path, run_id)[0].output["commit"]
@@ -527,3 +527,29 @@ def test_a_failed_attempt_is_compensated_before_its_retry(
     done = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
     assert done.exit_code == 0, done
     assert ledger.read_text().split() == ["try-1", "undo-1", "try-2"]
+
+
+def test_a_refusal_in_an_activity_fails_the_run_with_its_reason(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    flag = tmp_path / "flag"
+    pipeline = write(tmp_path / "p.yml", EDITS.replace("{flag}", str(flag)))
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    assert failed.exit_code == 1, failed
+    run_id = failed.json()["run_id"]
+    # Someone deletes the run branch: the resume is refused (not retried), with the reason.
+    git(repo, "worktree", "remove", "--force", f".agentsaga/worktrees/{run_id}")
+    git(repo, "branch", "-D", f"agentsaga/{run_id}")
+    resumed = agentsaga(repo, "resume", run_id, "--json")
+    assert resumed.exit_code == 1, resumed
+    error = resumed.json()["error"]
+    assert error["type"] == "GitUnsafe"
+    assert f"the run branch agentsaga/{run_id} no longer exists" in error["message"]
+    assert status_of(tmp_path, run_id) == "failed"

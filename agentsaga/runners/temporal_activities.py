@@ -13,7 +13,7 @@ delta of the run's facts (:func:`fact_json`) for the workflow's view; everything
   as ``resume`` would. An LLM reply received before the kill is in the call log, unjudged:
   the retried attempt is served from it and does not pay again (llm.py).
 * ``restart``: carry out a recorded restart point (a rewind): undo, supersede.
-* ``begin`` / ``finish`` / ``fail`` / ``internal_error``: the run's record.
+* ``begin`` / ``finish`` / ``fail`` / ``stopped``: the run's record.
 * ``rollback``: the whole rollback (undo.rollback). Every compensation is recorded as it
   goes, so an activity retried after a crash continues where the last one stopped.
 
@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from agentsaga import attempts as attempts_mod
 from agentsaga import undo
-from agentsaga.errors import AgentsagaError, CompensationFailed
+from agentsaga.errors import AgentsagaError, CompensationFailed, Interrupted
 from agentsaga.runners import temporal_git
 from agentsaga.runtime import EngineOptions, load_stored, vars_key
 from agentsaga.saga import decide
@@ -85,6 +86,14 @@ def _heartbeating(cancel: threading.Event) -> Iterator[None]:
         thread.join(timeout=5)
 
 
+def _failure(exc: AgentsagaError) -> ApplicationError:
+    """Our error as Temporal's: its type and message reach the workflow, which records
+    them on the run. A refusal (a moved branch, a bad expression) is not retried; an
+    interrupted attempt (this worker stopping) is, on another worker."""
+    retry = exc.retryable or isinstance(exc, Interrupted)
+    return ApplicationError(exc.message, type=type(exc).__name__, non_retryable=not retry)
+
+
 class Activities:
     """The activities of one worker: its store, its config, and the host it runs on."""
 
@@ -107,7 +116,7 @@ class Activities:
             self.restart,
             self.fail,
             self.finish,
-            self.internal_error,
+            self.stopped,
             self.rollback,
         ]
 
@@ -134,7 +143,10 @@ class Activities:
             rt = temporal_git.TemporalRuntime(store, self._home_of(run), opts, cancel, rt_notes)
             rt.host_id, rt.worker_home, rt.notes = self.host_id, self.home, notes
             with _heartbeating(cancel):
-                yield rt, run
+                try:
+                    yield rt, run
+                except AgentsagaError as exc:
+                    raise _failure(exc) from exc
         finally:
             store.close()
 
@@ -181,9 +193,9 @@ class Activities:
             )
             return {"status": RunStatus.FAILED, "rollback": rollback}
 
-    @activity.defn(name="agentsaga.internal_error")
-    def internal_error(self, run_id: str, message: str) -> dict[str, Any]:
-        error = {"type": "InternalError", "message": message, "internal": True}
+    @activity.defn(name="agentsaga.stopped")
+    def stopped(self, run_id: str, error: dict[str, Any]) -> dict[str, Any]:
+        """An activity failed past its retries: the run ends failed (resumable) with why."""
         with self._session(run_id) as (rt, _run):
             rt.store.update_run(run_id, status=RunStatus.FAILED, error=error, finished=True)
         return {"status": RunStatus.FAILED}

@@ -30,7 +30,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, TimeoutType
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
@@ -144,11 +144,16 @@ class SagaWorkflow:
                 return await self._rollback()
             return await self._drive()
         except ActivityError as exc:
-            # An activity failed past its retries: a bug or a broken store. The run stays
-            # resumable; its record says why.
+            # An activity failed for good: a refusal (a moved branch), or past its retries
+            # (a bug, a broken store). The run stays resumable; its record says why.
             cause = exc.cause or exc
-            message = f"{type(cause).__name__}: {cause}"
-            failed: dict[str, Any] = await self._act("agentsaga.internal_error", message)
+            error: dict[str, Any]
+            if isinstance(cause, ApplicationError) and cause.type:
+                error = {"type": cause.type, "message": cause.message}
+            else:
+                message = f"{type(cause).__name__}: {cause}"
+                error = {"type": "InternalError", "message": message, "internal": True}
+            failed: dict[str, Any] = await self._act("agentsaga.stopped", error)
             return failed
 
     async def _begin(self) -> RunView:
