@@ -58,6 +58,7 @@ from agentsaga.saga import decide, plans
 from agentsaga.saga.plans import PlanItem
 from agentsaga.saga.view import AttemptFact, is_done
 from agentsaga.states import RunStatus, StepStatus
+from agentsaga.steps import KINDS
 from agentsaga.store import AttemptRecord, RunRecord, Store, new_run_id
 from agentsaga.workspace import GitWorkspace, PlainWorkspace, RunWorkspace
 
@@ -87,6 +88,7 @@ class Engine:
     # --- public entry points ------------------------------------------------------------
 
     def run(self, pipeline: Pipeline, repo_root: Path | None) -> RunResult:
+        self._warm_up(pipeline)
         record = self._create_run(pipeline)
         run_id = record.id
         with self._owning(run_id):
@@ -104,6 +106,7 @@ class Engine:
         with self._owning(run_id):
             takeover.take_over(self.rt, run_id)
             new, old = self._prepare_resume(run_id, pipeline, from_step, budget)
+            self._warm_up(new)
             return self._drive(run_id, new, old)
 
     def prepare_resume(
@@ -467,6 +470,13 @@ class Engine:
         data["python"] = _python_record(repo_root or ws.path, ws.path)
         self.store.update_run(run.id, workspace=data)
 
+    def _warm_up(self, pipeline: Pipeline) -> None:
+        """Import the SDKs the pipeline's model steps use in the background (see
+        ``providers.warm_up``)."""
+        from agentsaga import providers
+
+        providers.warm_up(model_providers(pipeline), self.options.config)
+
     def _pipeline_of(self, run: RunRecord) -> Pipeline:
         return self.rt.pipeline_of(run)
 
@@ -527,6 +537,19 @@ def _python_record(repo_root: Path, path: Path) -> dict[str, Any]:
         return pyenv.detect(repo_root, path, dict(os.environ))
     source, venv = pyenv.find_venv(repo_root, dict(os.environ))
     return {"venv": str(venv) if venv else None, "venv_from": source or "none (python from PATH)"}
+
+
+def model_providers(pipeline: Pipeline) -> set[str]:
+    """The providers the pipeline's model steps name (or default to): a name written as
+    an expression is known only when the step runs, and is left out."""
+    names = set()
+    for step in pipeline.steps:
+        if "provider" not in KINDS[step.kind].fields:
+            continue
+        name = step.fields.get("provider") or pipeline.defaults.get("provider") or "scripted"
+        if isinstance(name, str) and "${{" not in name:
+            names.add(name)
+    return names
 
 
 def branch_name(run: RunRecord, pipeline: Pipeline) -> str:

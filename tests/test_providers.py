@@ -503,3 +503,62 @@ def test_importing_agentsaga_providers_does_not_import_the_sdks() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- importing the SDKs ahead of the first call ----------------------------------------
+
+
+def test_warm_up_imports_each_needed_sdk_once_in_a_background_thread() -> None:
+    """A fresh interpreter: the SDKs are not imported until warm_up starts a thread per
+    SDK (a configured name resolves to its type; scripted needs none)."""
+    code = """
+import sys
+from agentsaga import providers
+assert "anthropic" not in sys.modules and "openai" not in sys.modules
+started = providers.warm_up(
+    ["anthropic", "scripted", "local"], {"providers": {"local": {"type": "openai"}}}
+)
+threads = dict(providers._warming)
+for thread in threads.values():
+    thread.join(60)
+print(sorted(started), sorted(t.name for t in threads.values()))
+print("anthropic" in sys.modules, "openai" in sys.modules)
+print(providers.warm_up(["anthropic", "openai"]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
+    assert out == [
+        "['anthropic', 'openai'] ['agentsaga-import-anthropic', 'agentsaga-import-openai']",
+        "True True",
+        "[]",
+    ]
+
+
+def test_a_run_warms_up_the_providers_its_model_steps_name() -> None:
+    from agentsaga.engine import model_providers
+    from agentsaga.pipeline import load_text
+
+    text = """name: t
+workspace: {isolation: none}
+defaults: {provider: openai}
+steps:
+  - id: build
+    kind: shell
+    run: ["true"]
+  - id: plan
+    kind: plan
+    provider: anthropic
+    prompt: Plan it
+  - id: plan2
+    kind: plan
+    prompt: Plan again
+  - id: plan3
+    kind: plan
+    provider: ${{ vars.p }}
+    prompt: Plan late
+vars: {p: scripted}
+"""
+    assert model_providers(load_text(text)) == {"anthropic", "openai"}
+    shell_only = text.split("  - id: plan\n")[0].replace("defaults: {provider: openai}\n", "")
+    assert model_providers(load_text(shell_only)) == set()

@@ -8,7 +8,11 @@ must not pay on ``--help``. Names beyond the built-in ones come from ``.agentsag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from .base import (
@@ -39,6 +43,7 @@ __all__ = [
     "Usage",
     "call_with_retries",
     "get_provider",
+    "warm_up",
     "BUILTIN_PROVIDERS",
 ]
 
@@ -70,3 +75,38 @@ def get_provider(
         f"unknown provider {name!r}: use one of {', '.join(BUILTIN_PROVIDERS)}, or declare it "
         f"in .agentsaga.yml under providers.{name} with type: openai and a base_url"
     )
+
+
+#: The SDK each provider kind imports on its first call.
+_SDKS = {"anthropic": "anthropic", "openai": "openai"}
+_warming: dict[str, threading.Thread] = {}
+
+
+def warm_up(names: Iterable[str], config: Mapping[str, Any] | None = None) -> list[str]:
+    """Start importing, in a background thread, the SDK of each provider in ``names``
+    (``import anthropic`` costs a second or more, ``openai`` half of that): a run whose
+    pipeline calls a model starts this before its workspace and first steps, so the
+    import overlaps them instead of delaying the first request. The first call imports
+    the module as before; if the thread is still at it, Python's import lock makes the
+    call wait for that import rather than start another. Returns the modules started."""
+    providers = (config or {}).get("providers") or {}
+    started = []
+    for name in names:
+        kind = name if name in BUILTIN_PROVIDERS else (providers.get(name) or {}).get("type")
+        module = _SDKS.get(str(kind))
+        if module is None or module in sys.modules or module in _warming:
+            continue
+        thread = threading.Thread(
+            target=_import_quietly, args=(module,), name=f"agentsaga-import-{module}", daemon=True
+        )
+        _warming[module] = thread
+        thread.start()
+        started.append(module)
+    return started
+
+
+def _import_quietly(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - the step's own import reports a broken SDK
+        pass
