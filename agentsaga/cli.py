@@ -178,6 +178,15 @@ def run(
         bool,
         typer.Option("--allow-dirty", help="isolation: branch: stash and restore your changes."),
     ] = False,
+    from_worktree: Annotated[
+        bool,
+        typer.Option(
+            "--from-worktree", help="Start from your uncommitted changes (a snapshot of them)."
+        ),
+    ] = False,
+    from_head: Annotated[
+        bool, typer.Option("--from-head", help="Start from HEAD, ignoring uncommitted changes.")
+    ] = False,
     budget: BudgetOpt = None,
     memo: Annotated[
         str | None, typer.Option("--memo", help="LLM call memo: run, global or off.")
@@ -189,6 +198,8 @@ def run(
     """Start a run of PIPELINE; prints its run id. Exit 1 if it fails (it stays resumable)."""
     from agentsaga.pipeline import load_file
 
+    if from_worktree and from_head:
+        raise UserInputError("--from-worktree and --from-head exclude each other; give one")
     loaded = load_file(pipeline, _parse_pairs(var, "--var"))
     repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
     session = _Session(repo_hint)
@@ -212,6 +223,7 @@ def run(
         json_mode,
         rollback_on_failure=True if rollback_on_failure else None,
         allow_dirty=allow_dirty,
+        start_from="worktree" if from_worktree else "head" if from_head else None,
         budget=_parse_budget(budget),
     )
     result = _reporting_interrupts(engine, lambda: engine.run(loaded, session.repo_root))

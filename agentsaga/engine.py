@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsaga import attempts as attempts_mod
-from agentsaga import compensations, namespace, process, takeover, undo
+from agentsaga import checkout, compensations, namespace, process, takeover, undo
 from agentsaga.errors import (
     AgentsagaError,
     CompensationFailed,
@@ -458,17 +458,51 @@ class Engine:
                     "path": str(repo_root),
                 },
             )
+            start, found = start_point, {}
+            if isolation == "worktree" and start_point is None:
+                # Uncommitted changes in the checkout: said, and started from as asked.
+                start_from = self.options.start_from or spec.get("start")
+                start, found["start"], note = checkout.start_point(repo_root, run.id, start_from)
+                if note:
+                    self._emit(Event("note", run.id, message=note))
             ws = GitWorkspace.create(
                 repo_root,
                 run.id,
                 branch,
                 isolation,
                 self.options.allow_dirty,
-                start_point=start_point,
+                start_point=start,
             )
         data = ws.to_json()
         data["python"] = _python_record(repo_root or ws.path, ws.path)
         self.store.update_run(run.id, workspace=data)
+        if isolation == "worktree" and repo_root is not None:
+            data["setup"] = {**found, **self._furnish(run.id, ws.path, repo_root, spec, data)}
+            self.store.update_run(run.id, workspace=data)
+
+    def _furnish(
+        self,
+        run_id: str,
+        worktree: Path,
+        repo_root: Path,
+        spec: dict[str, Any],
+        data: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Submodules, workspace.include and workspace.setup in a new worktree."""
+        from agentsaga import pyenv
+
+        env = dict(os.environ)
+        env.update(pyenv.step_env(data.get("python"), env))
+        log_stem = self.rt.log_stem(run_id, "workspace-setup", 1)
+
+        def run(command: str | list[str], cwd: Path) -> tuple[int | None, str]:
+            result = process.run_command(command, cwd=cwd, env=env, log_stem=log_stem)
+            return result.exit_code, str(result.stdout_path.with_suffix(""))
+
+        record, notes = checkout.furnish(worktree, repo_root, spec, run)
+        for note in notes:
+            self._emit(Event("note", run_id, message=note))
+        return record
 
     def _warm_up(self, pipeline: Pipeline) -> None:
         """Import the SDKs the pipeline's model steps use in the background (see

@@ -927,3 +927,90 @@ def diff_worktree(path: Path, a: str, stat: bool = False) -> str:
     """``a`` against the working tree at ``path`` as it is now (tracked files)."""
     args = ["diff", "--stat"] if stat else ["diff"]
     return _git(Path(path), *args, a, "--")
+
+
+# --- the user's checkout, as a run starts from it -------------------------------------------
+
+
+def dirty_files(repo_root: Path) -> list[str]:
+    """``git status --porcelain`` lines of the checkout (untracked files included, ignored
+    ones and agentsaga's own folder not): what a run that starts from HEAD will not see."""
+    out = _git(Path(repo_root), "status", "--porcelain", "--untracked-files=all", "-z")
+    entries, skip_next = [], False
+    for item in out.split("\0"):
+        if skip_next:  # the source path of a rename
+            skip_next = False
+            continue
+        if not item:
+            continue
+        entries.append(item)
+        skip_next = item[0] in "RC"
+    return entries
+
+
+def snapshot_checkout(repo_root: Path, ref: str) -> str:
+    """A ghost commit of the checkout's working tree (tracked changes and untracked files,
+    not ignored ones) on top of its HEAD, pinned at ``ref``; the user's index, working
+    tree and branch are not touched."""
+    root = Path(repo_root)
+    seed = _dot_git_dir(root) / _SNAPSHOT_INDEX
+    existed = seed.exists()
+    head_sha = _git(root, "rev-parse", "HEAD").strip()
+    view = Workspace(root, root, "", head_sha, "branch", None, head_sha)
+    try:
+        return snapshot(view, ref)
+    finally:
+        if not existed:
+            seed.unlink(missing_ok=True)
+
+
+def ignored_by_git(repo_root: Path, paths: list[str]) -> set[str]:
+    """Which of ``paths`` (relative) .gitignore and info/exclude hide."""
+    if not paths:
+        return set()
+    status, out, _ = _execute(
+        Path(repo_root),
+        ("-c", "core.quotePath=off", "check-ignore", "--no-index", "--", *paths),
+        None,
+        check=False,
+    )
+    return {line for line in out.splitlines() if line} if status in (0, 1) else set()
+
+
+def tracked(repo_root: Path, paths: list[str]) -> set[str]:
+    if not paths:
+        return set()
+    out = _git(Path(repo_root), "ls-files", "-z", "--", *paths)
+    return {p for p in out.split("\0") if p}
+
+
+def init_submodules(worktree: Path, repo_root: Path) -> str | None:
+    """Check out the worktree's submodules; None when it has none, else what was done.
+
+    A submodule the user's checkout already has is cloned from there (no network, and the
+    commit the superproject names is there); the others from their configured URL. The
+    URLs are given on the command line, so the repository's config is not written."""
+    if not (worktree / ".gitmodules").is_file():
+        return None
+    status, listing = _git_status(
+        worktree, "config", "-f", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$"
+    )
+    overrides: list[str] = []
+    names = []
+    for line in listing.splitlines() if status == 0 else []:
+        key, _, sub_path = line.partition(" ")
+        name = key.removeprefix("submodule.").removesuffix(".path")
+        names.append(sub_path)
+        local = Path(repo_root) / sub_path
+        if (local / ".git").exists():
+            overrides += ["-c", f"submodule.{name}.url={local}"]
+    if not names:
+        return None
+    args = ("-c", "protocol.file.allow=always", *overrides, "submodule", "update", "--init")
+    code, out, err = _execute(worktree, (*args, "--recursive", "-q"), None, check=False)
+    if code != 0:
+        raise GitError(
+            f"could not check out the submodules ({', '.join(names)}) in {worktree}: "
+            f"{(err or out).strip()[-500:]}"
+        )
+    return f"initialised {', '.join(names)}"

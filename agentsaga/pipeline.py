@@ -34,6 +34,7 @@ from agentsaga.schema import (
     ListOf,
     MapOf,
     Obj,
+    OneOf,
     SchemaViolation,
     Type,
     did_you_mean,
@@ -104,6 +105,12 @@ TOP = Obj(
                 "isolation": Enum("worktree", "branch", "none"),
                 # A git URL shared by workers on many hosts (runners/temporal_git.py).
                 "remote": STR,
+                # Gitignored files copied into a new worktree, and a command run once there
+                # (checkout.py).
+                "include": ListOf(STR),
+                "setup": OneOf(STR, ListOf(STR), label="a command: a string or a list (argv)"),
+                # Where a run over a checkout with uncommitted changes starts from.
+                "start": Enum("head", "worktree"),
             }
         ),
         "on_failure": Enum("stop", "rollback"),

@@ -43,6 +43,9 @@ class EngineOptions:
     force: bool = False
     keep_refs: bool = False
     allow_dirty: bool = False
+    #: A new worktree run over a checkout with uncommitted changes: "head" or "worktree"
+    #: (None: the pipeline's workspace.start, else HEAD with a note naming the files).
+    start_from: str | None = None
     lease_ttl_s: float = 30.0
     budget: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)

@@ -91,7 +91,9 @@ def from_junit(path: Path) -> list[Failure] | None:
         test_id = _junit_id(classname, name, file_attr)
         body = bad.text or ""
         section = _parse_section(test_id, body.splitlines())
-        message = bad.get("message") or section.message
+        # The traceback's own error lines say more than the attribute, which for a
+        # collection error is only "collection failure".
+        message = section.message or bad.get("message")
         location = section.location
         if location is None and file_attr and case.get("line"):
             # xunit1 records the line of the test's definition, counted from 0.

@@ -51,14 +51,18 @@ def filler(name: str, n: int) -> str:
     return "".join(f"def {name}_{i}(x):\n    return x + {i}\n\n" for i in range(n))
 
 
-def test_a_glob_that_matches_nothing_is_an_error(tmp_path: Path, monkeypatch: Any) -> None:
+def test_globs_that_match_nothing_are_an_error_or_listed(tmp_path: Path, monkeypatch: Any) -> None:
     repo = make_repo(tmp_path, {"src/a.py": "x = 1\n"})
     monkeypatch.chdir(repo)
-    data = run(repo, plan_then_read("plan", '["src/**/*.py", "lib/**/*.py"]'))
+    data = run(repo, plan_then_read("plan", '["lib/**/*.py", "setup.cfg"]'))
     assert data["status"] == "failed"
-    result = data["_result"]
-    assert "'lib/**/*.py' matched no file" in result.output
-    assert "'src/**/*.py'" not in result.output.split("matched no file")[0]
+    assert "'lib/**/*.py', 'setup.cfg' matched no file" in data["_result"].output
+    # A pattern that matched nothing while another did is listed, not dropped silently.
+    data = run(repo, plan_then_read("plan", '["src/**/*.py", "lib/**/*.py"]'))
+    assert data["status"] == "succeeded"
+    (out,) = read_outputs(data["run_id"])
+    unmatched = {"path": "lib/**/*.py", "reason": "the pattern matched no file", "tokens": None}
+    assert unmatched in out["skipped"]
 
 
 def test_symlinks_out_of_the_repository_are_never_read(tmp_path: Path, monkeypatch: Any) -> None:

@@ -385,3 +385,159 @@ def test_tests_that_import_the_checkout_fail_as_infrastructure_saying_why(
     assert "PYTHONPATH" in message
     # No rewind was paid for: one write.
     assert len(attempts(repo, data["run_id"], "write")) == 1
+
+
+# --- what a worktree lacks: ignored files, uncommitted changes, submodules -----------------
+
+VERSIONED = {
+    ".gitignore": "src/mypkg/_version.py\n.env\n",
+    "src/mypkg/__init__.py": "from ._version import version\n",
+    "src/mypkg/calc.py": CALC_BUG,
+    "tests/conftest.py": "import sys\nsys.path.insert(0, 'src')\n",
+    "tests/test_c.py": TEST_PKG + "\n\ndef test_version():\n    import mypkg\n\n"
+    "    assert mypkg.version == '1.2.3'\n",
+}
+GENERATED = "version = '1.2.3'\n"
+
+
+def versioned_repo(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path, VERSIONED)
+    # Generated at install time (setuptools_scm, hatch-vcs), ignored by git: a fresh
+    # worktree lacks it.
+    (repo / "src" / "mypkg" / "_version.py").write_text(GENERATED)
+    return repo
+
+
+def test_gitignored_generated_module_is_copied_by_workspace_include(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = versioned_repo(tmp_path)
+    (repo / "notes.txt").write_text("not ignored\n")
+    monkeypatch.chdir(repo)
+    test = "python -m pytest -q -p no:cacheprovider"
+    _, bare = run_pipeline(repo, fix_pipeline(test))
+    assert bare["status"] == "failed"  # the worktree has no _version.py
+    (attempt,) = attempts(repo, bare["run_id"], "test")
+    assert "_version" in attempt.error["message"]
+
+    text = fix_pipeline(test).replace(
+        "steps:\n", 'workspace: {include: ["src/**/_version.py", "notes.txt", "*.cfg"]}\nsteps:\n'
+    )
+    (repo / "p.yml").write_text(text)
+    result = cli("run", "p.yml")
+    assert result.exit_code == 0, result
+    run_id = result.stdout.split()[1] if result.stdout.startswith("run ") else ""
+    run_id = run_id or json.loads(cli("runs", "--json").stdout)[0]["id"]
+    # Said, not silent: the glob that matched nothing, the file git would have committed.
+    assert "'*.cfg' matched no file" in result.stderr
+    assert "notes.txt is not ignored by git" in result.stderr
+    shown = cli("show", run_id).stdout
+    assert "included: ['src/mypkg/_version.py']" in shown
+    worktree = repo / ".agentsaga" / "worktrees" / run_id
+    assert (worktree / "src" / "mypkg" / "_version.py").read_text() == GENERATED
+    assert not (worktree / "notes.txt").exists()
+    # The run branch never carries the ignored file.
+    assert "_version.py" not in git(repo, "ls-tree", "-r", "--name-only", f"agentsaga/{run_id}")
+    assert cli("rollback", run_id).exit_code == 0
+    assert not worktree.exists()
+
+
+def test_workspace_setup_runs_once_in_the_new_worktree_and_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(tmp_path, VERSIONED)  # no _version.py at all: setup generates it
+    monkeypatch.chdir(repo)
+    setup = "echo \"version = '1.2.3'\" > src/mypkg/_version.py && echo ran >> ../setup-count"
+    text = fix_pipeline("python -m pytest -q -p no:cacheprovider").replace(
+        "steps:\n", f"workspace: {{setup: {json.dumps(setup)}}}\nsteps:\n"
+    )
+    result, data = run_pipeline(repo, text)
+    assert data["status"] == "succeeded", result
+    worktrees = repo / ".agentsaga" / "worktrees"
+    assert (worktrees / "setup-count").read_text() == "ran\n"
+    assert "setup: exit 0" in cli("show", data["run_id"]).stdout
+
+    failing = text.replace(json.dumps(setup), json.dumps("echo broken >&2; exit 3"))
+    (repo / "p.yml").write_text(failing)
+    result = cli("run", "p.yml")
+    assert result.exit_code == 1 and "workspace.setup exited 3" in result.stderr, result
+    newest = json.loads(cli("runs", "--json").stdout)[0]
+    assert newest["status"] == "failed"
+    assert cli("rollback", newest["id"]).exit_code == 0
+    assert not (worktrees / newest["id"]).exists()
+
+
+def dirty_repo(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path, {"src/calc.py": CALC_BUG, "README.md": "hi\n"})
+    # The user fixed the bug by hand and has not committed, and started a new file.
+    (repo / "src" / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (repo / "src" / "new.py").write_text("X = 1\n")
+    return repo
+
+
+SHOW_FILES = "name: look\nsteps:\n  - id: look\n    kind: shell\n    run: cat src/calc.py; ls src\n"
+
+
+def test_a_dirty_checkout_is_never_silent_and_the_run_starts_from_head_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = dirty_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    (tmp_path / "p.yml").write_text(SHOW_FILES)
+    result = cli("run", str(tmp_path / "p.yml"))
+    assert result.exit_code == 0, result
+    assert "uncommitted changes that this run does NOT see" in result.stderr
+    assert " M src/calc.py" in result.stderr and "?? src/new.py" in result.stderr
+    assert "--from-worktree" in result.stderr
+    run_id = json.loads(cli("runs", "--json").stdout)[0]["id"]
+    (look,) = attempts(repo, run_id, "look")
+    assert "return a - b" in look.output["stdout"] and "new.py" not in look.output["stdout"]
+    assert "start: {'from': 'HEAD'" in cli("show", run_id).stdout
+    quiet = cli("run", str(tmp_path / "p.yml"), "--from-head")
+    assert quiet.exit_code == 0 and "uncommitted" not in quiet.stderr
+
+
+def test_from_worktree_starts_from_a_snapshot_of_the_uncommitted_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = dirty_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    before = (git(repo, "status", "--porcelain"), git(repo, "stash", "list"))
+    before_index = (repo / ".git" / "index").read_bytes()
+    (tmp_path / "p.yml").write_text(SHOW_FILES)
+    result = cli("run", str(tmp_path / "p.yml"), "--from-worktree", "--json")
+    data = json.loads(result.stdout)
+    assert data["status"] == "succeeded", result
+    (look,) = attempts(repo, data["run_id"], "look")
+    assert "return a + b" in look.output["stdout"] and "new.py" in look.output["stdout"]
+    # The user's checkout, index and stash are as they were.
+    assert (git(repo, "status", "--porcelain"), git(repo, "stash", "list")) == before
+    assert (repo / ".git" / "index").read_bytes() == before_index
+    start_ref = f"refs/agentsaga/{data['run_id']}/start"
+    assert git(repo, "rev-parse", "--verify", "-q", start_ref, check=False).strip()
+    assert cli("rollback", data["run_id"]).exit_code == 0
+    assert not git(repo, "rev-parse", "--verify", "-q", start_ref, check=False).strip()
+    both = cli("run", str(tmp_path / "p.yml"), "--from-worktree", "--from-head")
+    assert both.exit_code == 2
+
+
+def test_submodules_are_checked_out_in_the_worktree_without_touching_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = make_repo(tmp_path, {"data.txt": "from the submodule\n"}, name="sub")
+    repo = make_repo(tmp_path, {"README.md": "hi\n"})
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "libs/sub")
+    git(repo, "commit", "-qm", "submodule")
+    config_before = (repo / ".git" / "config").read_text()
+    monkeypatch.chdir(repo)
+    (tmp_path / "p.yml").write_text(
+        "name: sub\nsteps:\n  - id: look\n    kind: shell\n    run: cat libs/sub/data.txt\n"
+    )
+    result = cli("run", str(tmp_path / "p.yml"), "--json")
+    data = json.loads(result.stdout)
+    assert data["status"] == "succeeded", result
+    (look,) = attempts(repo, data["run_id"], "look")
+    assert look.output["stdout"] == "from the submodule\n"
+    assert "submodules: initialised libs/sub" in cli("show", data["run_id"]).stdout
+    assert cli("rollback", data["run_id"]).exit_code == 0
+    assert (repo / ".git" / "config").read_text() == config_before

@@ -11,7 +11,8 @@ the lines a traceback points at) and listed in ``cut``; one that does not fit ev
 listed in ``skipped`` with that reason, never dropped without a word. What was not read
 is in ``skipped`` with its reason.
 
-A glob that matches no file is an error: a typo must not pass as "nothing to read". In a
+A read whose patterns match no file at all is an error: a typo must not pass as "nothing
+to read". A pattern that matched nothing while others did is listed in ``skipped``. In a
 git repository .gitignore is honoured (git's own listing), whatever the run's isolation.
 Reads are confined exactly like edits (:func:`agentsaga.edits.confine_path`): a symlink
 that leads outside the workspace or into ``.git``, and agentsaga's own state, are never
@@ -131,7 +132,7 @@ def _failure_text(ctx: StepContext) -> str:
     return "\n".join(t for t in texts if t)
 
 
-def _match(ctx: StepContext, root: Path) -> list[str]:
+def _match(ctx: StepContext, root: Path) -> tuple[list[str], list[str]]:
     raw = [_relative(p) for p in ctx.params["files"]]
     patterns = [(p, glob_regex(p)) for p in raw]
     excludes = [glob_regex(_relative(p)) for p in ctx.params.get("exclude", [])]
@@ -144,16 +145,19 @@ def _match(ctx: StepContext, root: Path) -> list[str]:
         matched.append(path)
         for p in found:
             hits[p] += 1
-    empty = [p for p, n in hits.items() if n == 0]
-    if empty:
-        names = ", ".join(repr(p) for p in empty)
+    # Nothing to read at all is an error (a typo, a wrong folder); a pattern that matched
+    # nothing while others did (pyproject.toml or setup.cfg, whichever the project has)
+    # is listed in `skipped`, so a typo still shows.
+    if not matched:
+        names = ", ".join(repr(p) for p in hits)
         raise StepFailed(
             f"read: {names} matched no file in {root} (files .gitignore hides and those "
-            "`exclude:` removes are never read); fix the glob or remove it",
+            "`exclude:` removes are never read); fix the globs",
             kind="error",
             retryable=False,
         )
-    return matched
+    missing = [p for p, n in hits.items() if n == 0]
+    return matched, missing
 
 
 def _line_numbers(failure: str, root: Path) -> dict[str, set[int]]:
@@ -173,7 +177,7 @@ def execute(ctx: StepContext) -> dict[str, Any]:
 
     max_tokens = ctx.params.get("max_tokens")
     root = ctx.cwd
-    matched = _match(ctx, root)
+    matched, missing = _match(ctx, root)
     plan, failure = _plan_text(ctx), _failure_text(ctx)
     ranked = read_rank.rank(matched, root, plan, failure, testfailures.traceback_paths(failure))
     reader = _Reader(
@@ -183,6 +187,10 @@ def execute(ctx: StepContext) -> dict[str, Any]:
         read_rank.words(plan) | read_rank.words(failure),
         _line_numbers(failure, root),
     )
+    for path in missing:
+        reader.skipped.append(
+            {"path": path, "reason": "the pattern matched no file", "tokens": None}
+        )
     for item in ranked:
         reason = reader.take(item)
         if reason is not None:
