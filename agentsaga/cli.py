@@ -511,16 +511,19 @@ def demo(
 def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
-    """Write a starter .agentsaga.yml and pipelines/fix.yml into this repository."""
+    """Write a starter .agentsaga.yml and pipelines/fix.yml for this repository, fitted to
+    what it finds: the layout, the test runner and its command, the venv, the files."""
+    from agentsaga import project
     from agentsaga.config import CONFIG_FILE, find_repo_root
     from agentsaga.demo import template
 
     root = find_repo_root(Path.cwd())
     if root is None:
         raise ConfigError("not inside a git repository: run 'git init' first, or cd into one")
+    found = project.detect(root)
     targets = {
         root / CONFIG_FILE: template("config.yml"),
-        root / "pipelines" / "fix.yml": template("starter.yml"),
+        root / "pipelines" / "fix.yml": project.starter_pipeline(found, template("starter.yml")),
     }
     existing = [str(p) for p in targets if p.exists()]
     if existing and not force:
@@ -529,6 +532,8 @@ def init(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {path.relative_to(root)}")
+    for line in found.describe():
+        typer.echo(f"  found: {line}")
     typer.echo(
         'next: export ANTHROPIC_API_KEY=... && agentsaga run pipelines/fix.yml --var task="..."'
     )
