@@ -215,6 +215,22 @@ def test_a_read_only_store_refuses_clearly_and_the_run_resumes_once_writable(
     assert "read-only" in refused.stderr and "resume" in refused.stderr, refused
 
 
+def test_every_commit_is_fsynced_synchronous_full_in_wal_mode(tmp_path: Path) -> None:
+    """What the README claims about power loss rests on this and nothing else: SQLite in
+    WAL mode with ``synchronous=FULL`` fsyncs the WAL at every commit, so a checkpoint
+    that was committed survives a power cut (as far as the disk honours fsync). No test
+    cuts power; the kill tests above prove SIGKILL."""
+    from agentsaga.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        with store.reading() as cur:
+            assert cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert cur.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        store.close()
+
+
 def test_a_read_only_store_still_answers_runs_show_and_logs(
     env: Env, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
