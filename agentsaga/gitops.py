@@ -43,6 +43,7 @@ import git
 from git.exc import GitCommandError, GitCommandNotFound
 
 from agentsaga import faults
+from agentsaga import trash as trash_mod
 from agentsaga.errors import GitError, GitUnsafe
 
 STATE_DIR = ".agentsaga"
@@ -817,13 +818,32 @@ def _restore_user(ws: Workspace, on_run_branch: bool) -> None:
 
 def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
     root = ws.repo_root
-    if ws.path.resolve() in worktrees:
+    registered = ws.path.resolve() in worktrees
+    if ws.path.exists() and _is_run_folder(ws) and not (registered and _locked(ws.path)):
+        # Deleting thousands of files took most of a rollback: the folder is moved into
+        # the trash (instant) and deleted by a background process; the registration,
+        # whose folder is now gone, is pruned below. Uncommitted files go with it, as
+        # with `worktree remove --force`.
+        trash = root / STATE_DIR / "trash"
+        if trash_mod.move_aside(ws.path, trash) is not None:
+            trash_mod.empty_in_background(trash)
+    if ws.path.exists() and registered:
         # Twice --force: also removes a locked worktree and one with uncommitted files,
         # which here are the run's own leftovers.
         _git(root, "worktree", "remove", "--force", "--force", str(ws.path))
     elif ws.path.exists() and _is_run_folder(ws):
         shutil.rmtree(ws.path)
     _git(root, "worktree", "prune")
+
+
+def _locked(worktree: Path) -> bool:
+    """``git worktree lock``: prune keeps a locked worktree's registration."""
+    try:
+        text = (worktree / ".git").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    admin = Path(text.partition("gitdir:")[2].strip())
+    return (admin / "locked").exists()
 
 
 # --- looking at changes ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,47 @@ def test_delete_twice_and_branch_already_gone_succeed(repo: Path) -> None:
     git(repo, "worktree", "remove", "--force", str(ws2.path))
     git(repo, "branch", "-D", "agentsaga/r2")
     gitops.delete_workspace(ws2, "r2", expected_head=ws2.base_commit)
+    assert capture(repo) == before
+
+
+def _wait_gone(path: Path) -> bool:
+    """The background delete has no deadline of its own: wait for it, bounded."""
+    for _ in range(600):
+        if not path.exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_deleted_worktree_goes_to_the_trash_and_is_emptied_in_the_background(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = capture(repo)
+    ws = new_ws(repo)
+    write(ws.path, {"left/over.txt": "uncommitted", "many/a.txt": "a", "many/b.txt": "b"})
+    removed: list[tuple[str, ...]] = []
+    real = gitops._git
+
+    def spy(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+        removed.append(args)
+        return real(cwd, *args, env=env)
+
+    monkeypatch.setattr(gitops, "_git", spy)
+    gitops.delete_workspace(ws, "r1", expected_head=ws.base_commit)
+    # Gone from its place and from git's list at once, without `worktree remove`
+    # (which deletes every file before it returns); the trash empties by itself.
+    assert not ws.path.exists()
+    assert not any(args[:2] == ("worktree", "remove") for args in removed)
+    assert _wait_gone(repo / ".agentsaga" / "trash")
+    assert capture(repo) == before
+
+
+def test_a_locked_worktree_is_removed_by_git_itself(repo: Path) -> None:
+    before = capture(repo)
+    ws = new_ws(repo)
+    git(repo, "worktree", "lock", str(ws.path))
+    gitops.delete_workspace(ws, "r1", expected_head=ws.base_commit)
+    assert not ws.path.exists() and not (repo / ".agentsaga" / "trash").exists()
     assert capture(repo) == before
 
 
