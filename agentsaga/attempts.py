@@ -14,7 +14,7 @@ from typing import Any
 
 from agentsaga import faults, namespace, undo
 from agentsaga.context import StepContext
-from agentsaga.errors import AgentsagaError, Interrupted, UserInputError
+from agentsaga.errors import AgentsagaError, Interrupted, StepFailed, UserInputError
 from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, Step
 from agentsaga.redact import redact_json, secret_values
@@ -25,6 +25,10 @@ from agentsaga.steps import KINDS
 from agentsaga.store import AttemptRecord, RunRecord
 from agentsaga.workspace import RunWorkspace
 
+GATE_UNSUPPORTED = (
+    "step {step} is a human gate (kind: approve), which this runner cannot wait at yet; "
+    "run the pipeline with the local runner"
+)
 #: Failures caused by the model's reply: that reply is judged and never served again.
 REPLY_FAILURES = frozenset({"edit", "schema"})
 
@@ -43,9 +47,15 @@ class Tried:
 
 
 def run_attempt(
-    rt: Runtime, run: RunRecord, pipeline: Pipeline, step: Step, ws: RunWorkspace
+    rt: Runtime,
+    run: RunRecord,
+    pipeline: Pipeline,
+    step: Step,
+    ws: RunWorkspace,
+    done: StepStatus = StepStatus.COMPLETED,
 ) -> Tried:
-    """Run one attempt of ``step`` (or record it skipped when its ``if:`` is false)."""
+    """Run one attempt of ``step`` (or record it skipped when its ``if:`` is false).
+    ``done``: the status its success is recorded with (a gate's visit: ``waiting``)."""
     run_id = run.id
     ns = rt.namespace(run, pipeline, rt.current(run_id))
     ns["rewind"] = namespace.rewind_for(run, step)
@@ -97,7 +107,7 @@ def run_attempt(
     faults.point("step.after_effect")
     rt.store.finish_attempt(
         attempt.id,
-        status=StepStatus.COMPLETED,
+        status=done,
         # A reply or a command may echo a secret: it is masked before it is kept.
         output=redact_json(output, secret_values()),
         log_path=str(rt.log_stem(run_id, step.id, attempt.attempt)),
@@ -105,7 +115,7 @@ def run_attempt(
     rt.set_current(run_id, rt.store.get_attempt(attempt.id))
     faults.point("step.after_checkpoint")
     rt.store.judge_calls(attempt.id)
-    rt.emit(Event("step", run_id, step.id, StepStatus.COMPLETED, attempt.attempt))
+    rt.emit(Event("step", run_id, step.id, done, attempt.attempt))
     return Tried(attempt)
 
 
@@ -225,6 +235,10 @@ def try_once(
     compensate the failed attempt before any retry or rewind. Raises
     ``CompensationFailed`` when a compensation cannot run (the run then fails)."""
     run_id = run.id
+    if step.kind == "approve":
+        # A gate waits for a person: gates.drive_gate is its turn (the local runner calls
+        # it). A runner without a way to wait must not let the gate pass unseen.
+        return Once(error=StepFailed(GATE_UNSUPPORTED.format(step=step.id), retryable=False))
     undo.recover(rt, run_id, pipeline, step.id, ws)
     tried = run_attempt(rt, run, pipeline, step, ws)
     if tried.error is None:

@@ -161,6 +161,9 @@ def _exit_code(status: str, command: str) -> int:
         return 3
     if status == "interrupted":
         return 130
+    if status == "waiting":
+        # --detach records a decision and leaves the run waiting for a driver: done.
+        return 0 if command == "decide --detach" else 5
     return 1
 
 
@@ -472,13 +475,16 @@ def demo(
     agent: Annotated[
         bool, typer.Option("--agent", help="The agent variant: one agent step, turn by turn.")
     ] = False,
+    review: Annotated[
+        bool, typer.Option("--review", help="Stop at a human gate before the deploy.")
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the offline demo: a throwaway repo, a failing test, a rewind, a deploy, the report."""
     from agentsaga.demo import setup_demo_repo
     from agentsaga.pipeline import load_file
 
-    repo = setup_demo_repo(directory, agent=agent)
+    repo = setup_demo_repo(directory, agent=agent, review=review)
     os.chdir(repo)
     if not json_mode:
         typer.echo(f"demo repository: {repo}")
@@ -500,6 +506,11 @@ def demo(
 
     print_result(result)
     print_report(data)
+    if result.status == "waiting":
+        typer.echo(
+            f"\ndeploy it: cd {repo} && agentsaga approve {result.run_id}\n"
+            f"send back: cd {repo} && agentsaga reject {result.run_id} --comment 'add a docstring'"
+        )
     typer.echo(
         f"\nsee it:   cd {repo} && agentsaga show {result.run_id}\n"
         f"undo it:  cd {repo} && agentsaga rollback {result.run_id}"
@@ -588,6 +599,7 @@ def _emit_plan(run_id: str, items: list[Any], json_mode: bool) -> None:
 
 # Commands kept in their own modules register themselves on ``app`` when imported; each
 # imports its heavy parts inside the command.
+from agentsaga import cli_gates as _cli_gates  # noqa: E402,F401
 from agentsaga import cli_temporal as _cli_temporal  # noqa: E402,F401
 from agentsaga import cli_ui as _cli_ui  # noqa: E402,F401
 

@@ -34,6 +34,7 @@ _COLORS = {
     "skipped": "dim",
     "pending": "dim",
     "interrupted": "magenta",
+    "waiting": "blue",
 }
 
 
@@ -122,6 +123,20 @@ def print_result(result: RunResult) -> None:
             f"  resume with: agentsaga resume {result.run_id}   "
             f"undo with: agentsaga rollback {result.run_id}"
         )
+    if result.status == "waiting" and result.gate:
+        gate = result.gate
+        console.print(f"  gate {gate['step']}: {gate['message']}".replace("[", "\\["))
+        console.print(f"  approve: {gate['approve']}".replace("[", "\\["))
+        console.print(f"  reject:  {gate['reject']}".replace("[", "\\["))
+
+
+def print_decisions(decisions: list[dict[str, Any]]) -> None:
+    """Who decided at each gate, when and why (show, report)."""
+    console = _console()
+    for d in decisions:
+        why = f": {d['comment']}" if d["comment"] else ""
+        line = f"  gate {d['step']} (visit {d['visit']}): {d['decision']} by {d['by']} at {d['at']}"
+        console.print((line + why).replace("[", "\\["))
 
 
 def print_plan(run_id: str, items: list[PlanItem]) -> None:
@@ -209,6 +224,7 @@ def print_show(detail: dict[str, Any]) -> None:
             a.get("compensation") or "",
         )
     console.print(table)
+    print_decisions(detail.get("decisions") or [])
 
 
 def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
@@ -335,3 +351,4 @@ def print_report(data: dict[str, Any]) -> None:
         f"have been {data['tax_restart']:.1%} "
         f"({data['restart_counterfactual_tokens']:,} tokens)"
     )
+    print_decisions(data.get("decisions") or [])

@@ -17,10 +17,27 @@ def template(name: str) -> str:
     return resources.files("agentsaga.templates").joinpath(name).read_text("utf-8")
 
 
-def setup_demo_repo(target: Path | None = None, *, agent: bool = False) -> Path:
+def demo_pipeline(agent: bool, review: bool) -> str:
+    """The demo pipeline (``agent``: the agent variant); ``review``: a human gate before
+    the deploy."""
+    text = template("demo_agent.yml" if agent else "demo.yml")
+    if not review:
+        return text
+    marker = "  - id: deploy\n"
+    if marker not in text:
+        from agentsaga.errors import ConfigError
+
+        raise ConfigError("--review puts a gate before the demo's deploy: not with --agent")
+    return text.replace(marker, template("demo_gate.yml") + marker, 1)
+
+
+def setup_demo_repo(
+    target: Path | None = None, *, agent: bool = False, review: bool = False
+) -> Path:
     """Copy the demo project into ``target`` (a new temporary folder by default) and make
     it a git repository with one commit. Returns the repository's path. ``agent``: the
-    pipeline is the agent variant (one agent step, turn by turn)."""
+    pipeline is the agent variant (one agent step, turn by turn); ``review`` adds a human
+    gate before the deploy."""
     from agentsaga import gitops
 
     root = Path(target) if target else Path(tempfile.mkdtemp(prefix="agentsaga-demo-"))
@@ -29,7 +46,6 @@ def setup_demo_repo(target: Path | None = None, *, agent: bool = False) -> Path:
         shutil.copytree(folder, root / "repo", dirs_exist_ok=True)
     repo = root / "repo"
     (repo / "deploy.sh").chmod(0o755)
-    name = "demo_agent.yml" if agent else "demo.yml"
-    (repo / "pipeline.yml").write_text(template(name), encoding="utf-8")
+    (repo / "pipeline.yml").write_text(demo_pipeline(agent, review), encoding="utf-8")
     gitops.init_repo(repo, "demo project with a failing test")
     return repo

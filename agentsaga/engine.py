@@ -29,6 +29,7 @@ import os
 import random
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsaga import attempts as attempts_mod
-from agentsaga import checkout, compensations, namespace, process, takeover, undo
+from agentsaga import checkout, compensations, gates, namespace, process, takeover, undo
 from agentsaga.errors import (
     AgentsagaError,
     CompensationFailed,
@@ -105,6 +106,13 @@ class Engine:
     ) -> RunResult:
         with self._owning(run_id):
             takeover.take_over(self.rt, run_id)
+            run = self.store.get_run(run_id)
+            if run.status == RunStatus.WAITING and pipeline is None and from_step is None:
+                gate = gates.still_waiting(self.rt, run, time.time())
+                if gate is not None:
+                    # Resume never skips a gate: it says what the run waits for.
+                    self._emit(Event("note", run_id, gate.step_id, message=_waiting(gate)))
+                    return self.result(run_id)
             new, old = self._prepare_resume(run_id, pipeline, from_step, budget)
             self._warm_up(new)
             return self._drive(run_id, new, old)
@@ -302,6 +310,8 @@ class Engine:
                         continue
                     position = action.step.index
                     error = self._execute(run, pipeline, action.step, ws)
+                    if isinstance(error, gates.Waiting):
+                        return self.result(run_id)  # stopped at a gate; the lease goes
                     if error is not None:
                         return self._fail(run_id, error)
         except CompensationFailed as exc:
@@ -321,7 +331,7 @@ class Engine:
         self.store.update_run(run_id, status=RunStatus.FAILED, error=error.to_json(), finished=True)
         self._emit(Event("run", run_id, status=RunStatus.FAILED, message=error.message))
         run = self.store.get_run(run_id)
-        if decide.rollback_after_failure(
+        if getattr(error, "rollback", False) or decide.rollback_after_failure(
             run.state, self.options.rollback_on_failure, isinstance(error, CompensationFailed)
         ):
             self._emit(Event("note", run_id, message="rolling back (rollback on failure)"))
@@ -330,10 +340,13 @@ class Engine:
 
     def _execute(
         self, run: RunRecord, pipeline: Pipeline, step: Step, ws: RunWorkspace
-    ) -> AgentsagaError | None:
+    ) -> AgentsagaError | gates.Waiting | None:
         """Run ``step`` until it completes, rewinds the run (None: the drive loop sees the
-        restart point) or fails (the error)."""
+        restart point), fails (the error) or, for a gate, waits for a decision."""
         run_id = run.id
+        if step.kind == "approve":
+            undo.recover(self.rt, run_id, pipeline, step.id, ws)
+            return gates.drive_gate(self.rt, run, pipeline, step, ws, time.time())
         try_no = 0
         while True:
             try_no += 1
@@ -371,7 +384,11 @@ class Engine:
             views.append(
                 StepView(step.id, attempt.status if attempt else StepStatus.PENDING, count)
             )
-        return RunResult(run_id, run.status, views, run.error)
+        result = RunResult(run_id, run.status, views, run.error)
+        if run.status == RunStatus.WAITING:
+            gate = gates.waiting_gate(self.store, run_id)
+            result.gate = gate.to_json() if gate is not None else None
+        return result
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -591,6 +608,14 @@ def branch_name(run: RunRecord, pipeline: Pipeline) -> str:
     ns = {"run": {"id": run.id, "name": run.pipeline_name}, "vars": run.vars, "env": {}}
     spec = pipeline.workspace.get("branch", "agentsaga/${{ run.id }}")
     return str(compensations.render_any(spec, ns))
+
+
+def _waiting(gate: gates.Gate) -> str:
+    data = gate.to_json()
+    return (
+        f"waiting for a decision at gate {gate.step_id}: {gate.message}\n"
+        f"approve: {data['approve']}\nreject:  {data['reject']}"
+    )
 
 
 def _head_after(

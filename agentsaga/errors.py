@@ -10,7 +10,9 @@ translated where they enter, most specific first, chained with ``raise ... from 
     │   ├── PipelineError               file:line:col: message
     │   ├── ExpressionError             bad ${{ }} syntax or evaluation
     │   ├── ConfigError                 .agentsaga.yml, flags
-    │   └── RunNotFound                 unknown or ambiguous run id
+    │   ├── RunNotFound                 unknown or ambiguous run id
+    │   ├── NotWaiting                  approve/reject of a run not at a gate
+    │   └── GateDecided                 a decision came second (or after the deadline)
     ├── StepFailed                      a step failed (exit 1, run resumable)
     │   ├── BudgetExceeded              a call would cross the budget; never retried
     │   ├── EditError                   edit blocks that do not parse or apply
@@ -79,6 +81,24 @@ class ExpressionError(UserInputError):
 
 class ConfigError(UserInputError):
     pass
+
+
+class NotWaiting(UserInputError):
+    """``approve``/``reject`` of a run that is not stopped at a gate."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id, self.status = run_id, status
+        super().__init__(
+            f"run {run_id} is {status}, not waiting at a gate: there is nothing to decide"
+        )
+
+
+class GateDecided(UserInputError):
+    """A decision that cannot be recorded: another was first, or the deadline passed."""
+
+    def __init__(self, run_id: str, step_id: str, detail: str) -> None:
+        self.run_id, self.step_id = run_id, step_id
+        super().__init__(f"run {run_id}, gate {step_id}: {detail}")
 
 
 class RunNotFound(UserInputError):

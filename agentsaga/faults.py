@@ -22,6 +22,7 @@ would. Unset (always, outside tests), ``point()`` is one dictionary lookup. The 
     comp.after_effect     the compensation ran, its success not yet recorded
     comp.between          one compensation recorded, the next not started
     store.in_write        inside a store transaction, before COMMIT
+    gate.after_decision   a gate's decision is recorded, the run not yet driven on
 """
 
 from __future__ import annotations

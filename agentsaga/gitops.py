@@ -139,6 +139,12 @@ def _describe(cwd: Path, sha: str) -> str:
     return _git(cwd, "log", "-1", "--format=%h %s (by %an <%ae>, %cr)", sha)
 
 
+def user_name(cwd: Path) -> str | None:
+    """The ``user.name`` git would sign commits with in ``cwd``, if it has one."""
+    status, out = _git_status(cwd, "config", "user.name")
+    return out.strip() or None if status == 0 else None
+
+
 def _commit_env(cwd: Path) -> dict[str, str] | None:
     # Commits on the run branch carry the user's identity when git knows it; without one
     # (a fresh CI box) the commit must still succeed, so fall back to agentsaga's.

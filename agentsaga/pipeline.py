@@ -421,13 +421,22 @@ class _Loader:
             if_=raw.get("if"),
             env=raw.get("env", {}),
             retry=RetrySpec.from_raw(raw.get("retry"), default_retry),
-            timeout_s=raw.get("timeout", defaults.get("timeout")),
+            # A gate's timeout is a person's time to decide: a command default is not one.
+            timeout_s=raw.get("timeout", None if kind == "approve" else defaults.get("timeout")),
             on_failure=on_failure,
             compensate=compensate,
             irreversible=raw.get("irreversible", False),
             commit=raw.get("commit", False),
             budget=raw.get("budget", {}),
         )
+
+    def check_rewind_target(
+        self, target: str, where: yaml.Node, ids: list[str], step: Step
+    ) -> None:
+        if target not in ids:
+            raise self.error(where, f"rewind_to: no step {target!r}{did_you_mean(target, ids)}")
+        if ids.index(target) >= step.index:
+            raise self.error(where, f"rewind_to: {target!r} must be a step before {step.id!r}")
 
     def check_ranges(self, raw: dict[str, Any], children: dict[str, yaml.Node]) -> None:
         """Values the types admit but that make no sense: say so instead of clamping."""
@@ -441,6 +450,10 @@ class _Loader:
         if on_failure.get("max_rewinds", 0) < 0:
             node = _children(children["on_failure"])["max_rewinds"]
             raise self.error(node, "max_rewinds must be 0 or more")
+        on_reject = raw.get("on_reject")
+        if isinstance(on_reject, dict) and on_reject.get("max_rejects", 0) < 0:
+            node = _children(children["on_reject"])["max_rejects"]
+            raise self.error(node, "max_rejects must be 0 or more")
         for key in ("run",):
             if raw.get(key) == [] or (isinstance(raw.get(key), str) and not raw[key].strip()):
                 raise self.error(children[key], f"an empty {key}: give the command to run")
@@ -472,16 +485,12 @@ class _Loader:
         for step, node in zip(pipeline.steps, step_nodes, strict=True):
             children = _children(node)
             if step.on_failure:
-                target = step.on_failure.rewind_to
                 where = _children(children["on_failure"])["rewind_to"]
-                if target not in ids:
-                    raise self.error(
-                        where, f"rewind_to: no step {target!r}{did_you_mean(target, ids)}"
-                    )
-                if ids.index(target) >= step.index:
-                    raise self.error(
-                        where, f"rewind_to: {target!r} must be a step before {step.id!r}"
-                    )
+                self.check_rewind_target(step.on_failure.rewind_to, where, ids, step)
+            on_reject = step.fields.get("on_reject") if step.kind == "approve" else None
+            if isinstance(on_reject, dict):
+                where = _children(children["on_reject"])["rewind_to"]
+                self.check_rewind_target(on_reject["rewind_to"], where, ids, step)
             if_node = children.get("if")
             if isinstance(if_node, yaml.ScalarNode) and not expressions.has_expressions(
                 str(if_node.value)

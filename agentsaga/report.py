@@ -89,7 +89,27 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any]:
         },
         "attempts": attempts,
         "compensations": compensations,
+        "decisions": gate_decisions(store, run_id, attempt_no),
     }
+
+
+def gate_decisions(
+    store: Store, run_id: str, attempt_no: dict[int, int] | None = None
+) -> list[dict[str, Any]]:
+    """Who decided at each gate visit, when, and why."""
+    if attempt_no is None:
+        attempt_no = {a.id: a.attempt for a in store.attempts(run_id)}
+    return [
+        {
+            "step": d.step_id,
+            "visit": attempt_no.get(d.attempt_id),
+            "decision": d.decision,
+            "by": d.decided_by,
+            "comment": d.comment,
+            "at": d.decided_at,
+        }
+        for d in store.gate_decisions(run_id)
+    ]
 
 
 def token_report(store: Store, run_id: str) -> dict[str, Any]:
@@ -144,6 +164,7 @@ def token_report(store: Store, run_id: str) -> dict[str, Any]:
     restart_total = spent + checkpoint_reused + sum(memo_reused.values())
     return {
         "run_id": run_id,
+        "decisions": gate_decisions(store, run_id),
         "attempts": rows,
         "steps": _per_step(attempts, paid, memo_reused, checkpoint_by_step),
         "spent_tokens": spent,

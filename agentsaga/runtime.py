@@ -66,15 +66,20 @@ class RunResult:
     steps: list[StepView]
     error: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    #: For a run ``waiting``: the gate, what to review and the two commands.
+    gate: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "run_id": self.run_id,
             "status": self.status,
             "steps": [s.__dict__ for s in self.steps],
             "error": self.error,
             "notes": self.notes,
         }
+        if self.gate is not None:
+            data["gate"] = self.gate
+        return data
 
 
 def current_attempts(attempts: list[AttemptRecord]) -> dict[str, AttemptRecord]:

@@ -13,6 +13,8 @@ class RunStatus(StrEnum):
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
+    #: Stopped at a human gate (``kind: approve``) until someone decides; holds no lease.
+    WAITING = "waiting"
 
 
 class StepStatus(StrEnum):
@@ -26,6 +28,8 @@ class StepStatus(StrEnum):
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    #: A gate's visit awaiting a decision: nothing to undo, not done.
+    WAITING = "waiting"
 
 
 class CompensationStatus(StrEnum):
@@ -47,6 +51,6 @@ LIVE_ATTEMPT = frozenset(
 )
 
 
-def check_constraint(column: str, enum: type[StrEnum]) -> str:
-    values = ", ".join(f"'{member.value}'" for member in enum)
+def check_constraint(column: str, enum: type[StrEnum] | tuple[str, ...]) -> str:
+    values = ", ".join(f"'{member}'" for member in enum)
     return f"CHECK ({column} IN ({values}))"

@@ -110,6 +110,8 @@ class Rewind:
 @dataclass(frozen=True)
 class Fail:
     notes: tuple[str, ...] = ()
+    #: Roll the run back whatever its on_failure says (a gate's ``on_reject: rollback``).
+    rollback: bool = False
 
 
 Decision = Retry | Rewind | Fail

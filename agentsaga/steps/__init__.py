@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentsaga.schema import BOOL, INT, NUM, STR, AnyValue, Enum, ListOf, OneOf, Type
+from agentsaga.schema import BOOL, INT, NUM, STR, AnyValue, Enum, ListOf, Obj, OneOf, Type
 
 if TYPE_CHECKING:
     from agentsaga.context import StepContext
@@ -64,6 +64,18 @@ class KindSpec:
         execute: Callable[[StepContext], dict[str, Any]] = module.execute
         return execute
 
+
+#: A gate's fields; its ``timeout`` is the common step field (the time to decide).
+APPROVE_FIELDS: dict[str, Type] = {
+    "message": STR,
+    "show": STR,
+    "on_reject": OneOf(
+        Enum("rollback"),
+        Obj({"rewind_to": STR, "max_rejects": INT}, required=("rewind_to",)),
+        label="rollback, or {rewind_to: STEP, max_rejects: N}",
+    ),
+    "on_timeout": Enum("reject", "rollback", "wait"),
+}
 
 _COMMAND_OUTPUTS = frozenset({"exit_code", "stdout", "stderr", "json", "commit", "base"})
 
@@ -164,5 +176,14 @@ KINDS: dict[str, KindSpec] = {
         "agentsaga.steps.command",
         True,
         "runs a deploy command (give it a compensate: run: revert)",
+    ),
+    "approve": KindSpec(
+        "approve",
+        APPROVE_FIELDS,
+        (),
+        frozenset({"message", "show", "decision", "by", "comment", "at"}),
+        "agentsaga.steps.approve",
+        False,
+        "a human gate: the run waits for 'agentsaga approve' or 'agentsaga reject'",
     ),
 }

@@ -158,6 +158,20 @@ class LLMCallRecord:
 
 
 @dataclass
+class GateDecisionRecord:
+    """A decision on one visit of a human gate (the attempt recorded ``waiting``)."""
+
+    id: int
+    run_id: str
+    attempt_id: int
+    step_id: str
+    decision: str  # approved | rejected | timed_out
+    decided_by: str
+    comment: str
+    decided_at: str
+
+
+@dataclass
 class AgentTurnRecord:
     """One completed turn of an agent step: the model's reply, the message that answered
     it (tool results), and the snapshot of the files after it (None: nothing changed)."""
@@ -333,6 +347,21 @@ class Store(Protocol):
     ) -> None: ...
     def agent_turns(self, run_id: str, step_id: str) -> list[AgentTurnRecord]: ...
     def tool_calls(self, run_id: str, step_id: str) -> list[ToolCallRecord]: ...
+    # human gates
+    def record_gate_decision(
+        self,
+        run_id: str,
+        attempt_id: int,
+        step_id: str,
+        decision: str,
+        decided_by: str,
+        comment: str,
+    ) -> tuple[GateDecisionRecord, bool]:
+        """Record a decision on a gate's visit unless one is recorded already (atomic).
+        Returns the visit's decision and whether it is this one (False: another won)."""
+        ...
+
+    def gate_decisions(self, run_id: str) -> list[GateDecisionRecord]: ...
 
     # the lease
     def acquire_lease(self, run_id: str, owner_id: str, ttl_s: float) -> None: ...

@@ -10,12 +10,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agentsaga.states import CompensationStatus, RunStatus, StepStatus, check_constraint
+from agentsaga.states import CompensationStatus, check_constraint
 
 DIALECTS = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL"},
     "postgres": {"pk": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"},
 }
+
+
+#: The statuses as m001 shipped them: a shipped migration never changes, so the enums'
+#: later members reach the CHECKs through migrations of their own (m005_gates).
+M001_RUN_STATUSES = (
+    "running",
+    "succeeded",
+    "failed",
+    "interrupted",
+    "rolling_back",
+    "rolled_back",
+    "rollback_failed",
+)
+M001_STEP_STATUSES = (
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "skipped",
+    "compensating",
+    "compensated",
+    "compensation_failed",
+)
+M005_RUN_STATUSES = (*M001_RUN_STATUSES, "waiting")
+M005_STEP_STATUSES = (*M001_STEP_STATUSES, "waiting")
+#: A statement that the SQLite store carries out itself: the schema version is read
+#: and incremented, which plain SQL cannot do (see _gates).
+BUMP_SCHEMA_VERSION = "-- bump schema_version"
 
 
 def _initial() -> list[str]:
@@ -30,7 +58,7 @@ def _initial() -> list[str]:
             pipeline_text TEXT NOT NULL,
             pipeline_hash TEXT NOT NULL,
             vars_json TEXT NOT NULL,
-            status TEXT NOT NULL {check_constraint("status", RunStatus)},
+            status TEXT NOT NULL {check_constraint("status", M001_RUN_STATUSES)},
             workspace_json TEXT,
             state_json TEXT NOT NULL DEFAULT '{{{{}}}}',
             error_json TEXT,
@@ -49,7 +77,7 @@ def _initial() -> list[str]:
             step_index INTEGER NOT NULL,
             seq INTEGER NOT NULL,
             attempt INTEGER NOT NULL CHECK (attempt >= 1),
-            status TEXT NOT NULL {check_constraint("status", StepStatus)},
+            status TEXT NOT NULL {check_constraint("status", M001_STEP_STATUSES)},
             superseded INTEGER NOT NULL DEFAULT 0,
             fingerprint TEXT,
             base_commit TEXT,
@@ -183,16 +211,75 @@ def _attempt_process() -> list[str]:
     return ["ALTER TABLE step_attempts ADD COLUMN process_json TEXT"]
 
 
+def _gate_decisions() -> list[str]:
+    # One decision per visit of a gate (the attempt recorded ``waiting``): the unique key
+    # is the compare-and-swap that lets exactly one of two deciders win.
+    return [
+        """
+        CREATE TABLE gate_decisions (
+            id {pk},
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            attempt_id INTEGER NOT NULL UNIQUE REFERENCES step_attempts(id),
+            step_id TEXT NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected', 'timed_out')),
+            decided_by TEXT NOT NULL,
+            comment TEXT NOT NULL DEFAULT '',
+            decided_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX gate_decisions_by_run ON gate_decisions(run_id, id)",
+    ]
+
+
+def _widen_checks(dialect: str) -> list[str]:
+    """Add ``waiting`` to the run and attempt status CHECKs. PostgreSQL replaces the
+    constraints. SQLite cannot alter a CHECK; its documented way to relax one (ALTER
+    TABLE, "making other kinds of table schema changes") edits the stored CREATE TABLE
+    text under writable_schema and increments the schema version, in this transaction.
+    Widening a CHECK keeps every existing row valid."""
+    changes = [
+        ("runs", M001_RUN_STATUSES, M005_RUN_STATUSES),
+        ("step_attempts", M001_STEP_STATUSES, M005_STEP_STATUSES),
+    ]
+    if dialect == "postgres":
+        return [
+            f"ALTER TABLE {table} DROP CONSTRAINT {table}_status_check, "
+            f"ADD CONSTRAINT {table}_status_check {check_constraint('status', new)}"
+            for table, _old, new in changes
+        ]
+    updates = [
+        f"UPDATE sqlite_schema SET sql = replace(sql, "
+        f"{_quote(check_constraint('status', old))}, {_quote(check_constraint('status', new))}) "
+        f"WHERE type = 'table' AND name = '{table}'"
+        for table, old, new in changes
+    ]
+    return [
+        "PRAGMA writable_schema = ON",
+        *updates,
+        BUMP_SCHEMA_VERSION,
+        "PRAGMA writable_schema = OFF",
+    ]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 MIGRATIONS: list[tuple[str, Callable[[], list[str]]]] = [
     ("m001_initial", _initial),
     ("m002_call_index", _call_index),
     ("m003_agent_turns", _agent_turns),
     ("m004_attempt_process", _attempt_process),
+    ("m005_gates", _gate_decisions),
 ]
+
+#: Statements that differ by dialect, run before the migration's own.
+BY_DIALECT: dict[str, Callable[[str], list[str]]] = {"m005_gates": _widen_checks}
 
 
 def statements(name: str, dialect: str) -> list[str]:
     for migration_name, build in MIGRATIONS:
         if migration_name == name:
-            return [sql.format(**DIALECTS[dialect]) for sql in build()]
+            first = BY_DIALECT[name](dialect) if name in BY_DIALECT else []
+            return first + [sql.format(**DIALECTS[dialect]) for sql in build()]
     raise KeyError(name)
