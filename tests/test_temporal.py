@@ -553,3 +553,32 @@ def test_a_refusal_in_an_activity_fails_the_run_with_its_reason(
     assert error["type"] == "GitUnsafe"
     assert f"the run branch agentsaga/{run_id} no longer exists" in error["message"]
     assert status_of(tmp_path, run_id) == "failed"
+
+
+def test_a_run_submitted_before_any_worker_waits_for_one_and_says_so(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    pipeline = write(tmp_path / "p.yml", 'name: p\nsteps:\n  - {id: a, kind: shell, run: "true"}\n')
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    err = tmp_path / "follow.err"
+    with err.open("wb") as sink:
+        follower = subprocess.Popen(
+            agentsaga_argv("run", pipeline, "--temporal", temporal_address),
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        wait_until(lambda: "is a worker running" in err.read_text(), timeout=90)
+        assert f"task queue '{temporal_queue}'" in err.read_text()
+        workers.append(Worker(repo, temporal_address, temporal_queue))
+        assert follower.wait(timeout=120) == 0, err.read_text()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert "a (attempt 1): completed" in err.read_text()

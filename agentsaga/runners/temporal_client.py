@@ -81,7 +81,13 @@ async def _running(client: Any, run_id: str) -> bool:
     return bool(desc.status == WorkflowExecutionStatus.RUNNING)
 
 
-async def follow(client: Any, follower: Follower, poll_s: float = 0.1) -> dict[str, Any]:
+#: How long a followed run may show no start before the display asks about workers.
+WORKER_HINT_S = 15.0
+
+
+async def follow(
+    client: Any, follower: Follower, task_queue: str, poll_s: float = 0.1
+) -> dict[str, Any]:
     """Emit the run's events from the store until its workflow ends; returns the
     workflow's (small) result. The runner's notes come from a query, asked at most
     every half second and never waited for: a query needs a live worker."""
@@ -90,9 +96,18 @@ async def follow(client: Any, follower: Follower, poll_s: float = 0.1) -> dict[s
     notes: asyncio.Future[Any] | None = None
     seen, asked = 0, 0.0
     loop = asyncio.get_running_loop()
+    started, hinted = loop.time(), False
     try:
         while not result_task.done():
             follower.poll()
+            if not hinted and not follower.emitted and loop.time() - started > WORKER_HINT_S:
+                # Not even the first step has started: most often no worker polls the queue.
+                hinted = True
+                follower.note(
+                    None,
+                    f"nothing has started after {WORKER_HINT_S:.0f} s: is a worker running on "
+                    f"task queue {task_queue!r}? (agentsaga worker --temporal ADDRESS)",
+                )
             if notes is not None and notes.done():
                 seen += _emit_notes(follower, notes)
                 notes = None
@@ -163,6 +178,6 @@ def submit_and_follow(
         await start(client, target, run_input)
         if follower is None:
             return None
-        return await follow(client, follower)
+        return await follow(client, follower, target.task_queue)
 
     return asyncio.run(main())

@@ -35,11 +35,12 @@ class Follower:
 
     store: Store
     run_id: str
-    emit: Callable[[Any], None]
+    sink: Callable[[Any], None]
     make_event: Callable[..., Any] = FollowEvent
     _attempts: dict[int, str] = field(default_factory=dict)
     _comps: dict[int, str] = field(default_factory=dict)
     _run_status: str | None = None
+    emitted: int = 0
 
     def prime(self) -> None:
         """Take what is recorded now as seen: a resume or a rollback shows only what it
@@ -114,6 +115,10 @@ class Follower:
             return ""  # a step a changed pipeline dropped: its name says enough
         comp = plans.effective_compensation(step)
         return plans.describe(comp) if comp is not None else ""
+
+    def emit(self, event: Any) -> None:
+        self.emitted += 1
+        self.sink(event)
 
     def note(self, step_id: str | None, message: str) -> None:
         self.emit(self.make_event("note", self.run_id, step_id, None, None, message))
