@@ -13,6 +13,7 @@ the project as found.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +54,10 @@ def detect(root: Path) -> Project:
     from agentsaga import pyenv
 
     project = Project(root)
-    _, venv = pyenv.find_venv(root, {})
-    project.venv = str(venv.relative_to(root)) if venv else None
+    source, venv = pyenv.find_venv(root, dict(os.environ))
+    if venv is not None:
+        inside = venv.is_relative_to(root)
+        project.venv = f"{venv.relative_to(root) if inside else venv} (from {source})"
     if (root / "go.mod").is_file() and not _has_python(root):
         project.language, project.runner, project.test_command = "go", "go test", "go test ./..."
         project.sources, project.tests = ["**/*.go"], []

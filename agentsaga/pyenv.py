@@ -122,7 +122,9 @@ def translate_roots(
     as ``{"checkout": ..., "worktree": ...}``, in the interpreter's order."""
     root = repo_root.resolve()
     skip = [root / ".agentsaga", *([venv.resolve()] if venv else [])]
-    candidates = [Path(p) for p in probe.get("path", []) if p]
+    # Only real folders: sys.path also holds path-hook markers such as setuptools'
+    # "__editable__.x.finder.__path_hook__", which are not places on disk.
+    candidates = [Path(p) for p in probe.get("path", []) if p and os.path.isabs(p)]
     # A finder maps a top-level name to its package folder (or module file): the import
     # root is the folder that holds it.
     candidates += [Path(p).parent for p in probe.get("mapped", [])]
@@ -131,6 +133,8 @@ def translate_roots(
         try:
             resolved = entry.resolve()
         except OSError:
+            continue
+        if not resolved.is_dir():
             continue
         if not _inside(resolved, root) or any(_inside(resolved, s) for s in skip):
             continue

@@ -220,6 +220,7 @@ def extract(text: str, junit: Path | None = None) -> tuple[list[Failure], str]:
     if junit is not None:
         found = from_junit(junit)
         if found:
+            _pytest_names(found, text)
             return found, "junit"
     found = from_pytest(text)
     if found:
@@ -228,6 +229,18 @@ def extract(text: str, junit: Path | None = None) -> tuple[list[Failure], str]:
     if found:
         return found, "unittest"
     return [], "none"
+
+
+def _pytest_names(failures: list[Failure], text: str) -> None:
+    """JUnit spells a test ``tests.test_x.TestY::test_z``; name it as pytest's own
+    summary does (``tests/test_x.py::TestY::test_z``), which the user can paste."""
+
+    def norm(test_id: str) -> str:
+        return test_id.replace(".py::", "::").replace("/", ".").replace("::", ".")
+
+    spelled = {norm(test_id): test_id for test_id, _ in _SHORT.findall(text)}
+    for failure in failures:
+        failure.name = spelled.get(norm(failure.name), failure.name)
 
 
 def render(failures: list[Failure], tail: str, budget_tokens: int = CONTEXT_TOKENS) -> str:

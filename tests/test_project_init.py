@@ -47,10 +47,11 @@ def test_src_layout_with_pytest_a_dot_venv_and_a_generated_version(
     )
     (repo / "src" / "mypkg" / "_version.py").write_text("version = '1.0'\n")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(repo / ".venv")], check=True)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     out, pipeline = init(repo, monkeypatch)
     assert "found: python project, src layout (mypkg)" in out
     assert "found: tests: pytest (python -m pytest -q)" in out
-    assert "found: venv: .venv" in out
+    assert "found: venv: .venv (from .venv)" in out
     found = steps(pipeline)
     assert found["read"]["files"] == ["src/**/*.py", "tests/**/*.py"]
     assert found["test"]["run"] == "python -m pytest -q"

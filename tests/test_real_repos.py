@@ -147,8 +147,8 @@ def test_rA_output_with_150_passes_reaches_the_model_as_the_one_failure(
     message = failed[0].error["message"]
     # Name, location, the failing line and the assertion's message, and none of the 150
     # PASSED lines that fill the output's tail.
-    assert "tests/test_calc.py::test_add" in message
-    assert "tests/test_calc.py:6" in message
+    # Named as pytest names it (JUnit's dotted spelling translated), with where it failed.
+    assert "FAILED tests/test_calc.py::test_add at tests/test_calc.py:6" in message
     assert "assert total == 5" in message
     assert "add(2, 3) gave -1" in message
     assert "PASSED" not in message and "test_ok_" not in message
@@ -541,3 +541,28 @@ def test_submodules_are_checked_out_in_the_worktree_without_touching_the_config(
     assert "submodules: initialised libs/sub" in cli("show", data["run_id"]).stdout
     assert cli("rollback", data["run_id"]).exit_code == 0
     assert (repo / ".git" / "config").read_text() == config_before
+
+
+def test_import_roots_skip_path_hook_markers_the_venv_and_agentsaga_state(tmp_path: Path) -> None:
+    from agentsaga import pyenv
+
+    repo, worktree = tmp_path / "repo", tmp_path / "repo" / ".agentsaga" / "worktrees" / "r"
+    for folder in (repo / "src", repo / ".venv" / "lib", worktree):
+        folder.mkdir(parents=True)
+    probe = {
+        "path": [
+            "__editable__.mypkg-0.1.finder.__path_hook__",  # a marker, not a folder
+            str(repo / "src"),
+            str(repo / ".venv" / "lib"),
+            str(worktree),
+            str(repo / "missing"),
+            "/usr/lib/python3.11",
+        ],
+        "mapped": [str(repo / "flatpkg")],
+    }
+    (repo / "flatpkg").mkdir()
+    roots = pyenv.translate_roots(probe, repo, worktree, repo / ".venv")
+    assert roots == [
+        {"checkout": str(repo / "src"), "worktree": str(worktree / "src")},
+        {"checkout": str(repo), "worktree": str(worktree)},
+    ]
