@@ -40,6 +40,10 @@
     if (parts.length === 2) return [summaryFromDetail(STATIC.run)];
     if (parts.length === 3) return STATIC.run;
     if (parts[3] === "report") return STATIC.report;
+    if (parts[3] === "gate") {
+      if (!STATIC.gate) throw new Error("this run is not waiting at a gate");
+      return STATIC.gate;
+    }
     const step = decodeURIComponent(parts[4]);
     if (STATIC.steps && STATIC.steps[step]) return STATIC.steps[step];
     throw new Error("step " + step + " is not in this file");
@@ -201,7 +205,7 @@
       "div",
       { class: "run-page", "data-run": runIdOf(run), "data-status": run.status },
       runHeader(run, report),
-      run.status === "waiting" ? approvalPanel(run, attempts) : null,
+      run.status === "waiting" ? approvalPanel(run, detail) : null,
       el(
         "section",
         { class: "card" },
@@ -469,41 +473,83 @@
 
   // --- approvals -------------------------------------------------------------------------
 
-  function approvalPanel(run, attempts) {
-    const gate = [...attempts].reverse().find((a) => a.status === "waiting" || a.status === "running");
+  function approvalPanel(run, detail) {
     const rid = runIdOf(run);
-    const comment = el("textarea", { id: "decision-comment", rows: 3,
-      placeholder: "why (a rejection's comment reaches the model in ${{ rewind.error }})" });
-    const message = el("p", { class: "decision-result", id: "decision-result" });
-    const decide = async (verdict) => {
-      message.textContent = "sending…";
-      try {
-        const result = await post("/api/runs/" + encodeURIComponent(rid) + "/" + verdict,
-          { comment: comment.value });
-        message.textContent = result.message || verdict + "d";
-        app.dataset.key = "";
-      } catch (err) {
-        message.textContent = err.message;
-        message.className = "decision-result error";
-      }
-    };
-    const panel = el(
-      "section",
-      { class: "card approval", id: "approval" },
-      el("h2", { text: "Waiting for a decision" }),
-      gate ? el("p", {}, "Gate ", el("code", { text: gate.step_id }), ": review the diff and the steps' detail below.") : null,
-      run.gate && run.gate.message ? pre(run.gate.message) : null,
-    );
+    const panel = el("section", { class: "card approval", id: "approval" },
+      el("h2", { text: "Waiting for a decision" }));
+    const about = el("div", { class: "gate" }, el("p", { class: "muted", text: "loading…" }));
+    panel.append(about);
+    api("/api/runs/" + encodeURIComponent(rid) + "/gate")
+      .then(async (gate) => about.replaceChildren(...gateView(gate, await lastReply(rid, detail))))
+      .catch((err) => about.replaceChildren(el("p", { class: "error", text: err.message })));
+    const history = detail.decisions || [];
+    if (history.length) {
+      panel.append(el("h4", { text: "Earlier decisions" }), el("ul", { class: "decisions" },
+        history.map((d) => el("li", {}, `${d.step_id ?? d.step} visit ${d.visit}: `, badge(d.decision),
+          ` by ${d.by} at ${fmtTime(d.at)}`, d.comment ? ` — ${d.comment}` : ""))));
+    }
     if (STATIC) {
       panel.append(el("p", { class: "muted", text:
         `decide with: agentsaga approve ${rid}  or  agentsaga reject ${rid} --comment "…"` }));
       return panel;
     }
-    panel.append(comment, el("div", { class: "buttons" },
+    const comment = el("textarea", { id: "decision-comment", rows: 3,
+      placeholder: "why (a rejection's comment reaches the model in ${{ rewind.error }})" });
+    const message = el("p", { class: "decision-result", id: "decision-result" });
+    const buttons = [];
+    const decide = async (verdict) => {
+      buttons.forEach((b) => (b.disabled = true));
+      message.className = "decision-result";
+      message.textContent = "sending…";
+      try {
+        const result = await post("/api/runs/" + encodeURIComponent(rid) + "/" + verdict,
+          { comment: comment.value });
+        message.textContent = result.message || verdict;
+        message.dataset.decision = result.decision;
+        stopPolling();
+        schedule(() => showRun(rid, null), true);
+      } catch (err) {
+        message.textContent = err.message;
+        message.className = "decision-result error";
+        buttons.forEach((b) => (b.disabled = false));
+      }
+    };
+    buttons.push(
       el("button", { id: "approve", class: "approve", onclick: () => decide("approve"), text: "Approve" }),
-      el("button", { id: "reject", class: "reject", onclick: () => decide("reject"), text: "Reject" })),
-      message);
+      el("button", { id: "reject", class: "reject", onclick: () => decide("reject"), text: "Reject" }),
+    );
+    panel.append(comment, el("div", { class: "buttons" }, buttons), message);
     return panel;
+  }
+
+  /** What the model said last before the gate: the reply beside the diff it produced. */
+  async function lastReply(rid, detail) {
+    const spent = attemptsOf(detail).filter((a) => !a.superseded && tokensOf(a) > 0 && !isReused(a));
+    const last = spent[spent.length - 1];
+    if (!last) return null;
+    const step = await api("/api/runs/" + encodeURIComponent(rid) + "/steps/" +
+      encodeURIComponent(last.step_id));
+    const attempt = (step.attempts || []).find((a) => a.attempt === last.attempt);
+    const calls = attempt ? attempt.calls || attempt.model_calls || [] : [];
+    const call = calls[calls.length - 1];
+    if (!call || call.reply == null) return null;
+    return { step: last.step_id, attempt: last.attempt, reply: call.reply };
+  }
+
+  function gateView(gate, said) {
+    const parts = [el("p", {}, "Gate ", el("code", { text: gate.step_id ?? gate.step }),
+      ` (visit ${gate.visit}), waiting since ${fmtTime(gate.arrived_at)}` +
+      (gate.deadline ? `; decide by ${fmtTime(gate.deadline)} (then: ${gate.on_timeout})` : ""))];
+    if (gate.message) parts.push(pre(gate.message));
+    // What to review: a diff is drawn as one, anything else shown as text.
+    if (gate.show) parts.push(section("To review", pre(gate.show)));
+    const diff = gate.diff && /^diff --git /m.test(gate.diff) ? diffBlock(gate.diff) : null;
+    const reply = said
+      ? section(`What the model said (${said.step}, attempt ${said.attempt})`, pre(said.reply))
+      : null;
+    if (diff && reply) parts.push(el("div", { class: "pair review" }, diff, reply));
+    else parts.push(diff, reply);
+    return parts.filter(Boolean);
   }
 
   window.addEventListener("hashchange", route);

@@ -10,6 +10,7 @@
     completed: "#2da44e",
     failed: "#cf222e",
     running: "#d4a72c",
+    waiting: "#54aeff",
     undone: "#8c959f",
     other: "#a475f9",
     compensation: "#8250df",
@@ -18,6 +19,7 @@
   function category(a) {
     if (a.status === "running" || a.status === "compensating") return "running";
     if (a.status === "completed") return "completed";
+    if (a.status === "waiting") return "waiting";
     if (a.status === "failed" || (a.error && a.status !== "compensated")) return "failed";
     if (a.status === "compensated" || a.status === "compensation_failed") {
       return a.error ? "failed" : "undone";
@@ -140,6 +142,7 @@
       dataset("completed", "completed", model.bars),
       dataset("failed", "failed", model.bars),
       dataset("running", "running", model.bars),
+      dataset("waiting", "waiting for a person", model.bars),
       dataset("undone", "undone later", model.bars),
       dataset("other", "skipped / reused / other", model.bars),
       dataset("compensation", "compensation (undo)", model.comps),
