@@ -6,13 +6,17 @@ imported inside the commands, so ``agentsaga --help`` pays nothing for them.
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 import sys
+import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from agentsaga.cli import _Session, app
+from agentsaga.cli import _Session, _state, app
 from agentsaga.errors import ConfigError
 
 
@@ -39,7 +43,8 @@ def ui(
     session = _Session()
     loopback = is_loopback(host)
     access = Access(token=secrets.token_urlsafe(24), loopback=loopback)
-    httpd = _listen(UIApp(session.store, access, decide=None), host, port)
+    decide = Decider(session, _store_for_children(session))
+    httpd = _listen(UIApp(session.store, access, decide=decide), host, port)
     bound = httpd.server_address
     bound_host = bound[0].decode() if isinstance(bound[0], bytes) else str(bound[0])
     bound_port = bound[1]
@@ -98,10 +103,14 @@ def run_page_documents(store: Any, run_id: str) -> dict[str, Any]:
     for attempt in store.attempts(run_id):
         if attempt.step_id not in steps:
             steps.append(attempt.step_id)
+    from agentsaga.gates import waiting_gate
+
+    gate = waiting_gate(store, run_id)
     return {
         "run": run_detail(store, run_id),
         "report": token_report(store, run_id),
         "steps": {step: step_detail(store, run_id, step) for step in steps},
+        "gate": gate.to_json() if gate else None,
     }
 
 
@@ -110,3 +119,68 @@ def write_html(store: Any, run_id: str) -> None:
     from agentsaga.ui.page import standalone_page
 
     sys.stdout.write(standalone_page(run_id, run_page_documents(store, run_id)))
+
+
+def _store_for_children(session: _Session) -> str:
+    """The store a process started from here must open: the one this command opened (a
+    PostgreSQL URL keeps its password: it goes in the environment, never on argv)."""
+    from agentsaga.config import store_location
+
+    return store_location(_state["store"], session.config) or session.store.location
+
+
+class Decider:
+    """The approval panel's decision: recorded by ``gates`` (what ``agentsaga approve``
+    and ``reject`` call), then the run goes on in a process of its own, as
+    ``agentsaga resume`` would drive it: the server never runs a step itself, and the
+    run goes on if the page or the server is closed."""
+
+    def __init__(self, session: _Session, store_location: str) -> None:
+        self.repo_root = session.repo_root
+        self.home = session.home
+        self.store_location = store_location
+
+    def __call__(
+        self, store: Any, run_id: str, verdict: str, comment: str, who: str
+    ) -> dict[str, Any]:
+        from agentsaga import gates
+        from agentsaga.cli_gates import decider
+
+        who = who.strip() or f"{decider(self.repo_root)} (web view)"
+        if verdict == "approve":
+            record = gates.approve(store, run_id, who, comment)
+        else:
+            if not comment.strip():
+                raise ConfigError("say what is wrong: the agent reads it when it rewinds")
+            record = gates.reject(store, run_id, who, comment)
+        log = self.resume_in_background(store, run_id)
+        return {
+            "run_id": run_id,
+            "decision": record.decision,
+            "by": record.decided_by,
+            "comment": record.comment,
+            "at": record.decided_at,
+            "log": str(log),
+            "message": f"{record.decision} by {record.decided_by}; the run goes on ({log})",
+        }
+
+    def resume_in_background(self, store: Any, run_id: str) -> Path:
+        ws = store.get_run(run_id).workspace or {}
+        cwd = Path(ws.get("repo_root") or self.repo_root or Path.cwd())
+        logs = self.home / "logs" / run_id
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"resume-from-ui-{len(list(logs.glob('resume-from-ui-*')))}.log"
+        env = {**os.environ, "AGENTSAGA_STORE": self.store_location}
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agentsaga", "resume", run_id],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Its own session: Ctrl-C on the server does not interrupt the run.
+                start_new_session=True,
+            )
+        threading.Thread(target=proc.wait, daemon=True).start()  # reaped when it ends
+        return log

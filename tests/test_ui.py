@@ -28,6 +28,9 @@ import pytest
 from agentsaga.ui.security import Access
 from agentsaga.ui.server import display_available
 from tests.browser import Browser, browser  # noqa: F401 (the fixture)
+from tests.conftest import cli, wait_until
+from tests.llm_project import MODELS, make_project
+from tests.llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +232,7 @@ def test_writes_need_the_token_a_json_body_and_our_origin(saga: Saga, server: UI
     # With everything right, the decision reaches the run: this one is not waiting.
     origin = {"Origin": f"http://127.0.0.1:{server.port}"}
     status, _, data = request(server.port, "POST", path, {**good, **origin}, {"comment": "x"})
-    assert status in (409, 501), data
+    assert status == 409, data
     assert cli_json(saga.store, "show", saga.run_id)["run"]["status"] == "rolled_back"
 
 
@@ -575,3 +578,107 @@ def test_without_port_the_next_free_one_after_8470(saga: Saga, tmp_path: Path) -
     finally:
         for s in held:
             s.close()
+
+
+# --- approvals ------------------------------------------------------------------------------
+
+CALC = {"calc.py": "def add(a, b):\n    return a - b\n"}
+EDIT = "calc.py\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
+GATED = f"""\
+name: gated-write
+vars: {{out: deployed.py}}
+defaults: {{provider: anthropic, model: {MODELS["anthropic"]}}}
+steps:
+  - id: write
+    kind: write
+    prompt: |
+      Fix add() in calc.py.
+      ${{{{ rewind.from }}}} said: ${{{{ rewind.error }}}}
+  - id: review
+    kind: approve
+    message: Is the fix right?
+    on_reject: {{rewind_to: write, max_rejects: 2}}
+  - id: deploy
+    kind: shell
+    run: ["cp", "calc.py", "${{{{ vars.out }}}}"]
+"""
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as s:
+        yield s
+
+
+def test_approval_panel_rejects_with_a_comment_then_approves(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    llm: FakeLLMServer,
+    browser: Browser,  # noqa: F811
+) -> None:
+    project = make_project(tmp_path, monkeypatch, llm, files=CALC)
+    llm.reply(EDIT.format(old="    return a - b", new="    return a + b  # fixed"))
+    llm.reply(EDIT.format(old="    return a - b", new="    return b + a"))
+    project.write("p.yml", GATED)
+    waiting = cli("run", "p.yml", "--var", f"out={tmp_path / 'deployed.py'}", "--json")
+    assert waiting.exit_code == 5, waiting
+    run_id = waiting.json()["run_id"]
+    # The server (and the run it continues) inherits the loopback LLM server's address.
+    ui = UIServer(str(project.store_path), tmp_path)
+    page = ".run-page"
+    try:
+        browser.get(f"{ui.url}#/runs/{run_id}")
+        browser.wait_for("return document.querySelector('#approval .gate pre')")
+        text = browser.js("return document.getElementById('approval').innerText")
+        assert "Is the fix right?" in text and "review" in text
+        assert browser.js("return document.querySelector('#approval .d2h-file-wrapper')")
+        browser.screenshot(screenshot_dir(tmp_path) / "approval.png")
+        comment = "no trailing comments, write b + a"
+        browser.js(f"document.getElementById('decision-comment').value = {json.dumps(comment)}")
+        browser.js("document.getElementById('reject').click()")
+        assert (
+            browser.wait_for("return document.getElementById('decision-result')?.dataset.decision")
+            == "rejected"
+        )
+        # The run rewinds to write in a process of its own and waits at the gate again.
+        wait_until(lambda: llm.count == 2, what="the rewound write's model call")
+        wait_until(
+            lambda: (
+                cli_json(str(project.store_path), "show", run_id)["run"]["status"] == "waiting"
+                and len(cli_json(str(project.store_path), "show", run_id)["decisions"]) == 1
+            ),
+            what="the run waiting at its gate again",
+        )
+        assert f"review said: {comment}" in json.dumps(llm.requests[1].body)
+        assert comment not in json.dumps(llm.requests[0].body)
+        browser.get(f"{ui.url}#/runs/{run_id}")
+        browser.wait_for("return document.querySelector('#approval .decisions li')")
+        browser.js("document.getElementById('approve').click()")
+        browser.wait_for(f"return document.querySelector('{page}')?.dataset.status == 'succeeded'")
+        assert (tmp_path / "deployed.py").read_text() == "def add(a, b):\n    return b + a\n"
+        assert llm.count == 2  # approving asked the model nothing
+        decisions = cli_json(str(project.store_path), "show", run_id)["decisions"]
+        assert [d["decision"] for d in decisions] == ["rejected", "approved"]
+        assert decisions[1]["by"].endswith("(web view)")
+        assert_no_js_errors(browser)
+    finally:
+        browser.get("about:blank")  # a page left open would poll a stopped server
+        ui.stop()
+
+
+def test_a_decision_on_a_run_not_waiting_is_refused_and_names_its_status(
+    saga: Saga, server: UIServer
+) -> None:
+    status, _, page = request(server.port, "GET", "/")
+    token = re.search(r'name="agentsaga-token" content="([^"]+)"', page)
+    assert token is not None
+    status, _, data = request(
+        server.port,
+        "POST",
+        f"/api/runs/{saga.run_id}/approve",
+        {"X-Agentsaga-Token": token.group(1)},
+        {"comment": "ok"},
+    )
+    assert status == 409 and "rolled_back" in data["error"]
+    status, _, data = request(server.port, "GET", f"/api/runs/{saga.run_id}/gate")
+    assert status == 404 and "not waiting" in data["error"]

@@ -8,6 +8,7 @@ Routes (every ``/api/`` document is what the CLI prints with ``--json``):
     GET  /api/runs/<run>                    agentsaga show RUN --json
     GET  /api/runs/<run>/report             agentsaga report RUN --json
     GET  /api/runs/<run>/steps/<step>       one step's attempts in full (the step panel)
+    GET  /api/runs/<run>/gate               what a waiting run waits for (gates.waiting_gate)
     POST /api/runs/<run>/approve|reject     a waiting run's decision, {"comment": "..."}
 
 ``ThreadingHTTPServer`` is enough here: one user, a handful of routes, JSON and files; a
@@ -58,6 +59,7 @@ _GET_ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(_RUN + r"/?"), "run"),
     (re.compile(_RUN + r"/report/?"), "report"),
     (re.compile(_RUN + r"/steps/(?P<step>[^/]+)/?"), "step"),
+    (re.compile(_RUN + r"/gate/?"), "gate"),
 ]
 _POST_ROUTE = re.compile(_RUN + r"/(?P<verdict>approve|reject)/?")
 
@@ -78,6 +80,14 @@ def _get_document(store: Store, route: str, groups: dict[str, str], query: str) 
         return report.run_detail(store, run_id)
     if route == "report":
         return report.token_report(store, run_id)
+    if route == "gate":
+        from agentsaga import gates
+
+        gate = gates.waiting_gate(store, run_id)
+        if gate is None:
+            raise NotFound(f"run {run_id} is not waiting at a gate")
+        # The reviewer sees the whole change so far beside the gate's own summary.
+        return {**gate.to_json(), "diff": report.run_diff(store, run_id, None, stat=False)}
     detail = report.step_detail(store, run_id, groups["step"])
     if not detail["attempts"]:
         raise NotFound(f"step {groups['step']!r} has not run in run {run_id}")
