@@ -38,8 +38,10 @@ from agentsaga.steps.llm_common import gateway, system_prompt
 from agentsaga.steps.write import _diffstat, split_prompt
 
 DEFAULT_MAX_TURNS = 30
-#: The same call answered the same way this many times: another turn would change nothing.
+#: The same call answered the same way this many times (with no file written in between):
+#: another turn would change nothing.
 STUCK_REPEATS = 3
+WRITING_TOOLS = frozenset({"edit_file", "create_file"})
 NUDGE = (
     "Your reply called no tool. Carry on with the tools, and call finish(summary) when the "
     "task is done."
@@ -197,18 +199,27 @@ class AgentLoop:
         return Message("user", text, tool_results=tuple(results)), summary, changed
 
     def _remember(self, assistant: Message, answer: Message) -> str | None:
-        """Add a turn to the conversation; the call that is now stuck, if one is."""
+        """Add a turn to the conversation; the call that is now stuck, if one is.
+
+        Repeats count since the files last changed: reading a file again after editing
+        another, or running the tests after an edit, is progress, not a loop."""
         self.messages += [assistant, answer]
         by_id = {r.call_id: r for r in answer.tool_results}
         stuck = None
+        wrote = False
         for call in assistant.tool_calls:
             result = by_id.get(call.id)
             if result is None or call.name == "finish":
+                continue
+            if call.name in WRITING_TOOLS and not result.is_error:
+                wrote = True
                 continue
             signature = agent_tools.canonical(call.name, call.arguments) + "\0" + result.content
             self.seen[signature] += 1
             if self.seen[signature] >= STUCK_REPEATS:
                 stuck = agent_tools.canonical(call.name, call.arguments)
+        if wrote:
+            self.seen.clear()
         return stuck
 
     def _finish(self, summary: str, turns: int, base: str | None) -> dict[str, Any]:
