@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentsaga.agent.record import continued_tokens
 from agentsaga.store import AttemptRecord, LLMCallRecord, Store
 
 
@@ -198,6 +199,10 @@ def _checkpoint_reuse(store: Store, attempts: list[AttemptRecord]) -> dict[str, 
             for step_id, step_tokens in latest.items():
                 if index_of[step_id] < a.step_index:
                     reused[step_id] = reused.get(step_id, 0) + step_tokens
+            # An agent that continued its conversation reused its completed turns too.
+            turns = continued_tokens(store, attempts, a)
+            if turns:
+                reused[a.step_id] = reused.get(a.step_id, 0) + turns
         if a.reused_from is None:
             previous_index = a.step_index
         index_of[a.step_id] = a.step_index
@@ -210,8 +215,11 @@ def _clean_pass(store: Store, attempts: list[AttemptRecord], memo_reused: dict[i
     final: dict[str, int] = {}
     succeeded: set[str] = set()
     for a in attempts:
-        # A reply the memo served is part of what one clean pass costs.
+        # A reply the memo served is part of what one clean pass costs, and so are the
+        # turns an agent attempt continued (paid by the attempts before it).
         tokens = a.usage.total + memo_reused.get(a.id, 0)
+        if a.error is None:
+            tokens += continued_tokens(store, attempts, a)
         if a.reused_from is not None:
             tokens = store.get_attempt(a.reused_from).usage.total
         if a.error is None:

@@ -5,8 +5,9 @@ Measured by running the installed command and killing it, not by a formula. Each
 1. ``agentsaga run`` of a one-step pipeline: an ``agent`` step of 40 turns (the scripted
    provider, exact ``usage:`` per reply, growing with the conversation as a real one does:
    each turn re-reads the whole history from the prompt cache and adds its own tokens),
-   killed by SIGKILL (``AGENTSAGA_FAULT=agent.after_tool:K``) inside turn K, drawn
-   uniformly from 1..40 with ``--seed``;
+   killed by SIGKILL (``AGENTSAGA_FAULT=agent.after_tool:K``, or ``--point
+   llm.before_record``: with turn K's reply in flight) inside turn K, drawn uniformly from
+   1..40 with ``--seed``;
 2. the same killed run recovered two ways, each in its own copy of the repository and store:
    * **resume at the turn**: ``agentsaga resume RUN`` (the conversation rebuilt from the
      record, the files reset to turn K-1's snapshot, turn K's reply served from the call
@@ -20,7 +21,7 @@ Tokens are read back from each store's call log (every call the provider was pai
 Tax = tokens paid / tokens of one uninterrupted run - 1. The time from the kill to the
 step's completion is given too.
 
-Run: python benchmarks/agent_tax.py [--trials 10] [--seed 7]
+Run: python benchmarks/agent_tax.py [--trials 10] [--seed 7] [--point llm.before_record]
 """
 
 from __future__ import annotations
@@ -125,14 +126,20 @@ def run_id_of(repo: Path) -> str:
         db.close()
 
 
-def trial(work: Path, k: int) -> dict[str, float]:
+def turn_tokens(t: int) -> int:
+    usage = turn_reply(t)["usage"]
+    assert isinstance(usage, dict)
+    return sum(int(v) for v in usage.values())
+
+
+def trial(work: Path, k: int, point: str) -> dict[str, float]:
     turns = [turn_reply(t) for t in range(1, TURNS + 1)]
     out: dict[str, float] = {"k": k}
     for policy in ("resume", "restart"):
         # Each policy recovers its own killed run (the same run: the replies are scripted).
         repo = make_repo(work / policy)
         (repo / "pipeline.yml").write_text(pipeline(turns))
-        code = agentsaga(repo, "run", "pipeline.yml", fault=f"agent.after_tool:{k}")
+        code = agentsaga(repo, "run", "pipeline.yml", fault=f"{point}:{k}")
         if code != -9:
             raise SystemExit(f"turn {k}: expected a SIGKILL, the run exited {code}")
         args = ["resume", run_id_of(repo)]
@@ -144,7 +151,9 @@ def trial(work: Path, k: int) -> dict[str, float]:
         out[f"{policy}_s"] = time.perf_counter() - started
         if code != 0:
             raise SystemExit(f"turn {k}: {policy} exited {code}")
-        out[f"{policy}_tokens"] = paid_tokens(repo)
+        # A reply lost in flight was billed but never reached the call log: added here.
+        lost = turn_tokens(k) if point == "llm.before_record" else 0
+        out[f"{policy}_tokens"] = paid_tokens(repo) + lost
     return out
 
 
@@ -152,17 +161,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--point",
+        choices=("agent.after_tool", "llm.before_record"),
+        default="agent.after_tool",
+        help="where in turn K to kill: after its tool ran (its reply in the call log), or "
+        "with its reply in flight (billed, never logged)",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    clean = sum(
-        sum(int(v) for v in dict(turn_reply(t)["usage"]).values())  # type: ignore[arg-type]
-        for t in range(1, TURNS + 1)
-    )
+    clean = sum(turn_tokens(t) for t in range(1, TURNS + 1))
     rows = []
     for n in range(args.trials):
         k = rng.randint(1, TURNS)
         with tempfile.TemporaryDirectory(prefix="agent-tax-") as tmp:
-            row = trial(Path(tmp), k)
+            row = trial(Path(tmp), k, args.point)
         rows.append(row)
         print(
             f"trial {n + 1:>2}: killed in turn {k:>2}: resume {row['resume_tokens']:>9,.0f} "
@@ -170,7 +183,7 @@ def main() -> None:
             f"({row['restart_s']:.2f} s)",
             flush=True,
         )
-    print(f"\n{machine()}; {args.trials} trials, seed {args.seed}")
+    print(f"\n{machine()}; {args.trials} trials, seed {args.seed}, killed at {args.point}")
     print(f"one uninterrupted run: {clean:,} tokens over {TURNS} turns")
     for policy in ("resume", "restart"):
         taxes = [r[f"{policy}_tokens"] / clean - 1 for r in rows]

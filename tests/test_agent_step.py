@@ -353,6 +353,13 @@ def test_killed_in_every_turn_then_resumed(
     assert sorted(turn_of(r) for r in server.requests) == sorted(
         list(range(1, 7)) + (list(range(1, 7)) if in_flight else [])
     )
+    # The report counts the continued turns as one clean pass, and what a restart of the
+    # step would have paid again as reused. (A reply lost in flight was billed, but never
+    # reached the ledger: only the server counted it.)
+    report = project.report(run_id)
+    assert report["spent_tokens"] == 660
+    assert report["clean_pass_tokens"] == 660
+    assert report["restart_counterfactual_tokens"] > report["spent_tokens"]
     interrupted_tree = _final_tree(project, run_id)
     out = output_of(project, run_id)
     assert out["turns"] == 6 and out["resumed_at_turn"] == 6 + (point == "agent.after_turn")
@@ -370,3 +377,44 @@ def test_killed_in_every_turn_then_resumed(
     assert _final_tree(project, clean_id) == interrupted_tree
     # The edit was applied once: its line is there once, not twice.
     assert interrupted_tree[1].count("return a + b") == 1
+
+
+# --- rewind: a later test's failure reaches the agent's prompt ------------------------------
+
+
+def test_rewind_brings_the_failure_to_a_fresh_conversation_with_a_cached_prefix(
+    project: Project, server: FakeLLMServer
+) -> None:
+    server.tool_call("finish", summary="looks fine to me")  # pass 1: changes nothing
+    server.tool_call("edit_file", path="calc.py", old_text="a - b", new_text="a + b")
+    server.tool_call("finish", summary="fixed")
+    text = f"""\
+name: agent-rewind
+defaults: {{provider: anthropic, model: {MODELS["anthropic"]}}}
+steps:
+  - id: fix
+    kind: agent
+    prompt: |
+      Make the tests pass.
+      ${{{{ rewind.error }}}}
+  - id: test
+    kind: test
+    run: [{PY}, -m, pytest, -q]
+    on_failure: {{rewind_to: fix, max_rewinds: 1}}
+"""
+    code, run_id = run_pipeline(project, text)
+    assert code == 0, project.run("show", run_id)
+    assert server.count == 3
+    first, second = server.requests[0].body, server.requests[1].body
+    # The second pass is a new conversation (the rewound attempt is not continued)...
+    assert [m["role"] for m in second["messages"]] == ["user"]
+    # ...whose stable start is the same cacheable prefix as the first pass's...
+    prefix = first["messages"][0]["content"][0]
+    assert prefix["cache_control"] == {"type": "ephemeral"}
+    assert prefix["text"] == "Make the tests pass.\n"
+    assert second["messages"][0]["content"][0] == prefix
+    # ...followed by the failure of the test step.
+    rest = second["messages"][0]["content"][1]["text"]
+    assert "tests failed" in rest and "assert" in rest
+    out = output_of(project, run_id)
+    assert out["summary"] == "fixed" and out["turns"] == 2

@@ -60,8 +60,16 @@ def continuable(attempt: AttemptRecord) -> bool:
     return str(error.get("type", "")) in CONTINUABLE
 
 
-def recover(store: Store, run_id: str, step_id: str, attempt_id: int) -> Recovered:
-    earlier = [a for a in store.attempts(run_id) if a.step_id == step_id and a.id != attempt_id]
+def recover(
+    store: Store,
+    run_id: str,
+    step_id: str,
+    attempt_id: int,
+    attempts: list[AttemptRecord] | None = None,
+) -> Recovered:
+    """What attempt ``attempt_id`` continues (``attempts``: the run's, if already read)."""
+    every = store.attempts(run_id) if attempts is None else attempts
+    earlier = [a for a in every if a.step_id == step_id and a.id < attempt_id]
     lineage: list[AttemptRecord] = []
     for attempt in reversed(earlier):
         if not continuable(attempt):
@@ -85,3 +93,18 @@ def recover(store: Store, run_id: str, step_id: str, attempt_id: int) -> Recover
     newest = max((c.attempt_id for c in started), default=None)
     in_flight = [c for c in started if c.attempt_id == newest]
     return Recovered(lineage, turns, in_flight)
+
+
+def continued_tokens(store: Store, attempts: list[AttemptRecord], attempt: AttemptRecord) -> int:
+    """The tokens of the completed turns ``attempt`` continued from earlier attempts: paid
+    by them, part of this attempt's result, and what restarting the step would pay again
+    (0 for an attempt that continued nothing, and for every step that is not an agent)."""
+    if attempt.attempt == 1 or attempt.reused_from is not None:
+        return 0
+    earlier = [a for a in attempts if a.step_id == attempt.step_id and a.id < attempt.id]
+    if not earlier or not continuable(earlier[-1]):
+        return 0
+    from agentsaga.providers.base import Usage
+
+    rec = recover(store, attempt.run_id, attempt.step_id, attempt.id, attempts)
+    return sum(Usage.from_json(t.reply.get("usage") or {}).total for t in rec.turns)
