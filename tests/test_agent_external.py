@@ -6,6 +6,7 @@ into the ledger; a failure is undone by the default ``git: reset``."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import json, pathlib, sys
 prompt = sys.argv[sys.argv.index("-p") + 1]
 path = pathlib.Path("calc.py")
 path.write_text(path.read_text().replace("a - b", "a + b"))
-fail = "fail" in prompt
+fail = "GIVE UP" in prompt
 print(json.dumps({
     "type": "result", "subtype": "error_during_execution" if fail else "success",
     "is_error": fail, "result": "gave up" if fail else "Fixed add().", "num_turns": 7,
@@ -142,7 +143,7 @@ def test_a_failed_cli_run_is_reset_and_its_usage_still_counted(
         f"""\
   - id: claude
     kind: external
-    run: [{PY}, {tool}, -p, "please fail", --output-format, json]
+    run: [{PY}, {tool}, -p, "GIVE UP", --output-format, json]
 """,
     )
     assert code == 1
@@ -170,3 +171,34 @@ def test_an_unknown_cli_needs_a_format(project: Project, tmp_path: Path) -> None
     assert code == 1
     attempt = project.attempts(run_id)[-1]
     assert attempt.error is not None and "format: claude-code" in attempt.error["message"]
+
+
+@pytest.mark.parametrize(
+    ("example", "tool"),
+    [("claude-code.yml", FAKE_CLAUDE), ("codex.yml", FAKE_CODEX)],
+    ids=["claude-code", "codex"],
+)
+def test_the_example_pipelines_run_the_cli_found_on_path(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example: str, tool: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    name = "claude" if example.startswith("claude") else "codex"
+    fake = bin_dir / name
+    fake.write_text(f"#!{PY}\n" + tool)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    examples = Path(__file__).resolve().parent.parent / "pipelines"
+    project.write(
+        "tests/test_calc.py",
+        "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    )
+    project.write("tests/__init__.py", "")
+    gitstate.git(project.repo, "add", "-A")
+    gitstate.git(project.repo, "commit", "-qm", "tests")
+    result = project.run_json(
+        "run", examples / example, "--var", f"test_command={PY} -m pytest -q -p no:cacheprovider"
+    )
+    assert result["status"] == "succeeded", result
+    calls = project.calls(result["run_id"])
+    assert calls and all(c.provider == name.replace("claude", "claude-code") for c in calls)

@@ -418,3 +418,26 @@ steps:
     assert "tests failed" in rest and "assert" in rest
     out = output_of(project, run_id)
     assert out["summary"] == "fixed" and out["turns"] == 2
+
+
+# --- the example pipeline, with the loopback server playing the model ---------------------
+
+
+def test_the_example_agent_pipeline_runs(project: Project, server: FakeLLMServer) -> None:
+    examples = Path(__file__).resolve().parent.parent / "pipelines"
+    test_command = f"{PY} -m pytest -q -p no:cacheprovider"
+    server.tool_call("edit_file", path="calc.py", old_text="a - b", new_text="a + b")
+    server.tool_call("run_command", argv=shlex.split(test_command))
+    server.tool_call("finish", summary="fixed")
+    result = project.run_json(
+        "run",
+        examples / "agent-fix.yml",
+        "--var",
+        "task=Make tests/test_calc.py pass",
+        "--var",
+        f"test_command={test_command}",
+    )
+    assert result["status"] == "succeeded", result
+    assert server.count == 3
+    ran = tool_messages("anthropic", server.requests[2].body)[1]["content"]
+    assert "exit code 0" in ran and "1 passed" in ran
