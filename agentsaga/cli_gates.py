@@ -36,6 +36,7 @@ def approve(
 
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
+    _on_temporal(session, rid, "approve", comment, detach, json_mode)
     record = gates.approve(session.store, rid, decider(session.repo_root), comment)
     _continue(session, rid, record, detach, json_mode)
 
@@ -60,6 +61,7 @@ def reject(
         raise ConfigError("--comment: say what is wrong; the agent reads it when it rewinds")
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
+    _on_temporal(session, rid, "reject", comment, detach, json_mode)
     record = gates.reject(session.store, rid, decider(session.repo_root), comment)
     _continue(session, rid, record, detach, json_mode)
 
@@ -74,6 +76,16 @@ def _continue(session: _Session, rid: str, record: object, detach: bool, json_mo
         _emit_result(engine.result(rid), json_mode, "decide --detach")
         return
     _emit_result(_reporting_interrupts(engine, lambda: engine.resume(rid)), json_mode, "resume")
+
+
+def _on_temporal(
+    session: _Session, rid: str, decision: str, comment: str, detach: bool, json_mode: bool
+) -> None:
+    """A run submitted to Temporal: its workflow records the decision and goes on (the
+    call then exits); a local run returns here."""
+    from agentsaga.cli_temporal import decide_on_temporal
+
+    decide_on_temporal(session, rid, decision, comment, detach, json_mode)
 
 
 def decider(repo_root: Path | None) -> str:

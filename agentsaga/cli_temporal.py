@@ -175,6 +175,54 @@ def submit_rollback(
     _submit(session, engine, target, run_input, detach, json_mode, "rollback", None)
 
 
+def decide_on_temporal(
+    session: Any, rid: str, decision: str, comment: str, detach: bool, json_mode: bool
+) -> None:
+    """``approve``/``reject`` of a run submitted to Temporal: the workflow waiting at the
+    gate records the decision (its ``decide`` update) and goes on; this command follows it
+    as ``resume`` would (unless ``--detach``). Returns, doing nothing, for a local run."""
+    target = target_of(None, session.config, session.store.get_run(rid))
+    if target is None:
+        return
+    from agentsaga import gates
+    from agentsaga.cli import _exit_code, _print_error
+    from agentsaga.cli_gates import decider
+    from agentsaga.errors import AgentsagaError
+    from agentsaga.runners.temporal_client import decide_and_follow
+    from agentsaga.runtime import Event
+
+    who = decider(session.repo_root)
+    engine = session.engine(json_mode)
+
+    def announce(record: dict[str, Any]) -> None:
+        if not json_mode:
+            typer.echo(f"run {rid}: {record['decision']} by {record['decided_by']}", err=True)
+
+    verdict = {"decision": decision, "who": who, "comment": comment}
+    on_event = None if detach else session.renderer.on_event
+    try:
+        record = decide_and_follow(target, rid, verdict, session.store, on_event, Event, announce)
+        if record is None:
+            # No workflow waits there any more (it was closed): record the decision in
+            # the store, and resume the run on Temporal, where the gate applies it.
+            decide = gates.approve if decision == "approve" else gates.reject
+            recorded = decide(session.store, rid, who, comment)
+            announce({"decision": recorded.decision, "decided_by": recorded.decided_by})
+            if not detach:
+                submit_resume(session, rid, None, None, {}, target, False, json_mode, False)
+    except AgentsagaError as exc:
+        _print_error(exc.message)
+        _leave(exc.exit_code)
+    result = engine.result(rid)
+    if json_mode:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        from agentsaga.cli_render import print_result
+
+        print_result(result)
+    _leave(_exit_code(result.status, "decide --detach" if detach else "resume"))
+
+
 def _input(target: TemporalTarget, run_id: str, mode: str, **fields: Any) -> RunInput:
     return RunInput(
         run_id,

@@ -345,8 +345,7 @@ class Engine:
         restart point), fails (the error) or, for a gate, waits for a decision."""
         run_id = run.id
         if step.kind == "approve":
-            undo.recover(self.rt, run_id, pipeline, step.id, ws)
-            return gates.drive_gate(self.rt, run, pipeline, step, ws, time.time())
+            return gates.turn(self.rt, run, pipeline, step, ws, time.time())
         try_no = 0
         while True:
             try_no += 1

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agentsaga import attempts, faults
+from agentsaga import attempts, faults, undo
 from agentsaga.errors import AgentsagaError, GateDecided, NotWaiting, StepFailed
 from agentsaga.pipeline import Pipeline, Step
 from agentsaga.runtime import Event, Runtime, load_stored, vars_key
@@ -154,6 +154,15 @@ def _decide(
 
 
 # --- carrying a decision out (the runner's side) ---------------------------------------
+
+
+def turn(
+    rt: Runtime, run: RunRecord, pipeline: Pipeline, step: Step, ws: RunWorkspace, now_s: float
+) -> AgentsagaError | Waiting | None:
+    """A runner's turn at a gate step: undo a visit that crashed mid-flight, then
+    :func:`drive_gate`. The local runner and the Temporal gate activity both call it."""
+    undo.recover(rt, run.id, pipeline, step.id, ws)
+    return drive_gate(rt, run, pipeline, step, ws, now_s)
 
 
 def drive_gate(

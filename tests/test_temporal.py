@@ -582,3 +582,100 @@ def test_a_run_submitted_before_any_worker_waits_for_one_and_says_so(
         if follower.poll() is None:
             follower.kill()
     assert "a (attempt 1): completed" in err.read_text()
+
+
+# --- human gates ------------------------------------------------------------------------------
+
+
+def test_a_gate_waits_in_the_workflow_for_a_decision(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    ledger = tmp_path / "ledger"
+    pipeline = write(
+        tmp_path / "p.yml",
+        f"""
+        name: gated
+        workspace: {{isolation: none}}
+        steps:
+          - id: write
+            kind: shell
+            run: 'echo "write:${{{{ rewind.error }}}}" >> {ledger}'
+          - id: review
+            kind: approve
+            message: Ship it?
+            on_reject: {{rewind_to: write, max_rejects: 2}}
+          - id: deploy
+            kind: shell
+            run: 'echo deploy >> {ledger}'
+        """,
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal_address)
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+
+    # The run reaches the gate: the command returns (exit 5), the workflow waits.
+    started = agentsaga(repo, "run", pipeline, "--json")
+    assert started.exit_code == 5, started
+    run_id = started.json()["run_id"]
+    assert started.json()["gate"]["message"] == "Ship it?"
+    assert status_of(tmp_path, run_id) == "waiting"
+
+    # A rejection goes to the waiting workflow (an update): it rewinds with the comment.
+    rejected = agentsaga(repo, "reject", run_id, "--comment", "add tests", "--json")
+    assert rejected.exit_code == 5, rejected
+    assert ledger.read_text().splitlines() == ["write:", "write:add tests"]
+    # Deciding twice on one visit is refused, with the reason, as locally.
+    again = agentsaga(repo, "approve", run_id, "--detach")
+    assert again.exit_code == 0, again
+    late = agentsaga(repo, "approve", run_id)
+    assert late.exit_code == 2, late
+    assert "not waiting at a gate" in late.stderr
+
+    wait_for_status(tmp_path, run_id, "succeeded")
+    assert ledger.read_text().splitlines() == ["write:", "write:add tests", "deploy"]
+    shown = agentsaga(repo, "show", run_id, "--json").json()
+    assert [d["decision"] for d in shown["decisions"]] == ["rejected", "approved"]
+
+
+def test_a_gate_deadline_is_a_workflow_timer(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Locally a gate's timeout applies when the run is next driven; on Temporal the
+    waiting workflow's timer applies it when it falls due, with no one running a command."""
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    before = capture(repo)
+    pipeline = write(
+        tmp_path / "p.yml",
+        """
+        name: deadline
+        steps:
+          - id: change
+            kind: shell
+            run: "echo x > x.txt"
+            commit: true
+            compensate: {git: reset}
+          - id: review
+            kind: approve
+            timeout: 1s
+            on_timeout: rollback
+        """,
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    started = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--detach")
+    assert started.exit_code == 0, started
+    run_id = started.stdout.strip()
+    wait_for_status(tmp_path, run_id, "rolled_back", "rollback_failed")
+    assert status_of(tmp_path, run_id) == "rolled_back"
+    assert capture(repo) == before
+    shown = agentsaga(repo, "show", run_id, "--json").json()
+    assert [d["decision"] for d in shown["decisions"]] == ["timed_out"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +38,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agentsaga import attempts as attempts_mod
-from agentsaga import undo
+from agentsaga import gates, undo
 from agentsaga.errors import AgentsagaError, CompensationFailed, Interrupted
 from agentsaga.runners import temporal_git
 from agentsaga.runtime import EngineOptions, load_stored, vars_key
@@ -113,6 +114,8 @@ class Activities:
         return [
             self.begin,
             self.attempt,
+            self.gate,
+            self.record_decision,
             self.restart,
             self.fail,
             self.finish,
@@ -185,10 +188,11 @@ class Activities:
             return {"status": status}
 
     @activity.defn(name="agentsaga.fail")
-    def fail(self, run_id: str, error: dict[str, Any]) -> dict[str, Any]:
+    def fail(self, run_id: str, error: dict[str, Any], rollback: bool) -> dict[str, Any]:
+        """The run failed; ``rollback``: its failure demands one (a gate's on_reject)."""
         with self._session(run_id) as (rt, run):
             rt.store.update_run(run_id, status=RunStatus.FAILED, error=error, finished=True)
-            rollback = decide.rollback_after_failure(
+            rollback = rollback or decide.rollback_after_failure(
                 run.state, None, error.get("type") == CompensationFailed.__name__
             )
             return {"status": RunStatus.FAILED, "rollback": rollback}
@@ -227,6 +231,52 @@ class Activities:
                 "decision": decision,
                 "host_id": temporal_git.holder(run, self.host_id),
                 "notes": rt.notes,
+            }
+
+    # --- human gates ------------------------------------------------------------------
+
+    @activity.defn(name="agentsaga.gate")
+    def gate(self, run_id: str, step_id: str) -> dict[str, Any]:
+        """A turn at a gate (``gates.turn``, as locally): record the visit and say the run
+        waits (with the deadline), or apply the recorded decision or timeout."""
+        with self._session(run_id) as (rt, run):
+            pipeline = rt.pipeline_of(run)
+            step = pipeline.step(step_id)
+            workspace = temporal_git.open_workspace(rt, run, self.host_id)
+            outcome = gates.turn(rt, run, pipeline, step, workspace, time.time())
+            temporal_git.publish(rt, run_id, workspace)
+            decision: dict[str, Any] | None = None
+            if isinstance(outcome, gates.Waiting):
+                waiting = gates.waiting_gate(rt.store, run_id)
+                deadline = waiting.deadline_s if waiting is not None else None
+                decision = {"kind": "wait", "deadline_s": deadline}
+            else:
+                if rt.store.get_run(run_id).status == RunStatus.WAITING:
+                    rt.store.update_run(run_id, status=RunStatus.RUNNING)
+                if outcome is not None:
+                    rollback = bool(getattr(outcome, "rollback", False))
+                    decision = {"kind": "fail", "error": outcome.to_json(), "rollback": rollback}
+            current = rt.current(run_id).get(step_id)
+            return {
+                "facts": [fact_json(current)] if current is not None else [],
+                "state": rt.store.get_run(run_id).state,
+                "decision": decision,
+                "host_id": temporal_git.holder(run, self.host_id),
+                "notes": rt.notes,
+            }
+
+    @activity.defn(name="agentsaga.decide")
+    def record_decision(self, run_id: str, verdict: dict[str, str]) -> dict[str, Any]:
+        """Record a person's decision (the workflow's ``decide`` update calls this, then
+        wakes): ``gates.approve`` / ``gates.reject``, as the CLI and the web view do."""
+        with self._session(run_id) as (rt, _run):
+            record_of = gates.approve if verdict["decision"] == "approve" else gates.reject
+            record = record_of(rt.store, run_id, verdict["who"], verdict.get("comment", ""))
+            return {
+                "decision": record.decision,
+                "decided_by": record.decided_by,
+                "decided_at": record.decided_at,
+                "comment": record.comment,
             }
 
     @activity.defn(name="agentsaga.restart")

@@ -22,6 +22,20 @@ from agentsaga.runners.temporal_io import WORKFLOW_NAME, RunInput, TemporalTarge
 from agentsaga.store import Store
 
 
+class RemoteError(AgentsagaError):
+    """One of our errors raised in a worker, as Temporal carried it back (its class name
+    and message): the CLI shows the message with that class's exit code."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        from agentsaga import errors
+
+        cls = getattr(errors, type_name, None)
+        if isinstance(cls, type) and issubclass(cls, AgentsagaError):
+            self.exit_code = cls.exit_code
+        self.type_name = type_name
+        super().__init__(message)
+
+
 class TemporalUnavailable(AgentsagaError):
     """The Temporal frontend cannot be reached (exit 1: nothing was started)."""
 
@@ -98,7 +112,7 @@ async def follow(
     loop = asyncio.get_running_loop()
     started, hinted = loop.time(), False
     try:
-        while not result_task.done():
+        while not result_task.done() and not follower.waiting:
             follower.poll()
             if not hinted and not follower.emitted and loop.time() - started > WORKER_HINT_S:
                 # Not even the first step has started: most often no worker polls the queue.
@@ -128,6 +142,8 @@ async def follow(
             if task is not None and not task.done():
                 task.cancel()
     follower.poll()
+    if not result_task.done():
+        return {"status": "waiting"}  # at a gate: the workflow waits for a decision
     if result_task.cancelled() or result_task.exception() is not None:
         # Terminated or cancelled from outside (temporal workflow terminate): the store
         # says where the run stands.
@@ -179,5 +195,45 @@ def submit_and_follow(
         if follower is None:
             return None
         return await follow(client, follower, target.task_queue)
+
+    return asyncio.run(main())
+
+
+def decide_and_follow(
+    target: TemporalTarget,
+    run_id: str,
+    verdict: dict[str, str],
+    store: Store,
+    on_event: Callable[[Any], None] | None,
+    make_event: Callable[..., Any],
+    announce: Callable[[dict[str, Any]], None],
+) -> dict[str, Any] | None:
+    """Send a gate decision to the run's workflow (its ``decide`` update records it and
+    wakes the workflow), then follow the run unless ``on_event`` is None. Returns None
+    when no workflow of the run is open (the caller records the decision and resumes)."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.exceptions import ApplicationError
+
+    async def main() -> dict[str, Any] | None:
+        client = await connect(target)
+        if not await _running(client, run_id):
+            return None
+        follower = Follower(store, run_id, on_event or (lambda event: None), make_event)
+        follower.prime()
+        handle = client.get_workflow_handle(run_id)
+        try:
+            record: dict[str, Any] = await handle.execute_update("decide", verdict)
+        except WorkflowUpdateFailedError as exc:
+            cause: Any = exc.cause
+            while cause is not None and not isinstance(cause, ApplicationError):
+                cause = getattr(cause, "cause", None)
+            if cause is None:
+                raise
+            raise RemoteError(cause.type or "AgentsagaError", cause.message) from None
+        announce(record)
+        if on_event is None:
+            return record
+        await follow(client, follower, target.task_queue)
+        return record
 
     return asyncio.run(main())

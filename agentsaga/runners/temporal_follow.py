@@ -41,6 +41,7 @@ class Follower:
     _comps: dict[int, str] = field(default_factory=dict)
     _run_status: str | None = None
     emitted: int = 0
+    waiting: bool = False
 
     def prime(self) -> None:
         """Take what is recorded now as seen: a resume or a rollback shows only what it
@@ -55,6 +56,8 @@ class Follower:
         run = self.store.get_run(self.run_id)
         if run.status != self._run_status:
             self._run_status = run.status
+            # A run that reaches a gate stops there until a person decides: so does following.
+            self.waiting = run.status == "waiting"
             # A resumed run going back to running says nothing new: its steps will.
             if run.status != "running":
                 message = (run.error or {}).get("message", "") if run.error else ""

@@ -89,6 +89,7 @@ class SagaWorkflow:
         self.pipeline: Pipeline | None = None
         self.input: dict[str, Any] = {}
         self.notes: list[Any] = []
+        self.woken = False
 
     async def _act(self, name: str, *args: Any, host: bool = False) -> Any:
         """One activity. ``host``: it needs the run's worktree, so it runs on the worker of
@@ -193,29 +194,78 @@ class SagaWorkflow:
                     }
                 )
             step = action.step
-            try_no = 1
-            while True:
-                outcome = await self._act(
-                    "agentsaga.attempt", step.id, try_no, workflow.random().random(), host=True
-                )
-                view = apply(view, outcome)
-                self.input["host_id"] = outcome.get("host_id")
-                decision = outcome.get("decision")
-                if decision is None:  # completed or skipped
+            if step.kind == "approve":
+                view, failure = await self._gate(view, step.id)
+            else:
+                view, failure = await self._attempts(view, step.id)
+            if failure is None:
+                if view.done(step.id):
                     position = step.index + 1
-                    break
-                if decision["kind"] == "retry":
-                    await workflow.sleep(timedelta(seconds=float(decision["delay_s"])))
-                    try_no += 1
-                    continue
-                if decision["kind"] == "rewind":
-                    break  # the state now holds the restart point: next_action restarts
-                result: dict[str, Any] = await self._act(
-                    "agentsaga.fail", decision.get("error") or {}, host=True
-                )
-                if result.get("rollback"):
-                    return await self._rollback()
-                return result
+                continue  # completed, skipped, or rewound (the state holds the restart)
+            result: dict[str, Any] = await self._act(
+                "agentsaga.fail",
+                failure.get("error") or {},
+                bool(failure.get("rollback")),
+                host=True,
+            )
+            if result.get("rollback"):
+                return await self._rollback()
+            return result
+
+    def _applied(self, view: RunView, outcome: dict[str, Any]) -> RunView:
+        self.input["host_id"] = outcome.get("host_id")
+        return apply(view, outcome)
+
+    async def _attempts(self, view: RunView, step_id: str) -> tuple[RunView, Any]:
+        """A step's tries: each an activity; a retry's wait a durable timer. Returns the
+        failure that ends the run, or None (completed, skipped, or rewound)."""
+        try_no = 1
+        while True:
+            jitter = workflow.random().random()
+            outcome = await self._act("agentsaga.attempt", step_id, try_no, jitter, host=True)
+            view = self._applied(view, outcome)
+            decision = outcome.get("decision")
+            if decision is None or decision["kind"] == "rewind":
+                return view, None
+            if decision["kind"] != "retry":
+                return view, decision
+            await workflow.sleep(timedelta(seconds=float(decision["delay_s"])))
+            try_no += 1
+
+    async def _gate(self, view: RunView, step_id: str) -> tuple[RunView, Any]:
+        """A human gate: its turns are activities (gates.turn); between them the workflow
+        waits for the ``decide`` update (approve/reject record the decision, then wake it)
+        or for the gate's deadline, whichever comes first."""
+        while True:
+            outcome = await self._act("agentsaga.gate", step_id, host=True)
+            view = self._applied(view, outcome)
+            decision = outcome.get("decision")
+            if decision is None or decision["kind"] != "wait":
+                return view, decision
+            timeout = None
+            if decision.get("deadline_s") is not None:
+                remaining = float(decision["deadline_s"]) - workflow.now().timestamp()
+                if remaining > 0:  # past it, on_timeout is wait: only a decision moves on
+                    timeout = timedelta(seconds=remaining)
+            self.woken = False
+            try:
+                await workflow.wait_condition(lambda: self.woken, timeout=timeout)
+            except TimeoutError:
+                pass  # the next turn applies on_timeout
+
+    @workflow.update(name="decide")
+    async def decide_gate(self, verdict: dict[str, str]) -> dict[str, Any]:
+        """``agentsaga approve|reject`` of a run waiting here: record the decision (an
+        activity: the store's unique visit key lets one of two deciders win), then wake."""
+        record: dict[str, Any] = await workflow.execute_activity(
+            "agentsaga.decide",
+            args=[self.input["run_id"], verdict],
+            task_queue=self.input["task_queue"],
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+        self.woken = True
+        return record
 
     async def _rollback(self) -> dict[str, Any]:
         """One activity: undo.rollback records each compensation as it goes, so a retry
