@@ -33,6 +33,10 @@ def ui(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Do not open a browser window.")
     ] = False,
+    require_token: Annotated[
+        bool,
+        typer.Option("--require-token", help="Ask for the token on loopback too (shared hosts)."),
+    ] = False,
 ) -> None:
     """Serve a web view of the runs: timelines, tokens, diffs, approvals. Ctrl-C stops it."""
     from agentsaga.ui.security import Access, is_loopback
@@ -42,7 +46,7 @@ def ui(
         raise ConfigError(f"--port {port}: expected 0 to 65535")
     session = _Session()
     loopback = is_loopback(host)
-    access = Access(token=secrets.token_urlsafe(24), loopback=loopback)
+    access = Access(secrets.token_urlsafe(24), loopback, require_token)
     decide = Decider(session, _store_for_children(session))
     httpd = _listen(UIApp(session.store, access, decide=decide), host, port)
     bound = httpd.server_address
@@ -50,7 +54,7 @@ def ui(
     bound_port = bound[1]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     url = f"http://{shown}:{bound_port}/"
-    if not loopback:
+    if not loopback or require_token:
         url += f"?token={access.token}"
         typer.echo(
             f"serving on {host}: anyone who can reach it needs the token below\n"

@@ -159,6 +159,10 @@ def test_api_takes_a_run_id_prefix_and_says_what_is_unknown(saga: Saga, server: 
     assert status == 404 and "zzzzzzzz" in data["error"]
     status, _, data = request(server.port, "GET", f"/api/runs/{saga.run_id}/steps/nosuch")
     assert status == 404 and "nosuch" in data["error"]
+    status, _, data = request(server.port, "GET", "/api/runs?status=rolled_back&limit=5")
+    assert status == 200 and data == cli_json(saga.store, "runs", "--status", "rolled_back")
+    status, _, data = request(server.port, "GET", "/api/runs?status=nope")
+    assert status == 400 and "nope" in data["error"]
 
 
 def test_step_detail_has_prompts_replies_output_and_diffs(saga: Saga, server: UIServer) -> None:
@@ -236,8 +240,13 @@ def test_writes_need_the_token_a_json_body_and_our_origin(saga: Saga, server: UI
     assert cli_json(saga.store, "show", saga.run_id)["run"]["status"] == "rolled_back"
 
 
-def test_any_other_host_needs_the_token_printed_at_start(saga: Saga, tmp_path: Path) -> None:
-    ui = UIServer(saga.store, tmp_path, "--host", "0.0.0.0")
+@pytest.mark.parametrize(
+    "args", [["--host", "0.0.0.0"], ["--host", "127.0.0.1", "--require-token"]]
+)
+def test_any_other_host_needs_the_token_printed_at_start(
+    saga: Saga, tmp_path: Path, args: list[str]
+) -> None:
+    ui = UIServer(saga.store, tmp_path, *args)
     try:
         assert ui.token is not None, ui.out.read_text()
         token = ui.token.group(1)
@@ -633,6 +642,16 @@ def test_approval_panel_rejects_with_a_comment_then_approves(
         assert "Is the fix right?" in text and "review" in text
         assert browser.js("return document.querySelector('#approval .d2h-file-wrapper')")
         browser.screenshot(screenshot_dir(tmp_path) / "approval.png")
+        # The same page written to a file says how to decide, and has no buttons.
+        html = tmp_path / "waiting.html"
+        html.write_text(cli("show", run_id, "--html").stdout)
+        browser.get(html.as_uri())
+        browser.wait_for("return document.querySelector('#approval .gate pre')")
+        text = browser.js("return document.getElementById('approval').innerText")
+        assert f"agentsaga approve {run_id}" in text and "Is the fix right?" in text
+        assert browser.js("return document.getElementById('approve')") is None
+        browser.get(f"{ui.url}#/runs/{run_id}")
+        browser.wait_for("return document.getElementById('decision-comment')")
         comment = "no trailing comments, write b + a"
         browser.js(f"document.getElementById('decision-comment').value = {json.dumps(comment)}")
         browser.js("document.getElementById('reject').click()")

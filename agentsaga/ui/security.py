@@ -4,7 +4,9 @@
   store itself; the Host header must name a loopback address, so a web page that rebinds
   its own DNS name to 127.0.0.1 is refused (DNS rebinding).
 * Bound to any other address, every request needs the token printed at start: as
-  ``Authorization: Bearer TOKEN``, or once as ``?token=TOKEN``, which sets a cookie.
+  ``Authorization: Bearer TOKEN``, or once as ``?token=TOKEN``, which sets a cookie. So
+  does loopback with ``--require-token``, for a machine shared with other users (they can
+  reach a loopback port too, though not the store's private file).
 * A write (an approval decision) always needs the token in a header (``X-Agentsaga-Token``
   or ``Authorization``), never a cookie alone: a page from another site can make the
   browser send our cookie, but can neither read the token from our page nor set a header
@@ -51,6 +53,8 @@ def _hostname(host_header: str) -> str:
 class Access:
     token: str
     loopback: bool
+    #: Ask for the token on loopback too (a machine shared with other users).
+    require_token: bool = False
 
     def _matches(self, presented: str | None) -> bool:
         return bool(presented) and hmac.compare_digest(
@@ -79,7 +83,7 @@ class Access:
     def can_read(self, headers: Headers) -> bool:
         if not self.host_allowed(headers):
             return False
-        if self.loopback:
+        if self.loopback and not self.require_token:
             return True
         return self._matches(self.header_token(headers)) or self._matches(
             self.cookie_token(headers)

@@ -68,8 +68,12 @@ def _get_document(store: Store, route: str, groups: dict[str, str], query: str) 
     from agentsaga import report
 
     if route == "runs":
+        from agentsaga.states import RunStatus
+
         params = parse_qs(query)
         status = params.get("status", [None])[0] or None
+        if status is not None and status not in {s.value for s in RunStatus}:
+            raise BadRequest(f"status {status!r}: expected one of {', '.join(RunStatus)}")
         try:
             limit = int(params.get("limit", ["50"])[0])
         except ValueError:
