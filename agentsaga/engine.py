@@ -92,6 +92,7 @@ class Engine:
         self._warm_up(pipeline)
         record = self._create_run(pipeline)
         run_id = record.id
+        self.rt.keep_parsed(pipeline)
         with self._owning(run_id):
             self._emit(Event("run", run_id, status="started", message=pipeline.name))
             self._open_or_fail(record, pipeline, repo_root, start_point=None)
@@ -178,9 +179,10 @@ class Engine:
             history.append({"path": run.pipeline_path, "text": run.pipeline_text})
             self.store.update_run(run_id, state=run.state)
             self.store.set_pipeline(run_id, pipeline.path, pipeline.text, pipeline.hash)
+            self.rt.keep_parsed(pipeline)
         self.store.update_run(run_id, status=RunStatus.RUNNING, clear_error=True)
-        # Nothing changed the attempts since they were read: seed the in-memory view.
-        self.rt.seed(run_id, current_attempts(records))
+        # Nothing changed the attempts since they were read: plan_resume seeded the
+        # in-memory view with them.
         return new, old
 
     def rollback(self, run_id: str) -> RunResult:
@@ -232,10 +234,13 @@ class Engine:
         run = self.store.get_run(run_id)
         target = pipeline or self._pipeline_of(run)
         current = current_attempts(self.store.attempts(run_id) if attempts is None else attempts)
-        ns = self._namespace(run, target, current)
+        # Seeded once: the namespace and the facts below come from the runtime's kept
+        # view instead of being built again for each of a long run's steps.
+        self.rt.seed(run_id, current)
+        ns = self._namespace(run, target, self.rt.current(run_id))
         return plans.plan_resume(
             target,
-            {k: AttemptFact.of(a) for k, a in current.items()},
+            self.rt.view(run).current,
             from_step,
             changed=pipeline is not None,
             fingerprint=lambda step: namespace.fingerprint(step, target, ns, run),

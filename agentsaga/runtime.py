@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from agentsaga import namespace, pyenv
+from agentsaga import namespace, pipeline_cache, pyenv
 from agentsaga.errors import AgentsagaError
 from agentsaga.pipeline import Pipeline, Step, load_text
 from agentsaga.saga.view import AttemptFact, RunView, current_of
@@ -161,7 +161,19 @@ class Runtime:
     # --- definitions and places -------------------------------------------------------
 
     def pipeline_of(self, run: RunRecord) -> Pipeline:
-        return load_stored(run.pipeline_text, run.pipeline_path, vars_key(run.vars))
+        return stored_pipeline(self.home, run.pipeline_text, run.pipeline_path, vars_key(run.vars))
+
+    def keep_parsed(self, pipeline: Pipeline) -> None:
+        """Pickle a long pipeline for the resumes to come (``pipeline_cache``), in a
+        background thread: the run's first steps need not wait for it."""
+        if len(pipeline.steps) < pipeline_cache.MIN_STEPS:
+            return
+        threading.Thread(
+            target=pipeline_cache.save,
+            args=(self.home, pipeline, vars_key(pipeline.vars)),
+            name="agentsaga-pipeline-cache",
+            daemon=True,
+        ).start()
 
     def steps_by_id(self, run: RunRecord, pipeline: Pipeline | None = None) -> dict[str, Step]:
         """Step definitions by id: the run's pipeline, and the older texts a resume with
@@ -216,6 +228,12 @@ class Runtime:
 
 def vars_key(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in values.items()))
+
+
+@functools.lru_cache(maxsize=32)
+def stored_pipeline(home: Path, text: str, path: str, key: tuple[tuple[str, str], ...]) -> Pipeline:
+    """``load_stored``, from the parsed copy a long run left on disk when there is one."""
+    return pipeline_cache.load(home, text, path, key) or load_stored(text, path, key)
 
 
 @functools.lru_cache(maxsize=32)

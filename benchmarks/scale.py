@@ -106,6 +106,12 @@ def build_run(folder: Path, n_done: int, failed_step: bool, compensate: bool) ->
     else:
         store.update_run(run_id, status=RunStatus.SUCCEEDED, finished=True)
     store.close()
+    # What a real run of a long pipeline leaves for its resumes (Engine.run does it in a
+    # background thread): the parsed pipeline.
+    from agentsaga import pipeline_cache
+    from agentsaga.runtime import vars_key
+
+    pipeline_cache.save(folder / ".agentsaga", pipeline, vars_key(pipeline.vars))
     return db, run_id
 
 
