@@ -625,6 +625,11 @@ def test_a_gate_waits_in_the_workflow_for_a_decision(
     assert started.json()["gate"]["message"] == "Ship it?"
     assert status_of(tmp_path, run_id) == "waiting"
 
+    # resume never skips a gate: it says what the run waits for.
+    waiting = agentsaga(repo, "resume", run_id, "--json")
+    assert waiting.exit_code == 5, waiting
+    assert waiting.json()["gate"]["step"] == "review"
+
     # A rejection goes to the waiting workflow (an update): it rewinds with the comment.
     rejected = agentsaga(repo, "reject", run_id, "--comment", "add tests", "--json")
     assert rejected.exit_code == 5, rejected

@@ -182,6 +182,8 @@ def submit_and_follow(
     async def main() -> dict[str, Any] | None:
         client = await connect(target)
         if run_input.mode != "run" and await _running(client, run_input.run_id):
+            if store.get_run(run_input.run_id).status == "waiting":
+                return {"status": "waiting"}  # its workflow waits at a gate: say so, exit 5
             # Refused before the submission writes anything (a resume's restart point).
             raise _locked(target, run_input.run_id)
         follower = None
