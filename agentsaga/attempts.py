@@ -168,6 +168,12 @@ def _effect(
     if step.commit and step.kind != "write" and ws.uses_git:
         output["base"] = base
         output["commit"] = ws.commit(f"agentsaga {run_id}: step {step.id}") or base
+    elif step.changes_workspace and ws.uses_git and "commit" not in output:
+        # A command that committed by itself (`git commit` in its script): a commit made
+        # during the step's own attempt is the step's, and its undo may move past it.
+        head = ws.head()
+        if head and head != base:
+            output["base"], output["commit"] = base, head
     return output
 
 

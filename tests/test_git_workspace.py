@@ -415,6 +415,57 @@ def test_a_persons_commit_on_the_run_branch_makes_rollback_refuse(
     assert capture(repo) == before
 
 
+def test_a_persons_commit_between_two_steps_makes_rollback_refuse_and_stays_reachable(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Issue 10, item 4: a person commits on the run branch between two steps (the run
+    failed, they fixed something, the run resumed). The later step's base includes their
+    commit; undoing the earlier step must compare the branch with where the run itself
+    left it (the earlier step's own commit), refuse with exit 3 naming their commit, and
+    never make it unreachable."""
+    path = write_pipeline(
+        tmp_path,
+        shell("c1", "echo c1 >> a.txt", commit=True, reset=True),
+        shell("c2", "echo c2 >> b.txt; test -f ../flag", commit=True, reset=True),
+    )
+    failed = cli("run", path, "--json")
+    assert failed.exit_code == 1, failed
+    rid = run_id_of(failed)
+    work = worktree_of(repo, rid)
+    (work / "mine.txt").write_text("my work\n")
+    git(work, "add", "mine.txt")
+    git(work, "commit", "-q", "-m", "my precious work")
+    mine = git(work, "rev-parse", "HEAD").strip()
+    (work.parent / "flag").touch()
+    resumed = cli("resume", rid)
+    assert resumed.exit_code == 0, resumed
+
+    refused = cli("rollback", rid)
+    assert refused.exit_code == 3, refused
+    assert "my precious work" in refused.output, refused
+    status, _ = subprocess.getstatusoutput(
+        f"git -C {repo} merge-base --is-ancestor {mine} agentsaga/{rid}"
+    )
+    assert status == 0, "the person's commit is no longer on the run branch"
+
+
+def test_a_shell_step_that_commits_by_itself_rolls_back(repo: Path, tmp_path: Path) -> None:
+    """Issue 10, item 5: ``git add && git commit`` in the step's own command, with
+    ``git: reset``: the commit made during the step's attempt is the step's, not a
+    person's, so the rollback undoes it."""
+    path = write_pipeline(
+        tmp_path,
+        shell("c1", "echo c1 >> a.txt && git add -A && git commit -qm 'by the step'", reset=True),
+        shell("e1", "echo e1 >> b.txt", reset=True),
+    )
+    before = capture(repo)
+    result = cli("run", path, "--json")
+    assert result.exit_code == 0, result
+    undone = cli("rollback", cli("runs", "--json").json()[0]["id"])
+    assert undone.exit_code == 0, undone
+    assert capture(repo) == before
+
+
 def test_a_persons_commit_refuses_the_branch_deletion_too(repo: Path, tmp_path: Path) -> None:
     """With no reset to refuse first, the teardown's own compare-and-swap must."""
     path = write_pipeline(tmp_path, shell("c1", "echo c1 >> a.txt", commit=True))

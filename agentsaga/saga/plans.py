@@ -209,17 +209,23 @@ def believed_tip(
     events = [(a.started_at, 1, a.id) for a in by_id.values()]
     events += [(started_at, 0, -attempt_id) for started_at, attempt_id in compensated]
     tip = base_commit
+    #: Where the run had left the branch when each attempt began. Undoing an attempt puts
+    #: the branch back *there*, not at the base the attempt saw: a commit a person made
+    #: between two steps is in the later one's base, and must never count as the run's.
+    before: dict[int, str | None] = {}
     for _, _, key in sorted(events):
         attempt = by_id[abs(key)]
         if key > 0:
+            before[attempt.id] = tip
             tip = attempt.commit or tip
             continue
         step = steps.get(attempt.step_id)
         comp = effective_compensation(step) if step else None
-        if comp is not None and comp.git == "reset" and attempt.snapshot:
-            tip = attempt.base_commit or tip
-        elif comp is not None and comp.git == "revert" and attempt.commit:
-            tip = attempt.commit_base or attempt.base_commit or tip
+        undone = comp is not None and (
+            (comp.git == "reset" and attempt.snapshot) or (comp.git == "revert" and attempt.commit)
+        )
+        if undone:
+            tip = before.get(attempt.id, attempt.base_commit) or tip
     return tip
 
 
