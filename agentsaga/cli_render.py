@@ -124,10 +124,17 @@ def print_result(result: RunResult) -> None:
             f"undo with: agentsaga rollback {result.run_id}"
         )
     if result.status == "waiting" and result.gate:
-        gate = result.gate
-        console.print(f"  gate {gate['step']}: {gate['message']}".replace("[", "\\["))
-        console.print(f"  approve: {gate['approve']}".replace("[", "\\["))
-        console.print(f"  reject:  {gate['reject']}".replace("[", "\\["))
+        _print_gate(console, result.gate)
+
+
+def _print_gate(console: Console, gate: dict[str, Any]) -> None:
+    """What a waiting run waits for, and the two commands (result, show)."""
+    for line in (
+        f"  waiting at gate {gate['step']}: {gate['message']}",
+        f"  approve: {gate['approve']}",
+        f"  reject:  {gate['reject']}",
+    ):
+        console.print(line.replace("[", "\\["))
 
 
 def print_decisions(decisions: list[dict[str, Any]]) -> None:
@@ -225,6 +232,8 @@ def print_show(detail: dict[str, Any]) -> None:
         )
     console.print(table)
     print_decisions(detail.get("decisions") or [])
+    if detail.get("gate"):
+        _print_gate(console, detail["gate"])
 
 
 def explain_pipeline(pipeline: Any, json_mode: bool) -> None:

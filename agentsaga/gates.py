@@ -32,6 +32,7 @@ from typing import Any
 from agentsaga import attempts, faults, undo
 from agentsaga.errors import AgentsagaError, GateDecided, NotWaiting, StepFailed
 from agentsaga.pipeline import Pipeline, Step
+from agentsaga.report import gate_commands
 from agentsaga.runtime import Event, Runtime, load_stored, vars_key
 from agentsaga.saga import decide
 from agentsaga.saga import gate as rules
@@ -61,8 +62,7 @@ class Gate:
             "arrived_at": self.arrived_at,
             "deadline": _iso(self.deadline_s),
             "on_timeout": self.on_timeout,
-            "approve": f"agentsaga approve {self.run_id} [--comment TEXT]",
-            "reject": f"agentsaga reject {self.run_id} --comment TEXT",
+            **gate_commands(self.run_id),
         }
 
 

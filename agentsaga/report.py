@@ -91,6 +91,33 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any]:
         "attempts": attempts,
         "compensations": compensations,
         "decisions": gate_decisions(store, run_id, attempt_no),
+        "gate": waiting_at(run.id, run.status, records),
+    }
+
+
+def gate_commands(run_id: str) -> dict[str, str]:
+    """The two commands a waiting run's gate offers."""
+    return {
+        "approve": f"agentsaga approve {run_id} [--comment TEXT]",
+        "reject": f"agentsaga reject {run_id} --comment TEXT",
+    }
+
+
+def waiting_at(run_id: str, status: str, records: list[AttemptRecord]) -> dict[str, Any] | None:
+    """For a run ``waiting``: the gate's visit, what to review and the two commands."""
+    if status != "waiting":
+        return None
+    visit = next((a for a in reversed(records) if a.status == "waiting" and not a.superseded), None)
+    if visit is None:
+        return None
+    output = visit.output or {}
+    return {
+        "step": visit.step_id,
+        "visit": visit.attempt,
+        "message": output.get("message", ""),
+        "show": output.get("show", ""),
+        "arrived_at": visit.started_at,
+        **gate_commands(run_id),
     }
 
 

@@ -87,6 +87,10 @@ def test_run_waits_holding_no_lease_and_approve_continues_to_deploy(env: Env) ->
     assert env.store().get_lease(rid) is None  # no process, no lease
     listed = cli("runs", "--status", "waiting", "--json").json()
     assert [r["id"] for r in listed] == [rid]
+    shown = cli("show", rid)
+    assert "waiting at gate review: Ship it?" in shown.stdout, shown
+    assert f"agentsaga reject {rid} --comment TEXT" in shown.stdout
+    assert "nothing to diff" in cli("show", rid, "--json").json()["gate"]["show"]
 
     # Resume does not skip the gate: it says what the run waits for.
     resumed = cli("resume", rid)
