@@ -628,6 +628,7 @@ SWEPT_ELSEWHERE = {
     "agent.after_turn": "test_agent_step.py",
     "llm.before_record": "test_agent_step.py",
     "gate.after_decision": "test_gates.py",
+    "command.recorded": "test_takeover.py",
 }
 
 
