@@ -137,11 +137,13 @@ class Decider:
     """The approval panel's decision: recorded by ``gates`` (what ``agentsaga approve``
     and ``reject`` call), then the run goes on in a process of its own, as
     ``agentsaga resume`` would drive it: the server never runs a step itself, and the
-    run goes on if the page or the server is closed."""
+    run goes on if the page or the server is closed. A run on Temporal gets the decision
+    as its waiting workflow's ``decide`` update, as ``agentsaga approve`` sends it."""
 
     def __init__(self, session: _Session, store_location: str) -> None:
         self.repo_root = session.repo_root
         self.home = session.home
+        self.config = session.config
         self.store_location = store_location
 
     def __call__(
@@ -151,22 +153,37 @@ class Decider:
         from agentsaga.cli_gates import decider
 
         who = who.strip() or f"{decider(self.repo_root)} (web view)"
-        if verdict == "approve":
-            record = gates.approve(store, run_id, who, comment)
-        else:
-            if not comment.strip():
-                raise ConfigError("say what is wrong: the agent reads it when it rewinds")
-            record = gates.reject(store, run_id, who, comment)
+        if verdict == "reject" and not comment.strip():
+            raise ConfigError("say what is wrong: the agent reads it when it rewinds")
+        remote = self.on_temporal(store, run_id, verdict, comment, who)
+        if remote is not None:
+            return _answer(run_id, remote, "on Temporal")
+        decide = gates.approve if verdict == "approve" else gates.reject
+        record = decide(store, run_id, who, comment)
         log = self.resume_in_background(store, run_id)
-        return {
-            "run_id": run_id,
+        recorded = {
             "decision": record.decision,
-            "by": record.decided_by,
+            "decided_by": record.decided_by,
+            "decided_at": record.decided_at,
             "comment": record.comment,
-            "at": record.decided_at,
-            "log": str(log),
-            "message": f"{record.decision} by {record.decided_by}; the run goes on ({log})",
         }
+        return {**_answer(run_id, recorded, f"log: {log}"), "log": str(log)}
+
+    def on_temporal(
+        self, store: Any, run_id: str, verdict: str, comment: str, who: str
+    ) -> dict[str, Any] | None:
+        """The workflow's own record of the decision; None for a local run, or a Temporal
+        run with no open workflow (recorded here, its resume goes to Temporal)."""
+        from agentsaga.cli_temporal import target_of
+
+        target = target_of(None, self.config, store.get_run(run_id))
+        if target is None:
+            return None
+        from agentsaga.runners.temporal_client import decide_and_follow
+        from agentsaga.runtime import Event
+
+        verdict_doc = {"decision": verdict, "who": who, "comment": comment}
+        return decide_and_follow(target, run_id, verdict_doc, store, None, Event, lambda r: None)
 
     def resume_in_background(self, store: Any, run_id: str) -> Path:
         ws = store.get_run(run_id).workspace or {}
@@ -188,3 +205,14 @@ class Decider:
             )
         threading.Thread(target=proc.wait, daemon=True).start()  # reaped when it ends
         return log
+
+
+def _answer(run_id: str, record: dict[str, Any], where: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "decision": record["decision"],
+        "by": record["decided_by"],
+        "comment": record.get("comment", ""),
+        "at": record.get("decided_at"),
+        "message": f"{record['decision']} by {record['decided_by']}; the run goes on ({where})",
+    }

@@ -29,6 +29,7 @@ from agentsaga.ui.security import Access
 from agentsaga.ui.server import display_available
 from tests.browser import Browser, browser  # noqa: F401 (the fixture)
 from tests.conftest import cli, wait_until
+from tests.gitstate import make_repo
 from tests.llm_project import MODELS, make_project
 from tests.llm_server import FakeLLMServer
 
@@ -701,3 +702,55 @@ def test_a_decision_on_a_run_not_waiting_is_refused_and_names_its_status(
     assert status == 409 and "rolled_back" in data["error"]
     status, _, data = request(server.port, "GET", f"/api/runs/{saga.run_id}/gate")
     assert status == 404 and "not waiting" in data["error"]
+
+
+@pytest.mark.temporal
+def test_a_decision_reaches_a_run_waiting_on_temporal(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.test_temporal import Worker, wait_for_status
+
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    ledger = tmp_path / "ledger"
+    (tmp_path / "p.yml").write_text(
+        "name: gated\nworkspace: {isolation: none}\nsteps:\n"
+        f"  - id: write\n    kind: shell\n"
+        f"    run: 'echo \"write:${{{{ rewind.error }}}}\" >> {ledger}'\n"
+        "  - id: review\n    kind: approve\n    message: Ship it?\n"
+        "    on_reject: {rewind_to: write, max_rejects: 2}\n"
+        f"  - id: deploy\n    kind: shell\n    run: 'echo deploy >> {ledger}'\n"
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal_address)
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    worker = Worker(repo, temporal_address, temporal_queue)
+    store = os.environ["AGENTSAGA_STORE"]
+    ui = None
+    try:
+        started = agentsaga(store, "run", str(tmp_path / "p.yml"), "--json", cwd=repo)
+        assert started.returncode == 5, started.stderr
+        run_id = json.loads(started.stdout)["run_id"]
+        ui = UIServer(store, repo)
+        status, _, page = request(ui.port, "GET", "/")
+        token = re.search(r'name="agentsaga-token" content="([^"]+)"', page)
+        assert token is not None
+        decide = {"X-Agentsaga-Token": token.group(1)}
+        # The rejection goes to the waiting workflow (its decide update): it rewinds.
+        status, _, data = request(
+            ui.port, "POST", f"/api/runs/{run_id}/reject", decide, {"comment": "add tests"}
+        )
+        assert status == 200 and "Temporal" in data["message"], data
+        wait_until(lambda: ledger.read_text().splitlines()[-1:] == ["write:add tests"])
+        wait_for_status(tmp_path, run_id, "waiting")
+        status, _, data = request(ui.port, "POST", f"/api/runs/{run_id}/approve", decide, {})
+        assert status == 200, data
+        wait_for_status(tmp_path, run_id, "succeeded")
+        assert ledger.read_text().splitlines() == ["write:", "write:add tests", "deploy"]
+        decisions = cli_json(store, "show", run_id)["decisions"]
+        assert [d["decision"] for d in decisions] == ["rejected", "approved"]
+    finally:
+        if ui is not None:
+            ui.stop()
+        worker.stop()
