@@ -319,6 +319,8 @@ def fork(
         Path | None, typer.Option("--pipeline", help="Run the fork with this pipeline file.")
     ] = None,
     plan: PlanOpt = False,
+    temporal: TemporalOpt = None,
+    detach: DetachOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a new run that reuses RUN_ID's checkpoints before --from and runs the rest."""
@@ -333,6 +335,10 @@ def fork(
     if plan:
         _emit_plan(rid, engine.plan_fork(rid, from_step, overrides, new), json_mode)
         return
+    if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
+        from agentsaga.cli_temporal import submit_fork
+
+        submit_fork(session, rid, from_step, overrides, new, target, detach, json_mode)
     result = _reporting_interrupts(
         engine, lambda: engine.fork(rid, from_step, overrides, new, session.repo_root)
     )

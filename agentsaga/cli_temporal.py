@@ -134,6 +134,41 @@ def submit_run(
     _submit(session, engine, target, run_input, detach, json_mode, "run", before_start)
 
 
+def submit_fork(
+    session: Any,
+    parent_id: str,
+    from_step: str,
+    overrides: dict[str, str],
+    pipeline: Any,
+    target: TemporalTarget,
+    detach: bool,
+    json_mode: bool,
+) -> None:
+    """A fork on Temporal: its record, the parent's checkpoints and its workspace are
+    made here, as a local fork makes them; its workflow runs the rest."""
+    from agentsaga.errors import ConfigError
+    from agentsaga.runtime import Event
+
+    parent = session.store.get_run(parent_id)
+    if (parent.workspace or {}).get("remote"):
+        raise ConfigError(
+            f"run {parent_id} works on workspace.remote; fork --temporal of such a run is "
+            "not supported yet: start a new run, or fork it where its repository is"
+        )
+    engine = session.engine(json_mode)
+    record, new, reuse = engine.new_fork(
+        parent_id, from_step, overrides, pipeline, temporal=_recorded(target, session)
+    )
+
+    def before_start() -> None:
+        session.store.create_run(record)
+        session.renderer.on_event(Event("run", record.id, status="started", message=new.name))
+        engine.open_fork(record, new, reuse, session.repo_root)
+
+    run_input = _input(target, record.id, "run")
+    _submit(session, engine, target, run_input, detach, json_mode, "fork", before_start)
+
+
 def submit_resume(
     session: Any,
     run_id: str,

@@ -198,6 +198,22 @@ class Engine:
         pipeline: Pipeline | None = None,
         repo_root: Path | None = None,
     ) -> RunResult:
+        record, new, reuse = self.new_fork(parent_id, from_step, overrides, pipeline)
+        self.store.create_run(record)
+        with self._owning(record.id):
+            self.open_fork(record, new, reuse, repo_root)
+            return self._drive(record.id, new)
+
+    def new_fork(
+        self,
+        parent_id: str,
+        from_step: str,
+        overrides: dict[str, str] | None = None,
+        pipeline: Pipeline | None = None,
+        **state: Any,
+    ) -> tuple[RunRecord, Pipeline, list[str]]:
+        """A fork's record (not yet stored), its pipeline, and the parent's steps it
+        reuses."""
         parent = self.store.get_run(parent_id)
         base_pipeline = pipeline or self._pipeline_of(parent)
         new = self._fork_pipeline(parent, base_pipeline, overrides)
@@ -206,21 +222,26 @@ class Engine:
             for p in self.plan_fork(parent_id, from_step, overrides, pipeline)
             if p.action == "reuse"
         ]
-        record = self._create_run(new, parent_id, from_step)
-        run_id = record.id
-        with self._owning(run_id):
-            parent_current = current_attempts(self.store.attempts(parent_id))
-            start_point = None
-            if reuse:
-                last = parent_current[reuse[-1]]
-                start_point = (last.output or {}).get("commit") or _head_after(
-                    parent_current, reuse, parent
-                )
-            self.store.copy_attempts(parent_id, run_id, reuse)
-            if reuse:
-                self._emit(Event("reuse", run_id, message="reusing from parent " + _names(reuse)))
-            self._open_or_fail(record, new, repo_root, start_point=start_point)
-            return self._drive(run_id, new)
+        return self.new_record(new, parent_id, from_step, **state), new, reuse
+
+    def open_fork(
+        self, record: RunRecord, new: Pipeline, reuse: list[str], repo_root: Path | None
+    ) -> None:
+        """A stored fork's start: the parent's checkpoints copied, its workspace opened
+        where the reused steps left the parent's branch."""
+        run_id, parent_id = record.id, str(record.parent_run_id)
+        parent = self.store.get_run(parent_id)
+        parent_current = current_attempts(self.store.attempts(parent_id))
+        start_point = None
+        if reuse:
+            last = parent_current[reuse[-1]]
+            start_point = (last.output or {}).get("commit") or _head_after(
+                parent_current, reuse, parent
+            )
+        self.store.copy_attempts(parent_id, run_id, reuse)
+        if reuse:
+            self._emit(Event("reuse", run_id, message="reusing from parent " + _names(reuse)))
+        self._open_or_fail(record, new, repo_root, start_point=start_point)
 
     # --- plans (decided by saga.plans) --------------------------------------------------
 

@@ -684,3 +684,44 @@ def test_a_gate_deadline_is_a_workflow_timer(
     assert capture(repo) == before
     shown = agentsaga(repo, "show", run_id, "--json").json()
     assert [d["decision"] for d in shown["decisions"]] == ["timed_out"]
+
+
+def test_a_fork_of_a_temporal_run_runs_on_temporal_reusing_the_parents_checkpoints(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    flag = tmp_path / "flag"
+    flag.write_text("")
+    pipeline = write(tmp_path / "p.yml", EDITS.replace("{flag}", str(flag)))
+    before = capture(repo)
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    parent = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    assert parent.exit_code == 0, parent
+    parent_id = parent.json()["run_id"]
+
+    # No --temporal: a fork goes where its parent ran.
+    forked = agentsaga(repo, "fork", parent_id, "--from", "edit", "--json")
+    assert forked.exit_code == 0, forked
+    fork_id = forked.json()["run_id"]
+    assert fork_id != parent_id and forked.json()["status"] == "succeeded"
+    opened = store_of(tmp_path)
+    try:
+        assert opened.get_run(fork_id).state["temporal"]["task_queue"] == temporal_queue
+    finally:
+        opened.close()
+    fork_attempts = attempts_of(tmp_path, fork_id)
+    assert [(a.step_id, a.reused_from is not None) for a in fork_attempts] == [
+        ("add", True),
+        ("gate", True),
+        ("edit", False),
+    ]
+    assert git(repo, "show", f"agentsaga/{fork_id}:new.txt") == "added\n"
+
+    for run_id in (fork_id, parent_id):
+        assert agentsaga(repo, "rollback", run_id).exit_code == 0
+    assert capture(repo) == before
