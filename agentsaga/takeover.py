@@ -6,6 +6,8 @@ running or locked is left over, not in use.
   agentsaga does not stop them): its process group was recorded in the attempt before
   it started; it is stopped, and waited for, before anything compensates or re-runs the
   step, so its effect can neither land after its undo nor stack on a second run.
+* A worktree folder deleted by hand is recreated from the run branch, so rollback can
+  reset and tear down, and resume says so.
 * Stale git lock files under agentsaga's own refs and worktree (``gitops.stale_locks``)
   would make every later git command fail after its retries: they are removed, and the
   run's events say which.
@@ -24,6 +26,7 @@ def take_over(rt: Runtime, run_id: str) -> None:
     run = rt.store.get_run(run_id)
     ws = rt.workspace(run)
     if isinstance(ws, GitWorkspace):
+        _recreate_deleted_worktree(rt, run_id, ws)
         _remove_stale_locks(rt, run_id, ws)
 
 
@@ -45,6 +48,30 @@ def _stop_left_running(rt: Runtime, run_id: str) -> None:
                     ),
                 )
             )
+
+
+def _recreate_deleted_worktree(rt: Runtime, run_id: str, ws: GitWorkspace) -> None:
+    """A worktree folder deleted by hand (the run branch still there): re-add it from the
+    branch, so that resets, reverts and the teardown work, and say what was lost."""
+    from agentsaga import gitops
+
+    inner = ws.ws
+    if inner.isolation != "worktree" or (inner.path / ".git").exists():
+        return
+    if not gitops.ref_exists(inner.repo_root, f"refs/heads/{inner.branch}"):
+        return
+    ws.reopen()
+    rt.emit(
+        Event(
+            "note",
+            run_id,
+            message=(
+                f"the run's worktree {inner.path} was deleted; recreated it from the run "
+                f"branch {inner.branch} (files that were not committed there are gone, "
+                "except what the step snapshots kept)"
+            ),
+        )
+    )
 
 
 def _remove_stale_locks(rt: Runtime, run_id: str, ws: GitWorkspace) -> None:

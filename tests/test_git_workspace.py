@@ -466,6 +466,39 @@ def test_a_shell_step_that_commits_by_itself_rolls_back(repo: Path, tmp_path: Pa
     assert capture(repo) == before
 
 
+@pytest.mark.parametrize("then", ["rollback", "resume"])
+def test_a_deleted_worktree_folder_is_recreated_and_said(
+    repo: Path, tmp_path: Path, then: str
+) -> None:
+    """Issue 10, item 7: the run's worktree folder deleted by hand made every rollback
+    fail (--force too). Taking the run over recreates it from the run branch and says so;
+    the rollback then restores the repository exactly."""
+    path = write_pipeline(
+        tmp_path,
+        shell("c1", "echo c1 >> a.txt", commit=True, reset=True),
+        shell("e1", "echo e1 >> b.txt", reset=True),
+        shell("f", "test -f ../flag"),
+    )
+    before = capture(repo)
+    failed = cli("run", path, "--json")
+    assert failed.exit_code == 1, failed
+    rid = run_id_of(failed)
+    work = worktree_of(repo, rid)
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    if then == "resume":
+        (work.parent / "flag").touch()
+        resumed = cli("resume", rid)
+        assert resumed.exit_code == 0, resumed
+        assert "was deleted; recreated it" in resumed.output, resumed
+        assert (work / "a.txt").read_text() == "a\nc1\n"
+    undone = cli("rollback", rid)
+    assert undone.exit_code == 0, undone
+    if then == "rollback":
+        assert "was deleted; recreated it" in undone.output, undone
+    (work.parent / "flag").unlink(missing_ok=True)
+    assert capture(repo) == before
+
+
 def test_a_persons_commit_refuses_the_branch_deletion_too(repo: Path, tmp_path: Path) -> None:
     """With no reset to refuse first, the teardown's own compare-and-swap must."""
     path = write_pipeline(tmp_path, shell("c1", "echo c1 >> a.txt", commit=True))
