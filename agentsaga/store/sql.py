@@ -20,7 +20,6 @@ from agentsaga.states import CompensationStatus, StepStatus
 from agentsaga.store import (
     AttemptRecord,
     CompensationRecord,
-    GateDecisionRecord,
     Lease,
     LLMCallRecord,
     RunRecord,
@@ -30,6 +29,7 @@ from agentsaga.store import (
     utcnow,
 )
 from agentsaga.store.agent_sql import AgentTurnsSql
+from agentsaga.store.gate_sql import GateDecisionsSql
 from agentsaga.store.migrations import BUMP_SCHEMA_VERSION, MIGRATIONS, statements
 
 _RUN_COLUMNS = (
@@ -72,7 +72,7 @@ def _iso_to_epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class SqlStore(AgentTurnsSql):
+class SqlStore(AgentTurnsSql, GateDecisionsSql):
     dialect = "sqlite"
     location = ""
 
@@ -540,37 +540,6 @@ class SqlStore(AgentTurnsSql):
                 (run_id, attempt_id, step_id, reason, CompensationStatus.SKIPPED, now, now),
             )
 
-    # --- human gates ----------------------------------------------------------------------
-
-    def record_gate_decision(
-        self,
-        run_id: str,
-        attempt_id: int,
-        step_id: str,
-        decision: str,
-        decided_by: str,
-        comment: str,
-    ) -> tuple[GateDecisionRecord, bool]:
-        with self.transaction() as cur:
-            # The unique attempt_id is the compare-and-swap: of two deciders, one inserts.
-            inserted = self._exec(
-                cur,
-                "INSERT INTO gate_decisions (run_id, attempt_id, step_id, decision, "
-                "decided_by, comment, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (attempt_id) DO NOTHING",
-                (run_id, attempt_id, step_id, decision, decided_by, comment, utcnow()),
-            ).rowcount
-            row = self._exec(
-                cur, f"SELECT {_GATE_COLS} FROM gate_decisions WHERE attempt_id = ?", (attempt_id,)
-            ).fetchone()
-        return _gate_decision(row), inserted == 1
-
-    def gate_decisions(self, run_id: str) -> list[GateDecisionRecord]:
-        rows = self._query(
-            f"SELECT {_GATE_COLS} FROM gate_decisions WHERE run_id = ? ORDER BY id", (run_id,)
-        )
-        return [_gate_decision(r) for r in rows]
-
     def compensations(self, run_id: str) -> list[CompensationRecord]:
         rows = self._query(
             "SELECT id, run_id, attempt_id, step_id, reason, status, tries, error_json, "
@@ -787,20 +756,4 @@ def _call(r: Sequence[Any]) -> LLMCallRecord:
         usage=Usage(int(r[14]), int(r[15]), int(r[16]), int(r[17]), r[19], bool(r[18])),
         latency_ms=r[20],
         created_at=r[21],
-    )
-
-
-_GATE_COLS = "id, run_id, attempt_id, step_id, decision, decided_by, comment, decided_at"
-
-
-def _gate_decision(r: Sequence[Any]) -> GateDecisionRecord:
-    return GateDecisionRecord(
-        id=int(r[0]),
-        run_id=r[1],
-        attempt_id=int(r[2]),
-        step_id=r[3],
-        decision=r[4],
-        decided_by=r[5],
-        comment=r[6],
-        decided_at=r[7],
     )
