@@ -145,11 +145,16 @@ def user_name(cwd: Path) -> str | None:
     return out.strip() or None if status == 0 else None
 
 
+_KNOWN_IDENT: dict[Path, bool] = {}
+
+
 def _commit_env(cwd: Path) -> dict[str, str] | None:
     # Commits on the run branch carry the user's identity when git knows it; without one
-    # (a fresh CI box) the commit must still succeed, so fall back to agentsaga's.
-    status, _ = _git_status(cwd, "var", "GIT_COMMITTER_IDENT")
-    return None if status == 0 else dict(_AGENTSAGA_IDENT)
+    # (a fresh CI box) the commit must still succeed, so fall back to agentsaga's. Asked
+    # once per folder and process: it was one git process per committing step.
+    if cwd not in _KNOWN_IDENT:
+        _KNOWN_IDENT[cwd] = _git_status(cwd, "var", "GIT_COMMITTER_IDENT")[0] == 0
+    return None if _KNOWN_IDENT[cwd] else dict(_AGENTSAGA_IDENT)
 
 
 def _commit(cwd: Path, message: str) -> str:
@@ -601,9 +606,8 @@ def snapshot(ws: Workspace, ref: str) -> str:
     """
     if not ref.startswith(REF_ROOT + "/"):
         raise GitUnsafe(f"snapshot ref {ref!r} must be under {REF_ROOT}/")
-    existing = _resolve(ws.path, ref)
-    if existing is not None:
-        return existing
+    # No lookup of ``ref`` first (one git process less per step): the create-only
+    # update-ref below refuses when it exists, and the existing commit is returned then.
     parent = _git(ws.path, "rev-parse", "--verify", "HEAD^{commit}")
     git_dir = _dot_git_dir(ws.path)
     seed = git_dir / _SNAPSHOT_INDEX
