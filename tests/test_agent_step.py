@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from agentsaga.agent.transcript import agent_transcript, format_transcript
 from agentsaga.store import open_store
 from tests import gitstate
 from tests.llm_project import MODELS, Project, make_project
@@ -271,6 +272,19 @@ def test_scripted_agent_runs_offline(project: Project) -> None:
     assert calls[2].result is not None and "1 passed" in calls[2].result["content"]
     # Turn 2 changed files: it ends with a snapshot; the read-only turns do not.
     assert [t.snapshot is not None for t in turns] == [False, True, False]
+    # The transcript, turn by turn: tool, arguments, result size, tokens.
+    store = open_store(str(project.store_path))
+    try:
+        lines = format_transcript(agent_transcript(store, run_id, "fix"))
+    finally:
+        store.close()
+    assert lines[0] == f"agent step fix of run {run_id}: 3 turn(s)"
+    assert lines[1].startswith("turn   1 (attempt 1): ") and " in, " in lines[1]
+    assert lines[2].startswith("      read_file(path=calc.py) -> ")
+    assert lines[2].endswith(" chars")
+    assert "edit_file(path=calc.py, old_text=a - b, new_text=a + b) -> 14 chars" in lines[4]
+    assert lines[5].startswith(f'      run_command(argv=["{PY}"')
+    assert lines[6].startswith("      files snapshotted: ")
 
 
 # --- killed inside every turn, resumed -----------------------------------------------------
@@ -360,6 +374,21 @@ def test_killed_in_every_turn_then_resumed(
     assert report["spent_tokens"] == 660
     assert report["clean_pass_tokens"] == 660
     assert report["restart_counterfactual_tokens"] > report["spent_tokens"]
+    # The transcript shows every turn once, and the turns a kill interrupted as such.
+    store = open_store(str(project.store_path))
+    try:
+        transcript = agent_transcript(store, run_id, "fix")
+    finally:
+        store.close()
+    rows = transcript["turns"]
+    assert sorted(r["turn"] for r in rows if r["complete"]) == [1, 2, 3, 4, 5, 6]
+    cut_short = [r for r in rows if not r["complete"]]
+    assert len(cut_short) == (
+        6 if point in ("agent.in_tool", "agent.after_tool", "agent.before_turn") else 0
+    )
+    text = "\n".join(format_transcript(transcript))
+    assert text.startswith(f"agent step fix of run {run_id}: 6 turn(s)")
+    assert ("(in flight when its process died)" in text) == bool(cut_short)
     interrupted_tree = _final_tree(project, run_id)
     out = output_of(project, run_id)
     assert out["turns"] == 6 and out["resumed_at_turn"] == 6 + (point == "agent.after_turn")

@@ -616,3 +616,60 @@ def test_processes_racing_for_a_lease_exactly_one_wins(backend: Backend, tmp_pat
     winner = procs[results.index("won")].pid
     lease = store.get_lease(rid)
     assert lease is not None and lease.owner_id == f"owner-{winner}"
+
+
+# --- the agent step's turns ------------------------------------------------------------
+
+
+def test_agent_turns_and_tool_calls_round_trip(store: SqlStore) -> None:
+    rid = _run(store)
+    a1 = _start(store, rid, "fix")
+    first = store.start_tool_call(
+        run_id=rid,
+        attempt_id=a1.id,
+        step_id="fix",
+        turn=1,
+        call_index=0,
+        call_id="toolu_1",
+        tool="edit_file",
+        arguments={"path": "ü.py", "old_text": "50% off", "new_text": "?"},
+        idempotency_key=f"{rid}:fix:1:1.1",
+    )
+    in_flight = store.start_tool_call(
+        run_id=rid,
+        attempt_id=a1.id,
+        step_id="fix",
+        turn=2,
+        call_index=0,
+        call_id="toolu_2",
+        tool="run_command",
+        arguments={"argv": ["pytest"]},
+        idempotency_key=f"{rid}:fix:1:2.1",
+    )
+    store.finish_tool_call(first, {"content": "edited ü.py", "is_error": False, "chars": 11})
+    store.record_agent_turn(
+        run_id=rid,
+        attempt_id=a1.id,
+        step_id="fix",
+        turn=1,
+        reply={"text": "", "tool_calls": [{"id": "toolu_1", "name": "edit_file"}]},
+        answer={"role": "user", "content": "", "tool_results": [{"call_id": "toolu_1"}]},
+        snapshot="abc123",
+    )
+    with pytest.raises(StoreError):
+        store.finish_tool_call(in_flight + 1000, {"content": "x"})
+    calls = store.tool_calls(rid, "fix")
+    assert [(c.turn, c.tool, c.status) for c in calls] == [
+        (1, "edit_file", "done"),
+        (2, "run_command", "started"),
+    ]
+    assert calls[0].arguments["path"] == "ü.py" and calls[0].result == {
+        "content": "edited ü.py",
+        "is_error": False,
+        "chars": 11,
+    }
+    assert calls[0].duration_ms is not None and calls[1].result is None
+    turns = store.agent_turns(rid, "fix")
+    assert [(t.turn, t.snapshot, t.attempt_id) for t in turns] == [(1, "abc123", a1.id)]
+    assert turns[0].reply["tool_calls"][0]["id"] == "toolu_1"
+    assert store.agent_turns(rid, "other") == [] and store.tool_calls(rid, "other") == []

@@ -67,7 +67,10 @@ def _short(arguments: dict[str, Any], limit: int = 80) -> str:
 
 def format_transcript(data: dict[str, Any]) -> list[str]:
     """The transcript as plain lines, one per turn and one per tool call."""
-    lines = [f"agent step {data['step']} of run {data['run_id']}: {len(data['turns'])} turn(s)"]
+    done = {row["turn"] for row in data["turns"] if row["complete"]}
+    redone = sum(1 for row in data["turns"] if not row["complete"])
+    again = f", {redone} redone after a crash" if redone else ""
+    lines = [f"agent step {data['step']} of run {data['run_id']}: {len(done)} turn(s){again}"]
     for row in data["turns"]:
         t = row["tokens"]
         state = "" if row["complete"] else "  (in flight when its process died)"
