@@ -566,3 +566,25 @@ def test_import_roots_skip_path_hook_markers_the_venv_and_agentsaga_state(tmp_pa
         {"checkout": str(repo / "src"), "worktree": str(worktree / "src")},
         {"checkout": str(repo), "worktree": str(worktree)},
     ]
+
+
+def test_an_import_error_in_a_file_the_run_edited_rewinds_like_an_assertion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = calc_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    broken = "src/calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a +\n"
+    broken += ">>>>>>> REPLACE\n"
+    text = (
+        "name: fix\ndefaults: {provider: scripted, model: m}\nsteps:\n"
+        + write_step(broken, FIX_CALC)  # the rewind reset the broken edit first
+        + "  - id: test\n    kind: test\n    run: python -m pytest -q -p no:cacheprovider\n"
+        "    on_failure: {rewind_to: write, max_rewinds: 1, when: assertion}\n"
+    )
+    result, data = run_pipeline(repo, text)
+    assert data["status"] == "succeeded", result
+    (first, _) = attempts(repo, data["run_id"], "test")
+    # pytest calls it a collection error (the machinery's, usually); but it is raised in
+    # src/calc.py, which this run's write changed: the edit's fault, so the run rewinds.
+    assert first.error["kind"] == "assertion"
+    assert "raised in a file this run changed: src/calc.py" in first.error["message"]

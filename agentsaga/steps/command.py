@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,17 @@ def _judge_tests(
     tail = (result.stdout_tail[-3000:] + "\n" + result.stderr_tail[-3000:]).strip()
     context = testfailures.render(failures, tail)
     kind = summary.failure_class if summary.failure_class != "none" else "assertion"
+    text = summary.text
+    if kind == "infrastructure" and not result.timed_out and result.exit_code not in (126, 127):
+        edited = _edited_by_run(ctx, stdout + "\n" + stderr)
+        if edited:
+            # An import or collection error inside a file this run changed is the edit's
+            # doing, not the machinery's: the rewind to the write can fix it.
+            kind = "assertion"
+            output["failure_class"] = kind
+            text += f" (raised in a file this run changed: {', '.join(edited[:3])})"
     raise StepFailed(
-        f"tests failed: {summary.text}\n{context}",
+        f"tests failed: {text}\n{context}",
         kind=kind,
         output=output,
         # Failing tests fail the same way again: a retry would pay for nothing. Only a
@@ -126,3 +136,26 @@ def _check_checkout(ctx: StepContext, text: str, output: dict[str, Any]) -> None
         output=output,
         retryable=False,
     )
+
+
+def _edited_by_run(ctx: StepContext, text: str) -> list[str]:
+    """Files the output's tracebacks point at that the run changed since it started."""
+    from agentsaga import gitops, testfailures
+
+    where = ctx.workspace.to_json()
+    base = where.get("base_commit")
+    if not ctx.workspace.uses_git or not base:
+        return []
+    work = ctx.cwd.resolve()
+    named = set()
+    for raw in testfailures.traceback_paths(text):
+        path = Path(raw) if Path(raw).is_absolute() else work / raw
+        normal = Path(os.path.normpath(path))
+        if normal.is_relative_to(work):
+            named.add(normal.relative_to(work).as_posix())
+    if not named:
+        return []
+    changed = set(gitops.changed_files(ctx.cwd, base, "HEAD")) | {
+        entry[3:] for entry in gitops.dirty_files(ctx.cwd)
+    }
+    return sorted(named & changed)
