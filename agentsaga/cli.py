@@ -72,19 +72,24 @@ def _main(
 class _Session:
     """The repository, config and store a command works with."""
 
-    def __init__(self, repo_hint: Path | None = None) -> None:
-        from agentsaga.config import find_repo_root, load_config, store_location
+    def __init__(self, repo_hint: Path | None = None, *, writes: bool = False) -> None:
+        """``writes=False`` for commands that only read: they find the store or say there
+        is none (:class:`NoStore`), and never create a file or a folder."""
+        from agentsaga.config import find_repo_root, load_config, main_worktree_root, store_location
         from agentsaga.store import open_store
 
         self.repo_root = find_repo_root(repo_hint or Path.cwd())
         self.config = load_config(self.repo_root)
         location = store_location(_state["store"], self.config)
-        if location is None and self.repo_root is None:
+        # Inside a worktree (a run's own, under .agentsaga/worktrees/), the repository's
+        # store and logs: the ones that know the run.
+        owner = main_worktree_root(self.repo_root) if self.repo_root else None
+        if location is None and owner is None:
             self.home = Path.cwd() / ".agentsaga"
-            location = str(self.home / "state.db")
+            location = str(self.home / "state.db") if writes else None
         else:
-            self.home = (self.repo_root or Path.cwd()) / ".agentsaga"
-        self.store = open_store(location, self.repo_root)
+            self.home = (owner or Path.cwd()) / ".agentsaga"
+        self.store = open_store(location, owner, create=writes)
 
     def engine(self, json_mode: bool, **options: Any) -> Any:
         from agentsaga.cli_render import Renderer
@@ -134,22 +139,38 @@ def _reporting_interrupts(engine: Any, drive: Any) -> Any:
         return engine.result(exc.run_id)
 
 
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
 def _emit_view(data: dict[str, Any], json_mode: bool, printer: Any) -> None:
     """A read-only view: one JSON document, or the printer's rendering."""
     if json_mode:
-        typer.echo(json.dumps(data, indent=2, default=str))
+        _echo_json(data)
     else:
         printer(data)
 
 
-def _emit_result(result: Any, json_mode: bool, command: str) -> None:
-    from agentsaga.cli_render import print_result
-
-    if json_mode:
-        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
-    else:
-        print_result(result)
+def _emit_result(session: _Session, result: Any, json_mode: bool, command: str) -> None:
+    _show_result(session, result, json_mode, command)
     raise typer.Exit(_exit_code(result.status, command))
+
+
+def _show_result(session: Any, result: Any, json_mode: bool, command: str) -> None:
+    """The run's document (the same as ``show --json``), or its one closing summary."""
+    from agentsaga.documents import run_document
+
+    doc = run_document(session.store, result.run_id, result.notes)
+    if command == "rollback":
+        from agentsaga.report import mark_merged
+
+        mark_merged(session.store, doc)
+    if json_mode:
+        _echo_json(doc)
+    else:
+        from agentsaga.cli_render import print_result
+
+        print_result(doc, command, doc["next"])
 
 
 def _exit_code(status: str, command: str) -> int:
@@ -205,7 +226,12 @@ def run(
         raise UserInputError("--from-worktree and --from-head exclude each other; give one")
     loaded = load_file(pipeline, _parse_pairs(var, "--var"))
     repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
-    session = _Session(repo_hint)
+    for warning in [
+        *loaded.warnings,
+        *(f.text() for f in _preflight(loaded, repo_hint, "the run")),
+    ]:
+        typer.echo(warning if warning.startswith("warning") else f"warning: {warning}", err=True)
+    session = _Session(repo_hint, writes=True)
     if memo:
         _check_memo(memo)
         session.config["memo"] = memo
@@ -230,7 +256,7 @@ def run(
         budget=_parse_budget(budget),
     )
     result = _reporting_interrupts(engine, lambda: engine.run(loaded, session.repo_root))
-    _emit_result(result, json_mode, "run")
+    _emit_result(session, result, json_mode, "run")
 
 
 @app.command()
@@ -267,7 +293,7 @@ def resume(
     if from_step is not None:
         _check_step(from_step, new or engine._pipeline_of(record))
     if plan:
-        _emit_plan(rid, engine.plan_resume(rid, new, from_step), json_mode)
+        _emit_plan(rid, "resume", engine.plan_resume(rid, new, from_step), json_mode)
         return
     if target := _temporal_target(temporal, session, detach, record):
         from agentsaga.cli_temporal import submit_resume
@@ -276,6 +302,7 @@ def resume(
             session, rid, new, from_step, _parse_budget(budget), target, detach, json_mode, force
         )
     _emit_result(
+        session,
         _reporting_interrupts(
             engine, lambda: engine.resume(rid, new, from_step, _parse_budget(budget))
         ),
@@ -301,13 +328,13 @@ def rollback(
     rid = session.store.resolve_run_id(run_id)
     engine = session.engine(json_mode, force=force, keep_refs=keep_refs)
     if plan:
-        _emit_plan(rid, engine.plan_rollback(rid), json_mode)
+        _emit_plan(rid, "rollback", engine.plan_rollback(rid), json_mode)
         return
     if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
         from agentsaga.cli_temporal import submit_rollback
 
         submit_rollback(session, rid, target, detach, json_mode, force, keep_refs)
-    _emit_result(engine.rollback(rid), json_mode, "rollback")
+    _emit_result(session, engine.rollback(rid), json_mode, "rollback")
 
 
 @app.command()
@@ -333,7 +360,7 @@ def fork(
     engine = session.engine(json_mode)
     _check_step(from_step, new or engine._pipeline_of(session.store.get_run(rid)))
     if plan:
-        _emit_plan(rid, engine.plan_fork(rid, from_step, overrides, new), json_mode)
+        _emit_plan(rid, "fork", engine.plan_fork(rid, from_step, overrides, new), json_mode)
         return
     if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
         from agentsaga.cli_temporal import submit_fork
@@ -342,7 +369,7 @@ def fork(
     result = _reporting_interrupts(
         engine, lambda: engine.fork(rid, from_step, overrides, new, session.repo_root)
     )
-    _emit_result(result, json_mode, "fork")
+    _emit_result(session, result, json_mode, "fork")
 
 
 @app.command()
@@ -360,29 +387,36 @@ def runs(
         raise ConfigError(
             f"--status {status!r}: expected one of {', '.join(s.value for s in RunStatus)}"
         )
-    session = _Session()
-    if json_mode:
-        from agentsaga.report import run_summaries
-
-        typer.echo(json.dumps(run_summaries(session.store, status, limit), indent=2))
-        return
     from agentsaga.cli_render import print_runs
+    from agentsaga.documents import runs_document
+    from agentsaga.errors import NoStore
 
-    print_runs(session.store.list_runs(status, limit))
+    try:
+        doc = runs_document(_Session().store.list_runs(status, limit))
+    except NoStore as exc:
+        if json_mode:
+            _echo_json(runs_document([]))
+        else:
+            where = f" (no store at {exc.path})" if exc.path else " (not inside a git repository)"
+            typer.echo("no runs yet" + where + "; start one with: agentsaga run PIPELINE.yml")
+        return
+    _emit_view(doc, json_mode, print_runs)
 
 
 @app.command()
 def show(
     run_id: RunArg,
+    step: Annotated[
+        str | None,
+        typer.Argument(help="One step in full: prompt, model calls, replies, output, error."),
+    ] = None,
     json_mode: JsonOpt = False,
     html: Annotated[
         bool, typer.Option("--html", help="Write the run's web page as one self-contained file.")
     ] = False,
 ) -> None:
-    """Show a run: each step's status, attempts, duration, tokens, commit, compensation."""
-    from agentsaga.cli_render import print_show
-    from agentsaga.report import run_detail
-
+    """Show a run: each step's status, attempts, duration, tokens, commit, compensation.
+    With STEP: that step's attempts in full."""
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
     if html:
@@ -390,7 +424,16 @@ def show(
 
         write_html(session.store, rid)
         return
-    _emit_view(run_detail(session.store, rid), json_mode, print_show)
+    if step is not None:
+        from agentsaga.cli_render import print_step
+        from agentsaga.step_detail import step_document
+
+        _emit_view(step_document(session.store, rid, step), json_mode, print_step)
+        return
+    from agentsaga.cli_render import print_show
+    from agentsaga.documents import run_document
+
+    _emit_view(run_document(session.store, rid), json_mode, print_show)
 
 
 @app.command()
@@ -409,36 +452,43 @@ def diff(
     run_id: RunArg,
     step: Annotated[str | None, typer.Argument(help="Only what this step changed.")] = None,
     stat: Annotated[bool, typer.Option("--stat", help="Only the diffstat.")] = False,
+    json_mode: JsonOpt = False,
 ) -> None:
-    """Show what a step (or the whole run) changed in the repository."""
-    from agentsaga.report import run_diff
+    """Show what a step (or the whole run) changed, as a patch `git apply` takes."""
+    from agentsaga.report import require_step, run_diff
 
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
-    typer.echo(run_diff(session.store, rid, step, stat), nl=False)
+    if step is not None:
+        require_step(session.store, rid, step)
+    text = run_diff(session.store, rid, step, stat)
+    if json_mode:
+        _echo_json({"run_id": rid, "step_id": step, "stat": stat, "patch": text})
+        return
+    typer.echo(text, nl=False)
 
 
 @app.command()
 def logs(
     run_id: RunArg,
     step: Annotated[str | None, typer.Argument(help="Only this step.")] = None,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Print the captured output of a run's commands (whole, from .agentsaga/logs)."""
+    from agentsaga.report import require_step, run_logs
+
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
-    shown = 0
-    for attempt in session.store.attempts(rid):
-        if step is not None and attempt.step_id != step:
-            continue
-        if not attempt.log_path:
-            continue
-        for suffix in (".out", ".err"):
-            path = Path(attempt.log_path + suffix)
-            if path.is_file() and path.stat().st_size:
-                typer.echo(f"==> {attempt.step_id} attempt {attempt.attempt} ({suffix[1:]}) <==")
-                typer.echo(path.read_text(encoding="utf-8", errors="replace").rstrip("\n"))
-                shown += 1
-    if not shown:
+    if step is not None:
+        require_step(session.store, rid, step)
+    entries = run_logs(session.store, rid, step)
+    if json_mode:
+        _echo_json({"run_id": rid, "step_id": step, "logs": entries})
+        return
+    for entry in entries:
+        typer.echo(f"==> {entry['step_id']} attempt {entry['attempt']} ({entry['stream']}) <==")
+        typer.echo(entry["text"].rstrip("\n"))
+    if not entries:
         typer.echo("no command output recorded" + (f" for step {step!r}" if step else ""))
 
 
@@ -455,22 +505,37 @@ def validate(
     """Check a pipeline without running anything. Exit 2 with file:line:col if it is wrong."""
     from agentsaga.pipeline import load_file
 
-    loaded = load_file(pipeline, _parse_pairs(var, "--var"))
+    loaded = load_file(pipeline, _parse_pairs(var, "--var"), require_vars=False)
+    repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
+    findings = _preflight(
+        loaded, repo_hint, f"{pipeline}: a run", machine_errors=False, prices=explain
+    )
     if explain:
         from agentsaga.cli_render import explain_pipeline
+        from agentsaga.config import find_repo_root, load_config
+        from agentsaga.preflight import model_choices
 
-        explain_pipeline(loaded, json_mode)
+        config = load_config(find_repo_root(repo_hint or Path.cwd()))
+        chosen = {c.step_id: f"{c.provider}/{c.model}" for c in model_choices(loaded, config)}
+        explain_pipeline(loaded, json_mode, chosen)
+        for line in [*loaded.warnings, *(f.text() for f in findings)]:
+            typer.echo(
+                line if line.startswith(("warning", "error")) else f"warning: {line}", err=True
+            )
         return
+    warnings = [f"warning: {w}" for w in loaded.warnings] + [f.text() for f in findings]
     if json_mode:
-        typer.echo(
-            json.dumps({"valid": True, "name": loaded.name, "steps": [s.id for s in loaded.steps]})
-        )
+        steps = [{"step_id": s.id, "kind": s.kind} for s in loaded.steps]
+        doc = {"valid": True, "pipeline": loaded.name, "file": str(pipeline), "steps": steps}
+        _echo_json({**doc, "warnings": warnings})
     else:
         typer.echo(
             f"{pipeline}: ok ({len(loaded.steps)} steps: "
             + ", ".join(s.id for s in loaded.steps)
             + ")"
         )
+        for line in warnings:
+            typer.echo(line, err=True)
 
 
 @app.command()
@@ -487,41 +552,17 @@ def demo(
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the offline demo: a throwaway repo, a failing test, a rewind, a deploy, the report."""
-    from agentsaga.demo import setup_demo_repo
-    from agentsaga.pipeline import load_file
+    from agentsaga.cli_demo import run_demo
 
-    repo = setup_demo_repo(directory, agent=agent, review=review)
-    os.chdir(repo)
-    if not json_mode:
-        typer.echo(f"demo repository: {repo}")
-    demo_vars = {} if agent else {"deploy_dir": str(repo.parent / "deployments")}
-    loaded = load_file(repo / "pipeline.yml", demo_vars)
-    session = _Session(repo)
-    result = session.engine(json_mode).run(loaded, session.repo_root)
-    from agentsaga.report import token_report
-
-    data = token_report(session.store, result.run_id)
-    if json_mode:
-        typer.echo(
-            json.dumps(
-                {**result.to_json(), "report": data, "repo": str(repo)}, indent=2, default=str
-            )
+    raise typer.Exit(
+        run_demo(
+            directory,
+            json_mode,
+            lambda repo: _Session(repo, writes=True),
+            agent=agent,
+            review=review,
         )
-        raise typer.Exit(_exit_code(result.status, "run"))
-    from agentsaga.cli_render import print_report, print_result
-
-    print_result(result)
-    print_report(data)
-    if result.status == "waiting":
-        typer.echo(
-            f"\ndeploy it: cd {repo} && agentsaga approve {result.run_id}\n"
-            f"send back: cd {repo} && agentsaga reject {result.run_id} --comment 'add a docstring'"
-        )
-    typer.echo(
-        f"\nsee it:   cd {repo} && agentsaga show {result.run_id}\n"
-        f"undo it:  cd {repo} && agentsaga rollback {result.run_id}"
     )
-    raise typer.Exit(_exit_code(result.status, "run"))
 
 
 @app.command()
@@ -557,14 +598,48 @@ def init(
 
 
 @app.command()
-def schema() -> None:
-    """Print the pipeline format as JSON Schema (for yaml-language-server)."""
+def schema(
+    output: Annotated[
+        bool,
+        typer.Option("--output", help="The JSON Schema of the --json documents instead."),
+    ] = False,
+) -> None:
+    """Print the pipeline format as JSON Schema (for yaml-language-server); with --output,
+    the schema of what the commands print with --json."""
+    if output:
+        from agentsaga.output_schema import output_schema
+
+        _echo_json(output_schema())
+        return
     from agentsaga.pipeline import json_schema
 
-    typer.echo(json.dumps(json_schema(), indent=2))
+    _echo_json(json_schema())
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _preflight(
+    pipeline: Any,
+    repo_hint: Path | None,
+    what: str,
+    machine_errors: bool = True,
+    prices: bool = True,
+) -> list[Any]:
+    """Check what a run would meet (providers, keys, prices, the workspace): exit 2 on an
+    error, before anything exists; return the warnings. ``machine_errors=False``
+    (``validate``): a missing key or repository is a warning, being about this machine."""
+    from agentsaga.config import find_repo_root, load_config
+    from agentsaga.preflight import check, refuse_on_errors
+
+    root = find_repo_root(repo_hint or Path.cwd())
+    findings = check(pipeline, load_config(root), root, prices=prices)
+    if not machine_errors:
+        for f in findings:
+            if f.about in ("key", "workspace"):
+                f.level = "warning"
+    refuse_on_errors(findings, what)
+    return findings
 
 
 def _check_memo(memo: str) -> None:
@@ -594,13 +669,11 @@ def _check_step(step_id: str, pipeline: Any) -> None:
         )
 
 
-def _emit_plan(run_id: str, items: list[Any], json_mode: bool) -> None:
-    if json_mode:
-        typer.echo(json.dumps({"run_id": run_id, "plan": [i.__dict__ for i in items]}, indent=2))
-        return
+def _emit_plan(run_id: str, command: str, items: list[Any], json_mode: bool) -> None:
     from agentsaga.cli_render import print_plan
+    from agentsaga.documents import plan_document
 
-    print_plan(run_id, items)
+    _emit_view(plan_document(run_id, command, items), json_mode, print_plan)
 
 
 # Commands kept in their own modules register themselves on ``app`` when imported; each

@@ -73,9 +73,11 @@ def _continue(session: _Session, rid: str, record: object, detach: bool, json_mo
         typer.echo(f"run {rid}: {decision} by {who}", err=True)
     engine = session.engine(json_mode)
     if detach:
-        _emit_result(engine.result(rid), json_mode, "decide --detach")
+        _emit_result(session, engine.result(rid), json_mode, "decide --detach")
         return
-    _emit_result(_reporting_interrupts(engine, lambda: engine.resume(rid)), json_mode, "resume")
+    _emit_result(
+        session, _reporting_interrupts(engine, lambda: engine.resume(rid)), json_mode, "resume"
+    )
 
 
 def _on_temporal(

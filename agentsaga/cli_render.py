@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from agentsaga.engine import Event, PlanItem, RunResult
+    from agentsaga.engine import Event
 
 
 _COLORS = {
@@ -64,6 +64,9 @@ class Renderer:
     def on_event(self, event: Event) -> None:
         if self.quiet:
             return
+        if event.kind == "run" and event.status in _TERMINAL:
+            self._stop_live()
+            return  # the closing summary (print_result) says it, once
         if event.kind == "step" and event.status == "running":
             self._start_live(event)
             return
@@ -71,20 +74,20 @@ class Renderer:
         self.console.print(self._line(event))
 
     def _line(self, event: Event) -> str:
+        status = event.status or ""
         if event.kind == "run":
-            text = f"run {event.run_id}: {_styled(event.status or '')}"
+            plain = f"run {event.run_id}: {status}"
         elif event.kind in ("step", "compensate"):
             attempt = f" (attempt {event.attempt})" if event.attempt else ""
             verb = "compensation of " if event.kind == "compensate" else ""
-            text = f"  {verb}{event.step_id}{attempt}: {_styled(event.status or '')}"
+            plain = f"  {verb}{event.step_id}{attempt}: {status}"
         else:
             where = f"{event.step_id}: " if event.step_id else ""
-            text = f"  {where}{event.message}"
-            return text.replace("[", "\\[")
-        if event.message:
-            first = event.message.strip().splitlines()[0] if event.message.strip() else ""
-            text += " - " + first[:200].replace("[", "\\[")
-        return text
+            return esc(wrap(f"  {where}{event.message}", max(self.console.width, 40)))
+        if event.message.strip():
+            plain += " - " + event.message.strip().splitlines()[0][:200]
+        text = esc(wrap(plain, max(self.console.width, 40)))
+        return text.replace(f": {status}", f": {_styled(status)}", 1) if status else text
 
     def _start_live(self, event: Event) -> None:
         label = f"{event.step_id} (attempt {event.attempt})"
@@ -112,74 +115,159 @@ class Renderer:
             self._status = None
 
 
-def print_result(result: RunResult) -> None:
+_TERMINAL = {"succeeded", "failed", "interrupted", "rolled_back", "rollback_failed"}
+
+
+def table(*columns: str, right: tuple[str, ...] = (), title: str | None = None) -> Table:
+    """The one table style of every listing: no box, one space between columns, numbers
+    right-aligned; a cell too long for 80 columns wraps between words."""
+    t = Table(
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+        show_edge=False,
+        title=title,
+        title_justify="left",
+        title_style="",
+        header_style="bold",
+    )
+    for column in columns:
+        t.add_column(column, justify="right" if column in right else "left")
+    return t
+
+
+def wrap(line: str, width: int = 80) -> str:
+    """A line of prose fitted to ``width`` columns, broken between words only; the
+    continuation lines are indented under the first."""
+    import textwrap
+
+    if len(line) <= width:
+        return line
+    lead = len(line) - len(line.lstrip(" "))
+    return textwrap.fill(
+        line,
+        width=width,
+        subsequent_indent=" " * (lead + 2),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def say(lines: list[str]) -> None:
+    """Print prose lines (not markup), each wrapped to the terminal (80 columns when
+    output is not a terminal)."""
     console = _console()
-    parts = ", ".join(f"{s.id} {_styled(s.status)}" for s in result.steps)
-    console.print(f"run {result.run_id} {_styled(result.status)}: {parts}")
-    if result.error and result.status != "succeeded":
-        console.print(f"  {result.error.get('message', '')}".replace("[", "\\["))
-    if result.status == "failed":
-        console.print(
-            f"  resume with: agentsaga resume {result.run_id}   "
-            f"undo with: agentsaga rollback {result.run_id}"
+    for line in lines:
+        console.print(esc(wrap(line, max(console.width, 40))))
+
+
+def print_step(doc: dict[str, Any]) -> None:
+    """``show RUN STEP``: printed verbatim (a reply or a prompt is never re-wrapped)."""
+    from agentsaga.cli_step import step_lines
+
+    console = _console()
+    for line in step_lines(doc):
+        console.print(esc(line), overflow="ignore", crop=False)
+
+
+def esc(text: object) -> str:
+    """Text from a store or a model, shown literally (rich reads ``[...]`` as markup)."""
+    return str(text).replace("[", "\\[")
+
+
+def tokens_text(n: int) -> str:
+    return f"{n:,}"
+
+
+def cost_text(cost: float | None, tokens: int) -> str:
+    if not tokens:
+        return "-"
+    return "unknown" if cost is None else f"${cost:.4f}"
+
+
+def _flat_attempts(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A document's attempts across its steps, in the order they started."""
+    rows = [(step["step_id"], a) for step in doc["steps"] for a in step["attempts"]]
+    return sorted(rows, key=lambda row: row[1]["seq"])
+
+
+def print_result(
+    doc: dict[str, Any], command: str = "run", advice: list[dict[str, str]] | None = None
+) -> None:
+    """The one closing summary of a run, resume, rollback or fork."""
+    from agentsaga.cli_summary import summary_lines
+
+    say(summary_lines(doc, command, advice or []))
+
+
+def print_plan(doc: dict[str, Any]) -> None:
+    console = _console()
+    t = table(
+        "step",
+        "attempt",
+        "action",
+        "why",
+        title=f"{doc['command']} --plan for run {doc['run_id']} (nothing changed)",
+    )
+    for item in doc["plan"]:
+        attempt = "" if item["attempt"] is None else str(item["attempt"])
+        t.add_row(
+            esc(item["step_id"] or "(workspace)"), attempt, item["action"], esc(item["reason"])
         )
-    if result.status == "waiting" and result.gate:
-        _print_gate(console, result.gate)
+    console.print(t)
 
 
-def _print_gate(console: Console, gate: dict[str, Any]) -> None:
-    """What a waiting run waits for, and the two commands (result, show)."""
-    for line in (
-        f"  waiting at gate {gate['step']}: {gate['message']}",
-        f"  approve: {gate['approve']}",
-        f"  reject:  {gate['reject']}",
-    ):
-        console.print(line.replace("[", "\\["))
+def _print_gate(gate: dict[str, Any]) -> None:
+    """What a waiting run waits for, and the two commands (show)."""
+    say(
+        [
+            f"  waiting at gate {gate['step_id']}: {gate['message']}",
+            f"  approve: {gate['approve']}",
+            f"  reject:  {gate['reject']}",
+        ]
+    )
 
 
 def print_decisions(decisions: list[dict[str, Any]]) -> None:
     """Who decided at each gate, when and why (show, report)."""
-    console = _console()
+    lines = []
     for d in decisions:
         why = f": {d['comment']}" if d["comment"] else ""
-        line = f"  gate {d['step']} (visit {d['visit']}): {d['decision']} by {d['by']} at {d['at']}"
-        console.print((line + why).replace("[", "\\["))
+        lines.append(
+            f"  gate {d['step_id']} (visit {d['visit']}): {d['decision']} by "
+            f"{d['decided_by']} at {d['decided_at']}{why}"
+        )
+    say(lines)
 
 
-def print_plan(run_id: str, items: list[PlanItem]) -> None:
+def print_runs(doc: dict[str, Any]) -> None:
     console = _console()
-    table = Table(title=f"plan for {run_id} (nothing changed)", title_justify="left")
-    for column in ("step", "action", "why"):
-        table.add_column(column)
-    for item in items:
-        table.add_row(item.step_id, item.action, item.reason)
-    console.print(table)
-
-
-def print_runs(summaries: list[Any]) -> None:
-    console = _console()
-    if not summaries:
+    if not doc["runs"]:
         console.print("no runs yet; start one with: agentsaga run PIPELINE.yml")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("run", "pipeline", "status", "steps", "tokens", "cost", "started"):
-        table.add_column(column)
-    for s in summaries:
-        cost = (
-            "unknown"
-            if s.usage.cost_usd is None and s.usage.total
-            else (f"${s.usage.cost_usd:.4f}" if s.usage.cost_usd is not None else "-")
+    t = table(
+        "run",
+        "pipeline",
+        "status",
+        "steps",
+        "tokens",
+        "cost",
+        "started (UTC)",
+        right=("steps", "tokens", "cost"),
+    )
+    for r in doc["runs"]:
+        u = r["usage"]
+        t.add_row(
+            r["run_id"],
+            esc(r["pipeline"]),
+            _styled(r["status"]),
+            str(r["step_count"]),
+            tokens_text(u["total"]),
+            cost_text(u["cost_usd"], u["total"]),
+            r["created_at"][:16].replace("T", " "),
         )
-        table.add_row(
-            s.id,
-            s.pipeline_name,
-            _styled(s.status),
-            str(s.steps),
-            f"{s.usage.total:,}",
-            cost,
-            s.created_at[:19].replace("T", " "),
-        )
-    console.print(table)
+    console.print(t)
 
 
 def environment_lines(run: dict[str, Any]) -> list[str]:
@@ -202,47 +290,68 @@ def environment_lines(run: dict[str, Any]) -> list[str]:
     return lines
 
 
-def print_show(detail: dict[str, Any]) -> None:
+def print_show(doc: dict[str, Any]) -> None:
     console = _console()
-    run = detail["run"]
-    console.print(f"run {run['id']}  {run['pipeline']}  {_styled(run['status'])}")
-    if run.get("parent_run_id"):
-        console.print(f"  forked from {run['parent_run_id']} at {run['parent_step']}")
-    if run.get("branch"):
-        console.print(f"  branch {run['branch']}  workspace {run.get('workspace')}")
-    for line in environment_lines(run):
-        console.print(f"  {line}".replace("[", "\\["))
-    if run.get("error"):
-        console.print(f"  {run['error'].get('message', '')}".replace("[", "\\["))
-    table = Table(box=None, pad_edge=False)
-    for column in ("step", "attempt", "status", "duration", "tokens", "commit", "compensation"):
-        table.add_column(column)
-    for a in detail["attempts"]:
+    console.print(f"run {doc['run_id']}  {esc(doc['pipeline'])}  {_styled(doc['status'])}")
+    if doc.get("parent_run_id"):
+        console.print(f"  forked from {doc['parent_run_id']} at {doc['parent_step_id']}")
+    if doc.get("branch"):
+        console.print(f"  branch {esc(doc['branch'])}")
+    say([f"  {line}" for line in environment_lines(doc)])
+    if doc.get("error"):
+        say([f"  {doc['error']['message']}"])
+    t = table(
+        "step", "#", "status", "time", "tokens", "commit", "undo", right=("#", "time", "tokens")
+    )
+    for step_id, a in _flat_attempts(doc):
         duration = f"{a['duration_ms'] / 1000:.2f}s" if a["duration_ms"] is not None else "-"
-        status = a["status"] + (" (superseded)" if a["superseded"] else "")
-        status += " (reused)" if a["reused_from"] else ""
-        table.add_row(
-            a["step"],
+        comp = a["compensations"][-1] if a["compensations"] else None
+        t.add_row(
+            esc(step_id),
             str(a["attempt"]),
-            _styled(status),
+            _styled(a["status"]),
             duration,
-            f"{a['tokens']:,}",
+            "reused" if a["reused"] else tokens_text(a["usage"]["total"]),
             (a.get("commit") or "")[:10],
-            a.get("compensation") or "",
+            comp["status"] if comp else "",
         )
-    console.print(table)
-    print_decisions(detail.get("decisions") or [])
-    if detail.get("gate"):
-        _print_gate(console, detail["gate"])
+        _call_rows(t, a["model_calls"], ("", "", "status", "latency", "tokens", "", ""))
+    console.print(t)
+    print_decisions(doc.get("decisions") or [])
+    if doc.get("gate"):
+        _print_gate(doc["gate"])
+    say([f"one step in full: agentsaga show {doc['run_id']} STEP"])
 
 
-def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
-    """Everything a pipeline from elsewhere would do, for review before running it."""
+def _call_rows(t: Table, calls: list[dict[str, Any]], shape: tuple[str, ...]) -> None:
+    """One row per model call under its attempt, when there is more than one: a write
+    with three calls is three rows, not one."""
+    if len(calls) < 2:
+        return
+    for call in calls:
+        cells = {
+            "status": call["status"]
+            + ("" if call["http_attempts"] < 2 else f" ({call['http_attempts']} HTTP)"),
+            "latency": f"{call['latency_ms'] / 1000:.2f}s",
+            "tokens": tokens_text(call["usage"]["total"]),
+            "input": tokens_text(call["usage"]["input"]),
+            "output": tokens_text(call["usage"]["output"]),
+            "cache_read": tokens_text(call["usage"]["cache_read"]),
+            "cache_write": tokens_text(call["usage"]["cache_write"]),
+            "cost": cost_text(call["usage"]["cost_usd"], call["usage"]["total"]),
+        }
+        label = f"  call {call['call']}"
+        t.add_row(label, *[cells.get(key, "") for key in shape[1:]], style="dim")
+
+
+def explain_pipeline(pipeline: Any, json_mode: bool, models: dict[str, str] | None = None) -> None:
+    """Everything a pipeline from elsewhere would do, for review before running it.
+    ``models``: the provider/model each LLM step will use (``preflight.model_choices``)."""
     from agentsaga.saga.plans import describe, effective_compensation
 
     items = []
     for step in pipeline.steps:
-        entry: dict[str, Any] = {"step": step.id, "kind": step.kind}
+        entry: dict[str, Any] = {"step_id": step.id, "kind": step.kind}
         if "run" in step.fields:
             entry["runs"] = step.fields["run"]
         if step.kind in ("write", "agent"):
@@ -267,7 +376,9 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
         if step.commit or step.kind in ("write", "agent", "external"):
             entry["commits"] = "its changes, on the run branch"
         if step.kind in ("plan", "write", "agent"):
-            entry["llm"] = f"{step.fields.get('provider') or pipeline.defaults.get('provider')}"
+            entry["llm"] = (models or {}).get(step.id) or str(
+                step.fields.get("provider") or pipeline.defaults.get("provider")
+            )
         comp = effective_compensation(step)
         if comp is not None:
             entry["compensation"] = describe(comp)
@@ -277,12 +388,12 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
             entry["irreversible"] = True
         items.append(entry)
     if json_mode:
-        sys.stdout.write(json.dumps({"name": pipeline.name, "steps": items}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"pipeline": pipeline.name, "steps": items}, indent=2) + "\n")
         return
     console = _console()
     console.print(f"{pipeline.name}: what this pipeline will run")
     for entry in items:
-        console.print(f"- {entry['step']} ({entry['kind']})".replace("[", "\\["))
+        console.print(f"- {entry['step_id']} ({entry['kind']})".replace("[", "\\["))
         for key in (
             "runs",
             "reads",
@@ -304,14 +415,11 @@ def explain_pipeline(pipeline: Any, json_mode: bool) -> None:
                 console.print(f"    {key}: {text}".replace("[", "\\["))
 
 
-def print_report(data: dict[str, Any]) -> None:
+def print_report(doc: dict[str, Any]) -> None:
     console = _console()
-    table = Table(
-        box=None, pad_edge=False, title=f"tokens for run {data['run_id']}", title_justify="left"
-    )
-    for column in (
+    t = table(
         "step",
-        "attempt",
+        "#",
         "status",
         "input",
         "output",
@@ -319,45 +427,50 @@ def print_report(data: dict[str, Any]) -> None:
         "cache w",
         "cost",
         "reused",
-    ):
-        table.add_column(column, justify="right" if column not in ("step", "status") else "left")
-    for row in data["attempts"]:
-        u = row["usage"]
-        cost = (
-            "-"
-            if not row["tokens"]
-            else ("unknown" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+        right=("#", "input", "output", "cache r", "cache w", "cost", "reused"),
+        title=f"tokens of run {doc['run_id']}",
+    )
+    saved_at: list[str] = []
+    for step_id, a in _flat_attempts(doc):
+        u = a["usage"]
+        reused = a["reused_tokens"]["checkpoint"] + a["reused_tokens"]["call_log"]
+        t.add_row(
+            esc(step_id),
+            str(a["attempt"]),
+            _styled(a["status"]),
+            tokens_text(u["input"]),
+            tokens_text(u["output"]),
+            tokens_text(u["cache_read"]),
+            tokens_text(u["cache_write"]),
+            cost_text(u["cost_usd"], u["total"]),
+            tokens_text(reused) if reused else "",
         )
-        reused = (
-            "checkpoint"
-            if row["reused_checkpoint"]
-            else (f"{row['reused_from_log']:,} (log)" if row["reused_from_log"] else "")
+        _call_rows(
+            t,
+            a["model_calls"],
+            ("", "", "status", "input", "output", "cache_read", "cache_write", "cost", ""),
         )
-        table.add_row(
-            row["step"],
-            str(row["attempt"]),
-            row["status"],
-            f"{u['input']:,}",
-            f"{u['output']:,}",
-            f"{u['cache_read']:,}",
-            f"{u['cache_write']:,}",
-            cost,
-            reused,
-        )
-    console.print(table)
-    cost = data["cost_usd"]
-    console.print(
-        f"spent {data['spent_tokens']:,} tokens"
+        if a["saved_tokens"]:
+            saved_at.append(f"{step_id} #{a['attempt']}: {a['saved_tokens']:,}")
+    console.print(t)
+    cost = doc["cost_usd"]
+    lines = [
+        f"spent:      {doc['spent_tokens']:,} tokens"
         + (f" (${cost:.4f})" if cost is not None else " (cost unknown)")
-        + f"; one clean pass: {data['clean_pass_tokens']:,}"
+        + ", this run's own model calls",
+        f"reused:     {doc['reused_tokens']:,} tokens not paid: "
+        f"{doc['reused_checkpoint_tokens']:,} from a parent run's checkpoints, "
+        f"{doc['reused_from_log_tokens']:,} from the call log",
+        f"clean pass: {doc['clean_pass_tokens']:,} tokens (each step's final attempt)",
+    ]
+    if doc["saved_tokens"]:
+        lines.append(
+            f"saved:      {doc['saved_tokens']:,} tokens of checkpoints kept where the run "
+            f"went back ({'; '.join(saved_at)}), which a restart from scratch pays again"
+        )
+    lines.append(
+        f"failed-run tax: saga {doc['tax_saga']:.1%}; restarting from scratch after each "
+        f"failure: {doc['tax_restart']:.1%} ({doc['restart_counterfactual_tokens']:,} tokens)"
     )
-    console.print(
-        f"reused: {data['reused_checkpoint_tokens']:,} tokens from checkpoints, "
-        f"{data['reused_from_log_tokens']:,} from the call log"
-    )
-    console.print(
-        f"failed-run tax: saga {data['tax_saga']:.1%}; restart from scratch would "
-        f"have been {data['tax_restart']:.1%} "
-        f"({data['restart_counterfactual_tokens']:,} tokens)"
-    )
-    print_decisions(data.get("decisions") or [])
+    say(lines)
+    print_decisions(doc.get("decisions") or [])

@@ -290,7 +290,7 @@ def _submit(
     command: str,
     before_start: Any,
 ) -> None:
-    from agentsaga.cli import _exit_code, _print_error
+    from agentsaga.cli import _exit_code, _print_error, _show_result
     from agentsaga.errors import AgentsagaError
     from agentsaga.runners.temporal_client import submit_and_follow
     from agentsaga.runtime import Event
@@ -314,12 +314,7 @@ def _submit(
             typer.echo(run_input.run_id)
         _leave(0)
     result = engine.result(run_input.run_id)
-    if json_mode:
-        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
-    else:
-        from agentsaga.cli_render import print_result
-
-        print_result(result)
+    _show_result(session, result, json_mode, command)
     _leave(_exit_code(result.status, command))
 
 

@@ -44,7 +44,7 @@ def ui(
 
     if port is not None and not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: expected 0 to 65535")
-    session = _Session()
+    session = _Session(writes=True)
     loopback = is_loopback(host)
     access = Access(secrets.token_urlsafe(24), loopback, require_token)
     decide = Decider(session, _store_for_children(session))
@@ -101,7 +101,9 @@ def _listen(app: Any, host: str, port: int | None) -> Any:
 
 def run_page_documents(store: Any, run_id: str) -> dict[str, Any]:
     """What the run page shows, all of it: the run, its token report, every step."""
-    from agentsaga.report import run_detail, step_detail, token_report
+    from agentsaga.documents import run_document
+    from agentsaga.report import token_report
+    from agentsaga.step_detail import step_document
 
     steps: list[str] = []
     for attempt in store.attempts(run_id):
@@ -111,9 +113,9 @@ def run_page_documents(store: Any, run_id: str) -> dict[str, Any]:
 
     gate = waiting_gate(store, run_id)
     return {
-        "run": run_detail(store, run_id),
+        "run": run_document(store, run_id),
         "report": token_report(store, run_id),
-        "steps": {step: step_detail(store, run_id, step) for step in steps},
+        "steps": {step: step_document(store, run_id, step) for step in steps},
         "gate": gate.to_json() if gate else None,
     }
 

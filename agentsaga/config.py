@@ -77,6 +77,25 @@ def find_repo_root(start: Path) -> Path | None:
     return None
 
 
+def main_worktree_root(root: Path) -> Path:
+    """The repository a linked worktree belongs to (a run's own worktree under
+    ``.agentsaga/worktrees/``, or one the user added): its store lives there, so commands
+    run inside the worktree find the run instead of making a second store. ``root`` itself
+    for a main work tree. Reads git's files directly: this runs at start-up."""
+    dot_git = root / ".git"
+    if not dot_git.is_file():
+        return root
+    try:
+        line = dot_git.read_text(encoding="utf-8").strip()
+        if not line.startswith("gitdir:"):
+            return root
+        gitdir = (root / line.removeprefix("gitdir:").strip()).resolve()
+        common = (gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    except OSError:
+        return root
+    return common.parent if common.name == ".git" and common.parent.is_dir() else root
+
+
 def load_config(repo_root: Path | None) -> dict[str, Any]:
     if repo_root is None:
         return {}

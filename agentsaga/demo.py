@@ -12,6 +12,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from agentsaga.errors import UserInputError
+
 
 def template(name: str) -> str:
     return resources.files("agentsaga.templates").joinpath(name).read_text("utf-8")
@@ -41,6 +43,11 @@ def setup_demo_repo(
     from agentsaga import gitops
 
     root = Path(target) if target else Path(tempfile.mkdtemp(prefix="agentsaga-demo-"))
+    if (root / "repo").exists():
+        raise UserInputError(
+            f"{root / 'repo'} already exists (a demo ran there before): give another --dir, "
+            f"or remove it (rm -rf {root})"
+        )
     source = resources.files("agentsaga.templates").joinpath("demo_repo")
     with resources.as_file(source) as folder:
         shutil.copytree(folder, root / "repo", dirs_exist_ok=True)

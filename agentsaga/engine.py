@@ -275,7 +275,7 @@ class Engine:
             self.rt.steps_by_id(run),
             self.options.force,
         )
-        items = [PlanItem(i.attempt.label, i.action, i.reason) for i in order]
+        items = [PlanItem(i.attempt.step_id, i.action, i.reason, i.attempt.attempt) for i in order]
         items.append(PlanItem("(workspace)", "compensate", "remove the run branch and worktree"))
         return items
 

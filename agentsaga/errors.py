@@ -8,8 +8,11 @@ translated where they enter, most specific first, chained with ``raise ... from 
     AgentsagaError                      exit 1
     ├── UserInputError                  exit 2
     │   ├── PipelineError               file:line:col: message
+    │   │   └── PipelineErrors          several, one per line
     │   ├── ExpressionError             bad ${{ }} syntax or evaluation
     │   ├── ConfigError                 .agentsaga.yml, flags
+    │   ├── PreflightError              a run that cannot start (no key, unknown provider)
+    │   ├── NoStore                     a read-only command found no store
     │   ├── RunNotFound                 unknown or ambiguous run id
     │   ├── NotWaiting                  approve/reject of a run not at a gate
     │   └── GateDecided                 a decision came second (or after the deadline)
@@ -37,6 +40,7 @@ translated where they enter, most specific first, chained with ``raise ... from 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -66,6 +70,23 @@ class PipelineError(UserInputError):
     def __init__(self, file: str, line: int, col: int, problem: str) -> None:
         self.file, self.line, self.col, self.problem = file, line, col, problem
         super().__init__(f"{file}:{line}:{col}: {problem}")
+
+
+class PipelineErrors(PipelineError):
+    """Every problem found in one pipeline, in file order (the first gives the location
+    fields), so one ``validate`` shows them all."""
+
+    def __init__(self, errors: list[PipelineError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.line, first.col, first.problem)
+        self.errors = errors
+        self.message = "\n".join(e.message for e in errors) + f"\n({len(errors)} problems)"
+        self.args = (self.message,)
+
+
+def combine(errors: list[PipelineError]) -> PipelineError:
+    ordered = sorted(errors, key=lambda e: (e.line, e.col))
+    return ordered[0] if len(ordered) == 1 else PipelineErrors(ordered)
 
 
 class ExpressionError(UserInputError):
@@ -99,6 +120,28 @@ class GateDecided(UserInputError):
     def __init__(self, run_id: str, step_id: str, detail: str) -> None:
         self.run_id, self.step_id = run_id, step_id
         super().__init__(f"run {run_id}, gate {step_id}: {detail}")
+
+
+class PreflightError(UserInputError):
+    """What a run would meet and cannot get past (an unknown provider, a missing key, no
+    repository), found before anything was created."""
+
+    def __init__(self, what: str, problems: list[str]) -> None:
+        self.problems = problems
+        listed = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{what} cannot start; nothing was created:\n{listed}")
+
+
+class NoStore(UserInputError):
+    """A command that only reads found no store where it looked (and made none)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        where = f"at {path}" if path else "here (not inside a git repository)"
+        super().__init__(
+            f"no agentsaga store {where}: no run was started from this repository; cd into "
+            "the repository a run was started from, or give --store PATH|postgresql://..."
+        )
 
 
 class RunNotFound(UserInputError):

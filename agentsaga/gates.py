@@ -55,7 +55,7 @@ class Gate:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "step": self.step_id,
+            "step_id": self.step_id,
             "visit": self.visit,
             "message": self.message,
             "show": self.show,

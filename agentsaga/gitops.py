@@ -642,6 +642,36 @@ def snapshot(ws: Workspace, ref: str) -> str:
     return sha
 
 
+_STEP_SUBJECT = re.compile(
+    r"agentsaga (?P<run>\S+): step (?P<step>\S+)(?: \(attempt (?P<attempt>\d+)\))?$"
+)
+
+
+def _describe_commit(cwd: Path, subject: str) -> str:
+    """A step commit's message: the subject names the step and what it changed, the body
+    lists each file, and trailers (``git log --grep``, ``git interpret-trailers``) name
+    the run and the step, so a commit found in ``git log`` leads back to its run."""
+    files = []
+    for line in _git(cwd, "diff", "--cached", "--numstat", "--no-renames").splitlines():
+        added, removed, path = line.split("\t", 2)
+        files.append((path, added, removed))
+    names = [path for path, _, _ in files]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    body = "\n".join(
+        f"  {path} (+{added} -{removed})" if added != "-" else f"  {path} (binary)"
+        for path, added, removed in files[:50]
+    )
+    if len(files) > 50:
+        body += f"\n  ... and {len(files) - 50} more files"
+    match = _STEP_SUBJECT.match(subject)
+    trailers = ""
+    if match:
+        trailers = f"\n\nAgentsaga-Run: {match['run']}\nAgentsaga-Step: {match['step']}"
+        if match["attempt"]:
+            trailers += f"\nAgentsaga-Attempt: {match['attempt']}"
+    return f"{subject}: {shown}\n\nChanged:\n{body}{trailers}\n"
+
+
 def commit_all(ws: Workspace, message: str) -> str | None:
     """Commit every change in the workspace on the run branch; ``None`` if nothing changed.
 
@@ -652,6 +682,7 @@ def commit_all(ws: Workspace, message: str) -> str | None:
     _git(ws.path, "add", "-A")
     if _git_status(ws.path, "diff", "--cached", "--quiet")[0] == 0:
         return None
+    message = _describe_commit(ws.path, message)
     faults.point("git.in_commit")
     return _commit(ws.path, message)
 
@@ -866,7 +897,22 @@ def _cwd_of(ws_or_repo_root: Workspace | Path) -> Path:
 def diff(ws_or_repo_root: Workspace | Path, a: str, b: str, stat: bool = False) -> str:
     """The patch (or ``--stat`` summary) from commit ``a`` to commit ``b``."""
     args = ["diff", "--no-color", "--no-ext-diff", *(["--stat"] if stat else []), a, b, "--"]
-    return _git(_cwd_of(ws_or_repo_root), *args)
+    return _as_patch(_git(_cwd_of(ws_or_repo_root), *args))
+
+
+def _as_patch(text: str) -> str:
+    """gitpython strips the final newline of git's output; a patch without it is corrupt
+    for ``git apply``, so put it back."""
+    return text + "\n" if text and not text.endswith("\n") else text
+
+
+def branches_containing(repo_root: Path, sha: str) -> list[str]:
+    """Local branches whose history holds ``sha`` (a commit merged into the user's
+    branch); empty when the commit is unknown (garbage-collected, or never here)."""
+    if _resolve(Path(repo_root), sha) is None:
+        return []
+    out = _git(Path(repo_root), "branch", "--format=%(refname:short)", "--contains", sha)
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def diffstat(ws: Workspace | Path, a: str, b: str) -> dict[str, int]:
@@ -948,15 +994,15 @@ def is_step_commit(ws: Workspace, sha: str, run_id: str, step_id: str, parent: s
     leaves behind, as opposed to a person's commit."""
     message = _git(ws.path, "log", "-1", "--format=%s", sha)
     prefix = f"agentsaga {run_id}: step {step_id}"
-    if message != prefix and not message.startswith(prefix + " "):
+    if message != prefix and not message.startswith((prefix + " ", prefix + ":")):
         return False
     return parent is None or _resolve(ws.path, f"{sha}^1") == parent
 
 
 def diff_worktree(path: Path, a: str, stat: bool = False) -> str:
     """``a`` against the working tree at ``path`` as it is now (tracked files)."""
-    args = ["diff", "--stat"] if stat else ["diff"]
-    return _git(Path(path), *args, a, "--")
+    args = ["diff", "--no-color", "--no-ext-diff", *(["--stat"] if stat else [])]
+    return _as_patch(_git(Path(path), *args, a, "--"))
 
 
 # --- the user's checkout, as a run starts from it -------------------------------------------

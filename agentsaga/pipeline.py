@@ -10,10 +10,12 @@ single token is spent.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import yaml
 
 from agentsaga import expressions
-from agentsaga.errors import ExpressionError, PipelineError
+from agentsaga.errors import ConfigError, ExpressionError, PipelineError, combine
 from agentsaga.schema import (
     BOOL,
     INT,
@@ -81,11 +83,18 @@ COMMON_STEP_FIELDS: dict[str, Type] = {
     "commit": BOOL,
     "budget": STEP_BUDGET,
 }
+#: A var's value, or its declaration: ``task: {required: true, description: ...}`` makes
+#: ``--var task=...`` mandatory; ``default`` gives the value when none is passed.
+VAR = OneOf(
+    SCALAR,
+    Obj({"required": BOOL, "default": SCALAR, "description": STR}),
+    label="a value, or {required, default, description}",
+)
 TOP = Obj(
     {
         "name": STR,
         "description": STR,
-        "vars": MapOf(SCALAR),
+        "vars": MapOf(VAR),
         "env": MapOf(SCALAR),
         "defaults": Obj(
             {
@@ -200,6 +209,9 @@ class Pipeline:
     workspace: dict[str, Any] = field(default_factory=dict)
     on_failure: str = "stop"
     on_compensation_failure: str = "halt"
+    #: Not errors, but probably not what was meant (``{{ x }}`` without ``$``; a required
+    #: var left unset by ``validate``), as ``file:line:col: message``.
+    warnings: tuple[str, ...] = ()
 
     @property
     def hash(self) -> str:
@@ -216,11 +228,23 @@ class Pipeline:
 
 
 #: libyaml's composer when PyYAML was built with it: the same nodes and marks, ~3x faster
+#: ``{{ x }}`` not preceded by ``$`` (nor by another ``{``: ``${{{{`` is no concern here).
+_BARE_BRACES = re.compile(r"(?<![${])\{\{([^{}]*)\}\}")
+#: The YAML library's words for a block whose lines do not line up.
+_INDENTATION_PROBLEMS = (
+    "mapping values are not allowed here",
+    "did not find expected key",
+    "did not find expected '-' indicator",
+    "expected <block end>",
+    "could not find expected ':'",
+)
 #: (a 2,000-step pipeline is parsed on every resume).
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_file(path: str | Path, overrides: dict[str, str] | None = None) -> Pipeline:
+def load_file(
+    path: str | Path, overrides: dict[str, str] | None = None, require_vars: bool = True
+) -> Pipeline:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -228,7 +252,7 @@ def load_file(path: str | Path, overrides: dict[str, str] | None = None) -> Pipe
         raise PipelineError(str(path), 1, 1, f"cannot read the pipeline: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise PipelineError(str(path), 1, 1, "the pipeline is not UTF-8 text") from exc
-    return load_text(text, str(path), overrides)
+    return load_text(text, str(path), overrides, require_vars=require_vars)
 
 
 def load_text(
@@ -237,16 +261,19 @@ def load_text(
     overrides: dict[str, str] | None = None,
     ignore_undeclared: bool = False,
     checked: bool = False,
+    require_vars: bool = True,
 ) -> Pipeline:
     """Parse and check a pipeline; ``overrides`` are ``--var`` values (must be declared,
-    unless ``ignore_undeclared``: a run's stored vars applied to a changed pipeline)."""
+    unless ``ignore_undeclared``: a run's stored vars applied to a changed pipeline). A
+    required var without a value is an error, or with ``require_vars=False``
+    (``validate``) a warning."""
     # A long pipeline's node tree is tens of thousands of new objects and no cycle: the
     # cyclic collector, triggered by the allocations, cost up to a third of the load
     # (more at 10,000 steps: each full pass walks every object). Paused for the parse.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _load_text(text, path, overrides, ignore_undeclared, checked)
+        return _load_text(text, path, overrides, ignore_undeclared, checked, require_vars)
     finally:
         if collecting:
             gc.enable()
@@ -258,6 +285,7 @@ def _load_text(
     overrides: dict[str, str] | None,
     ignore_undeclared: bool,
     checked: bool,
+    require_vars: bool = True,
 ) -> Pipeline:
     from agentsaga import yaml_aliases
 
@@ -277,6 +305,10 @@ def _load_text(
             problem = f"{exc.context}: {problem}" + (f" at line {end.line + 1}" if end else "")
             mark = exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        hint = _indentation_hint(text, line, col, problem)
+        if hint is not None:
+            line, col, problem = hint
+            raise PipelineError(path, line, col, problem) from exc
         raise PipelineError(path, line, col, f"YAML syntax error: {problem}") from exc
     except yaml.YAMLError as exc:
         raise PipelineError(path, 1, 1, f"YAML error: {exc}") from exc
@@ -286,6 +318,7 @@ def _load_text(
         raise PipelineError(path, 1, 1, "the pipeline is empty; it needs a name and steps")
     loader = _Loader(path, text)
     loader.ignore_undeclared = ignore_undeclared
+    loader.require_vars = require_vars
     # A run's stored text passed every reference check when the run began.
     loader.check_refs = not checked
     try:
@@ -300,12 +333,64 @@ def _load_text(
         raise PipelineError(path, 1, 1, "the YAML is nested too deeply to be a pipeline") from None
 
 
+def _indentation_hint(text: str, line: int, col: int, problem: str) -> tuple[int, int, str] | None:
+    """A mis-indented line, said as such: the YAML library reports where its parser gave
+    up ("mapping values are not allowed here"), which is rarely where the mistake is. Find
+    the nearest line at or above the error whose indentation lines up with no block above
+    it. ``None`` when the problem is something else (the library's words then stand)."""
+    if not any(problem.startswith(p) for p in _INDENTATION_PROBLEMS):
+        return None
+    lines = text.splitlines()
+    last = min(line, len(lines))
+    if last < 1:
+        return None
+    if problem.startswith("mapping values") and ": " in lines[last - 1].split(": ", 1)[-1]:
+        return (
+            last,
+            col,
+            "this value holds ': ', which YAML reads as a nested mapping: quote the value "
+            '(key: "a: b") or indent a block under the key',
+        )
+
+    def indent(n: int) -> int:
+        row = lines[n - 1]
+        return len(row) - len(row.lstrip(" "))
+
+    def content(n: int) -> bool:
+        row = lines[n - 1].strip()
+        return bool(row) and not row.startswith("#")
+
+    candidates = [n for n in range(1, last + 1) if content(n)]
+    for n in reversed(candidates):
+        above = [m for m in candidates if m < n]
+        if not above:
+            return None
+        prev = above[-1]
+        if lines[prev - 1].rstrip().endswith(":") and indent(n) > indent(prev):
+            continue  # the first line of a block opened just above
+        levels = {indent(m) for m in above}
+        levels |= {indent(m) + 2 for m in above if lines[m - 1].lstrip().startswith("- ")}
+        if indent(n) in levels:
+            continue
+        closest = min(levels, key=lambda level: abs(level - indent(n)))
+        return (
+            n,
+            indent(n) + 1,
+            f"line {n} is mis-indented: it starts at column {indent(n) + 1}, but the block it "
+            f"belongs to starts at column {closest + 1}; YAML nests by indentation, so align it "
+            "with the keys it belongs with (spaces, not tabs)",
+        )
+    return None
+
+
 class _Loader:
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
         self.lines = text.splitlines()
         self.ignore_undeclared = False
+        self.require_vars = True
         self.check_refs = True
+        self.warnings: list[str] = []
 
     def error(self, node: yaml.Node, problem: str) -> PipelineError:
         mark = node.start_mark
@@ -320,20 +405,7 @@ class _Loader:
     def load(self, root: yaml.Node, overrides: dict[str, str]) -> Pipeline:
         top = self.check(TOP, root)
         top_nodes = _children(root)
-        vars_ = dict(top.get("vars", {}))
-        for key, value in overrides.items():
-            if key not in vars_ and self.ignore_undeclared:
-                continue
-            if key not in vars_:
-                known = ", ".join(sorted(vars_)) or "none are declared"
-                raise PipelineError(
-                    self.path,
-                    1,
-                    1,
-                    f"--var {key}: the pipeline declares no var {key!r} "
-                    f"(declared: {known}){did_you_mean(key, list(vars_))}",
-                )
-            vars_[key] = value
+        vars_ = self.resolve_vars(top.get("vars", {}), overrides, top_nodes.get("vars"))
         defaults = top.get("defaults", {})
         default_retry = RetrySpec.from_raw(defaults.get("retry"))
         steps_node = top_nodes["steps"]
@@ -343,17 +415,29 @@ class _Loader:
         steps: list[Step] = []
         step_nodes: list[yaml.Node] = []
         seen: dict[str, yaml.Node] = {}
+        errors: list[PipelineError] = []
+        # Each step is checked on its own, so one validate reports every broken step.
         for index, node in enumerate(steps_node.value):
-            step = self.load_step(node, index, default_retry, defaults)
+            try:
+                step = self.load_step(node, index, default_retry, defaults)
+            except PipelineError as exc:
+                errors.append(exc)
+                continue
             if step.id in seen:
                 first = seen[step.id].start_mark.line + 1
-                raise self.error(
-                    _children(node)["id"],
-                    f"duplicate step id {step.id!r} (first defined at line {first})",
+                errors.append(
+                    self.error(
+                        _children(node)["id"],
+                        f"duplicate step id {step.id!r} (first defined at line {first})",
+                    )
                 )
             seen[step.id] = node
             steps.append(step)
             step_nodes.append(node)
+        if errors:
+            raise combine(errors)
+        if self.check_refs:
+            self.warn_about_braces()
         pipeline = Pipeline(
             name=top["name"],
             steps=tuple(steps),
@@ -370,7 +454,58 @@ class _Loader:
         )
         if self.check_refs:
             self.check_references(pipeline, root, step_nodes)
+        if self.warnings:
+            pipeline = dataclasses.replace(pipeline, warnings=tuple(self.warnings))
         return pipeline
+
+    def resolve_vars(
+        self, declared: dict[str, Any], overrides: dict[str, str], node: yaml.Node | None
+    ) -> dict[str, Any]:
+        """Declared values, then ``--var`` values; a required var must get one. ``--var``
+        problems are about the command line, so they say ``--var``, not a file position."""
+        values: dict[str, Any] = {}
+        required: dict[str, str] = {}
+        for name, spec in declared.items():
+            if isinstance(spec, dict):
+                values[name] = spec.get("default", "")
+                if spec.get("required") and "default" not in spec:
+                    required[name] = str(spec.get("description") or "")
+            else:
+                values[name] = spec
+        for key, value in overrides.items():
+            if key not in values and self.ignore_undeclared:
+                continue
+            if key not in values:
+                known = ", ".join(sorted(values)) or "none are declared"
+                raise ConfigError(
+                    f"command line: --var {key}=...: {self.path} declares no var {key!r} "
+                    f"(declared: {known}){did_you_mean(key, list(values))}"
+                )
+            values[key] = value
+            required.pop(key, None)
+        if required and not self.check_refs:
+            return values  # a stored run's pipeline: its vars were given when it began
+        for name, description in required.items():
+            what = f" ({description})" if description else ""
+            message = f"var {name!r} is required{what}: pass --var {name}=..."
+            if self.require_vars:
+                raise ConfigError(f"command line: {message}")
+            where = _children(node)[name].start_mark if node is not None else None
+            line, col = (where.line + 1, where.column + 1) if where else (1, 1)
+            self.warnings.append(f"{self.path}:{line}:{col}: {message}")
+        return values
+
+    def warn_about_braces(self) -> None:
+        """``{{ x }}`` without the ``$`` is text, not an expression: almost always a slip."""
+        for number, line in enumerate(self.lines, start=1):
+            for match in _BARE_BRACES.finditer(line):
+                if line.lstrip().startswith("#"):
+                    break
+                inner = match.group(1).strip()
+                self.warnings.append(
+                    f"{self.path}:{number}:{match.start() + 1}: '{{{{ {inner} }}}}' is plain "
+                    f"text, not an expression; write '${{{{ {inner} }}}}' to substitute it"
+                )
 
     def load_step(
         self, node: yaml.Node, index: int, default_retry: RetrySpec, defaults: dict[str, Any]
@@ -482,38 +617,49 @@ class _Loader:
             node = _children(root).get(key)
             if node is not None:
                 self.check_strings(node, pipeline, before=0, own=None, allow_rewind=False)
+        errors: list[PipelineError] = []
         for step, node in zip(pipeline.steps, step_nodes, strict=True):
-            children = _children(node)
-            if step.on_failure:
-                where = _children(children["on_failure"])["rewind_to"]
-                self.check_rewind_target(step.on_failure.rewind_to, where, ids, step)
-            on_reject = step.fields.get("on_reject") if step.kind == "approve" else None
-            if isinstance(on_reject, dict):
-                where = _children(children["on_reject"])["rewind_to"]
-                self.check_rewind_target(on_reject["rewind_to"], where, ids, step)
-            if_node = children.get("if")
-            if isinstance(if_node, yaml.ScalarNode) and not expressions.has_expressions(
-                str(if_node.value)
-            ):
-                self.check_bare_expression(if_node, pipeline, step.index, step.id)
-            if (
-                step.compensate is not None
-                and step.compensate.git
-                and pipeline.workspace.get("isolation") == "none"
-            ):
-                comp_node = _children(children["compensate"])["git"]
-                raise self.error(
-                    comp_node,
-                    f"git: {step.compensate.git} needs a git workspace, but "
-                    "workspace.isolation is 'none'; use a run: compensation or a git isolation",
-                )
-            self.check_bash_strings(children)
-            for key, child in children.items():
-                if key == "compensate":
-                    # A compensation runs after its step: it may read the step's own output.
-                    self.check_strings(child, pipeline, step.index + 1, step.id, True)
-                elif key not in ("id", "kind", "replies", "schema"):
-                    self.check_strings(child, pipeline, step.index, step.id, True)
+            try:
+                self.check_step_references(pipeline, ids, step, node)
+            except PipelineError as exc:
+                errors.append(exc)
+        if errors:
+            raise combine(errors)
+
+    def check_step_references(
+        self, pipeline: Pipeline, ids: list[str], step: Step, node: yaml.Node
+    ) -> None:
+        children = _children(node)
+        if step.on_failure:
+            where = _children(children["on_failure"])["rewind_to"]
+            self.check_rewind_target(step.on_failure.rewind_to, where, ids, step)
+        on_reject = step.fields.get("on_reject") if step.kind == "approve" else None
+        if isinstance(on_reject, dict):
+            where = _children(children["on_reject"])["rewind_to"]
+            self.check_rewind_target(on_reject["rewind_to"], where, ids, step)
+        if_node = children.get("if")
+        if isinstance(if_node, yaml.ScalarNode) and not expressions.has_expressions(
+            str(if_node.value)
+        ):
+            self.check_bare_expression(if_node, pipeline, step.index, step.id)
+        if (
+            step.compensate is not None
+            and step.compensate.git
+            and pipeline.workspace.get("isolation") == "none"
+        ):
+            comp_node = _children(children["compensate"])["git"]
+            raise self.error(
+                comp_node,
+                f"git: {step.compensate.git} needs a git workspace, but "
+                "workspace.isolation is 'none'; use a run: compensation or a git isolation",
+            )
+        self.check_bash_strings(children)
+        for key, child in children.items():
+            if key == "compensate":
+                # A compensation runs after its step: it may read the step's own output.
+                self.check_strings(child, pipeline, step.index + 1, step.id, True)
+            elif key not in ("id", "kind", "replies", "schema"):
+                self.check_strings(child, pipeline, step.index, step.id, True)
 
     def check_bash_strings(self, children: dict[str, yaml.Node]) -> None:
         """A ``run:`` string is for bash: an expression where bash would not take its

@@ -1,100 +1,52 @@
-"""Views of a run built from the store: the documents behind ``runs``, ``show`` and
-``report`` (their ``--json``), which the web view (``agentsaga ui``) serves unchanged."""
+"""Views of a run built from the store: the token report, diffs, logs, and the steps a
+run knows. The documents of ``runs`` and ``show`` are in :mod:`agentsaga.documents`, the
+step detail in :mod:`agentsaga.step_detail`; the web view serves them all unchanged."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from agentsaga.agent.record import continued_tokens
-from agentsaga.store import AttemptRecord, LLMCallRecord, Store
+from agentsaga.errors import UserInputError
+from agentsaga.store import AttemptRecord, Store
 
 
-def run_summaries(store: Store, status: str | None, limit: int | None) -> list[dict[str, Any]]:
-    """The runs, newest first, with their tokens and cost (``runs --json``)."""
-    return [
-        {
-            "id": s.id,
-            "pipeline": s.pipeline_name,
-            "status": s.status,
-            "created_at": s.created_at,
-            "updated_at": s.updated_at,
-            "parent_run_id": s.parent_run_id,
-            "steps": s.steps,
-            "usage": s.usage.to_json(),
-        }
-        for s in store.list_runs(status, limit)
-    ]
+def stored_steps(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The step definitions of a run's stored pipeline, as YAML gives them."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(store.get_run(run_id).pipeline_text, Loader=loader)  # noqa: S506
+        return [s for s in data.get("steps") or [] if isinstance(s, dict) and "id" in s]
+    except (yaml.YAMLError, AttributeError, TypeError):
+        return []  # a stored pipeline always loaded once; the attempts still name its steps
 
 
-def run_detail(store: Store, run_id: str) -> dict[str, Any]:
-    run = store.get_run(run_id)
-    records = store.attempts(run_id)
-    attempt_no = {a.id: a.attempt for a in records}
-    comps: dict[int, str] = {}
-    compensations = []
-    for comp in store.compensations(run_id):
-        comps[comp.attempt_id] = comp.status
-        # In the order they ran: a rollback's are newest step first.
-        compensations.append(
-            {
-                "step_id": comp.step_id,
-                "attempt": attempt_no.get(comp.attempt_id),
-                "reason": comp.reason,
-                "status": comp.status,
-                "tries": comp.tries,
-                "error": (comp.error or {}).get("message"),
-                "started_at": comp.started_at,
-                "finished_at": comp.finished_at,
-            }
+def step_kinds(store: Store, run_id: str) -> dict[str, str]:
+    return {str(s["id"]): str(s.get("kind")) for s in stored_steps(store, run_id)}
+
+
+def step_ids(store: Store, run_id: str) -> list[str]:
+    """The steps a run knows: its pipeline's, in order, then any that only its attempts
+    name (a step a resume with a changed pipeline dropped)."""
+    ids = [str(s["id"]) for s in stored_steps(store, run_id)]
+    for attempt in store.attempts(run_id):
+        if attempt.step_id not in ids:
+            ids.append(attempt.step_id)
+    return ids
+
+
+def require_step(store: Store, run_id: str, step: str) -> None:
+    """A step id given on the command line must name a step of the run: a typo is bad
+    input (exit 2, with a did-you-mean), not an empty answer."""
+    ids = step_ids(store, run_id)
+    if step not in ids:
+        from agentsaga.schema import did_you_mean
+
+        raise UserInputError(
+            f"run {run_id} has no step {step!r}{did_you_mean(step, ids)} (steps: {', '.join(ids)})"
         )
-    attempts = []
-    for a in records:
-        output = a.output or {}
-        attempts.append(
-            {
-                "step": a.step_id,
-                "step_index": a.step_index,
-                "attempt": a.attempt,
-                "seq": a.seq,
-                "status": a.status,
-                "superseded": a.superseded,
-                "reused_from": a.reused_from,
-                "duration_ms": a.duration_ms,
-                "tokens": a.usage.total,
-                "usage": a.usage.to_json(),
-                "commit": output.get("commit") if isinstance(output, dict) else None,
-                "base": a.base_commit,
-                "snapshot": a.snapshot,
-                "compensation": comps.get(a.id),
-                "error": (a.error or {}).get("message"),
-                "started_at": a.started_at,
-                "finished_at": a.finished_at,
-            }
-        )
-    ws = run.workspace or {}
-    return {
-        "run": {
-            "id": run.id,
-            "pipeline": run.pipeline_name,
-            "status": run.status,
-            "parent_run_id": run.parent_run_id,
-            "parent_step": run.parent_step,
-            "branch": ws.get("branch"),
-            "workspace": ws.get("path"),
-            "python": ws.get("python"),
-            "setup": ws.get("setup"),
-            "created_at": run.created_at,
-            "finished_at": run.finished_at,
-            "error": run.error,
-            "vars": run.vars,
-        },
-        "attempts": attempts,
-        "compensations": compensations,
-        "decisions": gate_decisions(store, run_id, attempt_no),
-        "gate": waiting_at(run.id, run.status, records),
-    }
-
-
 def gate_commands(run_id: str) -> dict[str, str]:
     """The two commands a waiting run's gate offers."""
     return {
@@ -112,7 +64,7 @@ def waiting_at(run_id: str, status: str, records: list[AttemptRecord]) -> dict[s
         return None
     output = visit.output or {}
     return {
-        "step": visit.step_id,
+        "step_id": visit.step_id,
         "visit": visit.attempt,
         "message": output.get("message", ""),
         "show": output.get("show", ""),
@@ -129,116 +81,162 @@ def gate_decisions(
         attempt_no = {a.id: a.attempt for a in store.attempts(run_id)}
     return [
         {
-            "step": d.step_id,
+            "step_id": d.step_id,
             "visit": attempt_no.get(d.attempt_id),
             "decision": d.decision,
-            "by": d.decided_by,
+            "decided_by": d.decided_by,
             "comment": d.comment,
-            "at": d.decided_at,
+            "decided_at": d.decided_at,
         }
         for d in store.gate_decisions(run_id)
     ]
 
 
 def token_report(store: Store, run_id: str) -> dict[str, Any]:
-    """Tokens and cost per step attempt, what was reused, and the failed-run tax.
+    """Tokens and cost per step and attempt, what was reused, and the failed-run tax.
 
-    * ``spent``: every call the providers were paid for (usage as the API reported it).
-    * ``reused``: tokens not paid again — replies served from the call log, and the
-      checkpoints of the steps before each point where the run went back (a retry, a
-      rewind, a resume, a fork), which a restart from scratch would have paid again.
-    * ``clean pass``: the tokens of each step's final attempt: one run with no failure.
-    * ``restart``: the counterfactual — what the saga paid plus what it reused.
-    * tax = spent / clean pass − 1, under each policy.
+    Every figure is a sum of the rows, so the report adds up:
 
-    ``steps`` splits spent, reused and restart by step (the web view's chart); each
-    column adds up to the run's total.
+    * ``spent``: the tokens of this run's own model calls (usage as the API reported it);
+      the ``usage`` of each attempt.
+    * ``reused``: tokens in this run's result it did not pay for — a fork's copies of its
+      parent's checkpoints (once each) and replies served from the call log. Never more
+      than one clean pass.
+    * ``saved``: at each point the run went back (a retry, a rewind, a resume, resume
+      --from), the checkpoints of the earlier steps it kept — what a restart from scratch
+      would have paid again there. A fork's copies are not counted: a restarted fork
+      reuses its parent's checkpoints too.
+    * ``clean pass``: each step's final attempt (reused ones included): one run with no
+      failure.
+    * ``restart``: the counterfactual, spent + reused + saved.
+    * tax = (spent + checkpoints reused) / clean pass − 1; restart tax = restart / clean
+      pass − 1.
     """
+    from agentsaga import documents
+
     attempts = store.attempts(run_id)
     calls = store.llm_calls(run_id)
-    memo_reused: dict[int, int] = {}
     by_id = {c.id: c for c in calls}
+    memo_reused: dict[int, int] = {}
     for call in calls:
         if call.status == "reused" and call.served_from in by_id and call.attempt_id:
             source = by_id[call.served_from]
             memo_reused[call.attempt_id] = memo_reused.get(call.attempt_id, 0) + source.usage.total
-    rows = [
-        {
-            "step": a.step_id,
-            "attempt": a.attempt,
-            "status": a.status,
-            "failed": a.error is not None,
-            "usage": a.usage.to_json(),
-            "tokens": a.usage.total,
-            "cost_usd": a.usage.cost_usd,
-            "reused_from_log": memo_reused.get(a.id, 0),
-            "reused_checkpoint": a.reused_from is not None,
-        }
-        for a in attempts
-    ]
-    checkpoint_by_step = _checkpoint_reuse(store, attempts)
-    checkpoint_reused = sum(checkpoint_by_step.values())
+    rows, kept = _attempt_rows(
+        store, attempts, memo_reused, documents.model_calls_by_attempt(calls)
+    )
     paid = [c for c in calls if c.status == "ok"]
     spent = sum(c.usage.total for c in paid)
-    # The run's usage as the APIs reported it, summed per field (reused calls cost nothing).
     usage = {
         field: sum(getattr(c.usage, field) for c in paid)
         for field in ("input", "output", "cache_read", "cache_write")
     }
-    cost_known = [c.usage.cost_usd for c in paid]
-    cost = None if any(c is None for c in cost_known) else sum(c or 0.0 for c in cost_known)
+    costs = [c.usage.cost_usd for c in paid]
+    cost = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
     clean = _clean_pass(store, attempts, memo_reused)
-    # Restarting from scratch pays all the saga paid, plus all it reused.
-    restart_total = spent + checkpoint_reused + sum(memo_reused.values())
+    steps = documents.group_by_step(
+        step_ids(store, run_id), rows, documents.current_statuses(attempts)
+    )
+    _step_totals(steps, paid, kept)
+    copied = sum(s["reused_checkpoint_tokens"] for s in steps)
+    from_log = sum(s["reused_from_log_tokens"] for s in steps)
+    saved = sum(s["saved_tokens"] for s in steps)
+    restart = spent + copied + from_log + saved
     return {
         "run_id": run_id,
+        "steps": steps,
         "decisions": gate_decisions(store, run_id),
-        "attempts": rows,
-        "steps": _per_step(attempts, paid, memo_reused, checkpoint_by_step),
         "spent_tokens": spent,
         "usage": usage,
-        "cost_usd": cost,
-        "reused_from_log_tokens": sum(memo_reused.values()),
-        "reused_checkpoint_tokens": checkpoint_reused,
+        "cost_usd": documents.cost(cost),
+        "reused_tokens": copied + from_log,
+        "reused_checkpoint_tokens": copied,
+        "reused_from_log_tokens": from_log,
+        "saved_tokens": saved,
         "clean_pass_tokens": clean,
-        "restart_counterfactual_tokens": restart_total,
-        "tax_saga": (spent / clean - 1) if clean else 0.0,
-        "tax_restart": (restart_total / clean - 1) if clean else 0.0,
+        "restart_counterfactual_tokens": restart,
+        "tax_saga": round((spent + copied) / clean - 1, 6) if clean else 0.0,
+        "tax_restart": round(restart / clean - 1, 6) if clean else 0.0,
     }
 
 
-def _checkpoint_reuse(store: Store, attempts: list[AttemptRecord]) -> dict[str, int]:
-    """Per step, the tokens of its checkpoints that the run reused instead of paying again."""
-    reused: dict[str, int] = {}
-    latest: dict[str, int] = {}  # each step's tokens in its newest attempt so far
+def _attempt_rows(
+    store: Store,
+    attempts: list[AttemptRecord],
+    memo_reused: dict[int, int],
+    model_calls: dict[int, list[dict[str, Any]]],
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, int]]:
+    """The report's row of each attempt, and per step the tokens of its checkpoints kept
+    where the run went back (a step's ``saved_tokens``; a row's is what it did not pay
+    again at that point)."""
+    from agentsaga import documents
+
+    rows: list[tuple[str, dict[str, Any]]] = []
+    kept: dict[str, int] = {}
+    latest: dict[str, int] = {}  # tokens of each step's newest attempt this run paid for
     index_of: dict[str, int] = {}
     previous_index = -1
     for a in attempts:
-        tokens = a.usage.total
-        if a.reused_from is not None:
-            # A fork's copy of its parent's checkpoint: paid by the parent, reused here.
-            tokens = store.get_attempt(a.reused_from).usage.total
-            reused[a.step_id] = reused.get(a.step_id, 0) + tokens
-        elif a.step_index <= previous_index:
-            # The run went back — a retry, a rewind, a resume after a crash or a failure,
-            # resume --from: a restart from scratch would have paid every step before
-            # this one again; the saga reused their checkpoints.
-            for step_id, step_tokens in latest.items():
-                if index_of[step_id] < a.step_index:
-                    reused[step_id] = reused.get(step_id, 0) + step_tokens
-            # An agent that continued its conversation reused its completed turns too.
+        copy = store.get_attempt(a.reused_from).usage.total if a.reused_from else 0
+        saved = 0
+        if a.reused_from is None and a.step_index <= previous_index:
+            # The run went back: a restart from scratch would have paid every earlier
+            # step again; the saga kept their checkpoints.
+            for step_id, tokens in latest.items():
+                if index_of[step_id] < a.step_index and tokens:
+                    kept[step_id] = kept.get(step_id, 0) + tokens
+                    saved += tokens
+            # An agent that continued its conversation kept its completed turns too.
             turns = continued_tokens(store, attempts, a)
             if turns:
-                reused[a.step_id] = reused.get(a.step_id, 0) + turns
+                kept[a.step_id] = kept.get(a.step_id, 0) + turns
+                saved += turns
         if a.reused_from is None:
             previous_index = a.step_index
+        row = {
+            "attempt": a.attempt,
+            "seq": a.seq,
+            "status": a.status,
+            "superseded": a.superseded,
+            "failed": a.error is not None,
+            "usage": documents.usage(a.usage),
+            "reused_tokens": {"checkpoint": copy, "call_log": memo_reused.get(a.id, 0)},
+            "saved_tokens": saved,
+            "model_calls": model_calls.get(a.id, []),
+        }
+        rows.append((a.step_id, row))
         index_of[a.step_id] = a.step_index
-        latest[a.step_id] = tokens
-    return reused
+        latest[a.step_id] = 0 if a.reused_from is not None else a.usage.total
+    return rows, kept
 
 
-def _clean_pass(store: Store, attempts: list[AttemptRecord], memo_reused: dict[int, int]) -> int:
-    """One clean pass: each step's last successful attempt (its last attempt if none was)."""
+def _step_totals(steps: list[dict[str, Any]], paid: list[Any], kept: dict[str, int]) -> None:
+    """Each step's own totals (the web view's per-step chart); every column adds up to the
+    run's figure. ``saved_tokens`` of a step: its checkpoints kept where the run went back."""
+    from agentsaga import documents
+
+    for step in steps:
+        mine = [c for c in paid if c.step_id == step["step_id"]]
+        spent = sum(c.usage.total for c in mine)
+        costs = [c.usage.cost_usd for c in mine]
+        copied = sum(a["reused_tokens"]["checkpoint"] for a in step["attempts"])
+        from_log = sum(a["reused_tokens"]["call_log"] for a in step["attempts"])
+        saved = kept.get(step["step_id"], 0)
+        step.update(
+            {
+                "spent_tokens": spent,
+                "cost_usd": None if None in costs else documents.cost(sum(c or 0 for c in costs)),
+                "reused_checkpoint_tokens": copied,
+                "reused_from_log_tokens": from_log,
+                "saved_tokens": saved,
+                "restart_counterfactual_tokens": spent + copied + from_log + saved,
+            }
+        )
+
+
+def _clean_pass(store: Store, attempts: list[Any], memo_reused: dict[int, int]) -> int:
+    """Each step's last successful attempt (its last attempt if none was); a reply the
+    memo served and a fork's copy are part of what one clean pass costs."""
     final: dict[str, int] = {}
     succeeded: set[str] = set()
     for a in attempts:
@@ -255,77 +253,6 @@ def _clean_pass(store: Store, attempts: list[AttemptRecord], memo_reused: dict[i
         elif a.step_id not in succeeded:
             final[a.step_id] = tokens
     return sum(final.values())
-
-
-def _per_step(
-    attempts: list[AttemptRecord],
-    paid: list[LLMCallRecord],
-    memo_reused: dict[int, int],
-    checkpoint_by_step: dict[str, int],
-) -> list[dict[str, Any]]:
-    order: dict[str, int] = {}
-    for a in attempts:
-        order.setdefault(a.step_id, a.step_index)
-    steps = []
-    for step_id in sorted(order, key=order.__getitem__):
-        mine = [c for c in paid if c.step_id == step_id]
-        spent = sum(c.usage.total for c in mine)
-        costs = [c.usage.cost_usd for c in mine]
-        from_log = sum(memo_reused.get(a.id, 0) for a in attempts if a.step_id == step_id)
-        checkpoint = checkpoint_by_step.get(step_id, 0)
-        steps.append(
-            {
-                "step_id": step_id,
-                "spent_tokens": spent,
-                "cost_usd": None if None in costs else float(sum(c or 0.0 for c in costs)),
-                "reused_checkpoint_tokens": checkpoint,
-                "reused_from_log_tokens": from_log,
-                "restart_counterfactual_tokens": spent + checkpoint + from_log,
-            }
-        )
-    return steps
-
-
-def step_detail(store: Store, run_id: str, step_id: str) -> dict[str, Any]:
-    """Everything about one step's attempts: error, output, each model call (prompt, reply,
-    usage), an agent's transcript (its turns and tool calls), the command's output and the
-    diff it made. The web view's step panel."""
-    from agentsaga.agent.transcript import agent_transcript
-
-    run = store.get_run(run_id)
-    records = store.attempts(run_id)
-    calls = store.llm_calls(run_id)
-    comps = store.compensations(run_id)
-    turns = agent_transcript(store, run_id, step_id)["turns"]  # empty unless an agent step
-    attempts = []
-    for a in records:
-        if a.step_id != step_id:
-            continue
-        attempts.append(
-            {
-                "attempt": a.attempt,
-                "seq": a.seq,
-                "status": a.status,
-                "superseded": a.superseded,
-                "reused_from": a.reused_from,
-                "started_at": a.started_at,
-                "finished_at": a.finished_at,
-                "duration_ms": a.duration_ms,
-                "usage": a.usage.to_json(),
-                "error": a.error,
-                "output": a.output,
-                "compensations": [
-                    {"reason": c.reason, "status": c.status, "tries": c.tries, "error": c.error}
-                    for c in comps
-                    if c.attempt_id == a.id
-                ],
-                "calls": [_call_json(c) for c in calls if c.attempt_id == a.id],
-                "transcript": [t for t in turns if t["attempt"] == a.attempt],
-                "logs": _log_tails(a.log_path),
-                "diff": _diff_or_none(run.workspace or {}, a, records),
-            }
-        )
-    return {"run_id": run_id, "step_id": step_id, "attempts": attempts}
 
 
 _LOG_TAIL_BYTES = 64 * 1024
@@ -363,24 +290,6 @@ def _log_tails(stem: str | None) -> dict[str, str]:
         if text:
             tails[name] = text
     return tails
-
-
-def _call_json(call: LLMCallRecord) -> dict[str, Any]:
-    return {
-        "id": call.id,
-        "provider": call.provider,
-        "model": call.model,
-        "status": call.status,
-        "http_attempt": call.http_attempt,
-        "latency_ms": call.latency_ms,
-        "created_at": call.created_at,
-        "served_from": call.served_from,
-        "usage": call.usage.to_json(),
-        "request": call.request,
-        "reply": (call.response or {}).get("text"),
-        "tool_calls": (call.response or {}).get("tool_calls") or [],
-        "error": call.error,
-    }
 
 
 def _attempt_diff(
@@ -428,3 +337,57 @@ def run_diff(store: Store, run_id: str, step: str | None, stat: bool) -> str:
     if diff is None:
         return f"step {step!r} changed nothing in the workspace\n"
     return diff
+
+
+def run_logs(store: Store, run_id: str, step: str | None) -> list[dict[str, Any]]:
+    """The whole captured output of the run's commands (``.agentsaga/logs``), per attempt
+    and stream, in start order; empty streams left out."""
+    from pathlib import Path
+
+    entries: list[dict[str, Any]] = []
+    for attempt in store.attempts(run_id):
+        if (step is not None and attempt.step_id != step) or not attempt.log_path:
+            continue
+        for stream, suffix in (("stdout", ".out"), ("stderr", ".err")):
+            path = Path(attempt.log_path + suffix)
+            if path.is_file() and path.stat().st_size:
+                entries.append(
+                    {
+                        "step_id": attempt.step_id,
+                        "attempt": attempt.attempt,
+                        "stream": stream,
+                        "path": str(path),
+                        "text": path.read_text(encoding="utf-8", errors="replace"),
+                    }
+                )
+    return entries
+
+
+def mark_merged(store: Store, doc: dict[str, Any]) -> None:
+    """After a rollback: note on each attempt whose commit another branch holds (the user
+    merged the run's branch) which branches, in ``merged_into``: a rollback resets the
+    run's own branch and cannot undo a merge it did not make."""
+    from pathlib import Path
+
+    from agentsaga import gitops
+    from agentsaga.errors import GitError
+
+    ws = store.get_run(doc["run_id"]).workspace or {}
+    root = ws.get("repo_root")
+    if not root or not Path(root).is_dir():
+        return
+    for step in doc["steps"]:
+        for attempt in step["attempts"]:
+            commit = attempt.get("commit")
+            if not commit or commit == attempt.get("base"):
+                continue
+            try:
+                branches = [
+                    b
+                    for b in gitops.branches_containing(Path(root), commit)
+                    if b != doc.get("branch")
+                ]
+            except GitError:
+                continue
+            if branches:
+                attempt["merged_into"] = ", ".join(branches)

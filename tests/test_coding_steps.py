@@ -474,9 +474,9 @@ def test_end_to_end_plan_break_rewind_fix_then_rollback(
         "cache_write": 1500,
     }
     assert report["clean_pass_tokens"] == 960 + 1840
-    assert report["reused_checkpoint_tokens"] == 960  # the plan, not paid again
+    assert report["saved_tokens"] == 960  # the plan, not paid again
     assert report["tax_saga"] < report["tax_restart"]
-    print("E2E token report:", json.dumps({k: v for k, v in report.items() if k != "attempts"}))
+    print("E2E token report:", json.dumps({k: v for k, v in report.items() if k != "steps"}))
 
     rolled = project.run_json("rollback", rid)
 

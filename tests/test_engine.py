@@ -55,7 +55,7 @@ def test_fail_at_step_k_then_resume_runs_earlier_steps_once(env: Env, k: int) ->
     assert counts == {f"s{i}": (2 if i == k else 1) for i in range(1, 6)}
     # Only the failed attempt of step k was compensated.
     assert [line for line in env.ledger.lines() if line.startswith("undo-")] == [f"undo-s{k}"]
-    attempts = {s["id"]: s["attempts"] for s in second.json()["steps"]}
+    attempts = {s["step_id"]: len(s["attempts"]) for s in second.json()["steps"]}
     assert attempts == {f"s{i}": (2 if i == k else 1) for i in range(1, 6)}
 
 
@@ -397,7 +397,10 @@ def test_retry_compensates_each_failed_attempt_with_its_own_key(env: Env) -> Non
     result = cli("run", path, "--json")
     assert result.exit_code == 0, result
     rid = result.json()["run_id"]
-    assert result.json()["steps"] == [{"id": "flaky", "status": "completed", "attempts": 3}]
+    steps = result.json()["steps"]
+    assert [(s["step_id"], s["status"], len(s["attempts"])) for s in steps] == [
+        ("flaky", "completed", 3)
+    ]
     assert env.ledger.lines() == [
         f"try:1:{rid}:flaky:1",
         f"undo:{rid}:flaky:1:",
@@ -447,7 +450,7 @@ def test_rewind_feeds_the_failure_to_the_rewound_step(env: Env) -> None:
     assert env.ledger.lines() == ["plan", "write:0", "test:1", "undo-write", "write:1", "test:2"]
     assert (env.path / "rewind-error-0.txt").read_text() == ""
     assert "boom-1" in (env.path / "rewind-error-1.txt").read_text()
-    steps = {s["id"]: s["attempts"] for s in result.json()["steps"]}
+    steps = {s["step_id"]: len(s["attempts"]) for s in result.json()["steps"]}
     assert steps == {"plan": 1, "write": 2, "test": 2}
 
 
@@ -485,7 +488,7 @@ def test_terminal_failure_compensates_only_the_failed_step(env: Env) -> None:
     data = result.json()
     assert data["status"] == "failed"
     assert env.ledger.lines() == ["a", "b", "undo-b"]
-    statuses = {s["id"]: s["status"] for s in data["steps"]}
+    statuses = {s["step_id"]: s["status"] for s in data["steps"]}
     assert statuses["a"] == "completed"
     assert statuses["c"] == "pending"
     assert env.run_status(data["run_id"]) == "failed"
@@ -568,7 +571,7 @@ def test_if_false_skips_the_step(env: Env) -> None:
     result = cli("run", env.write("p.yml", text), "--json")
     assert result.exit_code == 0, result
     assert env.ledger.lines() == ["wanted"]
-    statuses = {s["id"]: s["status"] for s in result.json()["steps"]}
+    statuses = {s["step_id"]: s["status"] for s in result.json()["steps"]}
     assert statuses == {"wanted": "completed", "unwanted": "skipped", "literal": "skipped"}
     # A skipped step did nothing: rollback has nothing of it to undo.
     assert cli("rollback", result.json()["run_id"]).exit_code == 0
@@ -670,21 +673,22 @@ def test_json_documents_of_run_resume_rollback(env: Env) -> None:
         steps = data["steps"]
         assert isinstance(steps, list)
         for item in steps:
-            assert {"id", "status", "attempts"} <= set(item)
+            assert {"step_id", "status", "attempts"} <= set(item)
+            assert isinstance(item["attempts"], list)
 
     path = env.write("p.yml", chain(2, fail_at=2))
     run = cli("run", path, "--json")
     check(run.json(), "failed")
-    assert run.json()["steps"] == [
-        {"id": "s1", "status": "completed", "attempts": 1},
-        {"id": "s2", "status": "compensated", "attempts": 1},
+    assert [(s["step_id"], s["status"], len(s["attempts"])) for s in run.json()["steps"]] == [
+        ("s1", "completed", 1),
+        ("s2", "compensated", 1),
     ]
     (env.path / "flag").touch()
     resumed = cli("resume", run.json()["run_id"], "--json")
     check(resumed.json(), "succeeded")
     rolled = cli("rollback", run.json()["run_id"], "--json")
     check(rolled.json(), "rolled_back")
-    assert {s["id"]: s["status"] for s in rolled.json()["steps"]} == {
+    assert {s["step_id"]: s["status"] for s in rolled.json()["steps"]} == {
         "s1": "compensated",
         "s2": "compensated",
     }
@@ -716,8 +720,13 @@ def test_rollback_plan_changes_nothing(env: Env) -> None:
     rid = cli("run", path, "--json").json()["run_id"]
     plan = cli("rollback", rid, "--plan", "--json")
     assert plan.exit_code == 0, plan
-    actions = [(i["step_id"], i["action"]) for i in plan.json()["plan"]]
-    assert actions[:3] == [("c#1", "compensate"), ("b#1", "skip"), ("a#1", "compensate")]
+    actions = [(i["step_id"], i["attempt"], i["action"]) for i in plan.json()["plan"]]
+    assert actions == [
+        ("c", 1, "compensate"),
+        ("b", 1, "skip"),
+        ("a", 1, "compensate"),
+        (None, None, "compensate"),  # the run's workspace
+    ]
     assert env.ledger.lines() == ["a", "b", "c"]
     assert env.run_status(rid) == "succeeded"
 

@@ -68,7 +68,7 @@ def start(env: Env, path: Path) -> str:
     assert result.exit_code == 5, result
     data = result.json()
     assert data["status"] == "waiting"
-    assert data["gate"]["step"] == "review" and data["gate"]["message"] == "Ship it?"
+    assert data["gate"]["step_id"] == "review" and data["gate"]["message"] == "Ship it?"
     return str(data["run_id"])
 
 
@@ -109,7 +109,7 @@ def test_run_waits_holding_no_lease_and_approve_continues_to_deploy(env: Env) ->
         "lgtm",
         1,
     )
-    assert decision["by"] and decision["at"]
+    assert decision["decided_by"] and decision["decided_at"]
     assert cli("report", rid, "--json").json()["decisions"] == [decision]
 
 
@@ -220,7 +220,7 @@ def test_timeout_policies_apply_when_the_run_is_next_driven(
         assert cli("approve", rid).exit_code == 0
         return
     assert decisions(rid)[0]["decision"] == "timed_out"
-    assert decisions(rid)[0]["by"] == "timeout"
+    assert decisions(rid)[0]["decided_by"] == "timeout"
 
 
 def test_a_decision_after_the_deadline_is_refused_and_resume_applies_the_timeout(
@@ -462,7 +462,7 @@ def test_demo_review_waits_before_the_deploy_then_approve_deploys(tmp_path: Path
 
     assert result.exit_code == 5, result
     data = result.json()
-    assert data["gate"]["step"] == "review"
+    assert data["gate"]["step_id"] == "review"
     assert not (tmp_path / "demo" / "deployments").exists()
     approved = run_agentsaga("approve", data["run_id"], "--comment", "ship it")
     assert approved.exit_code == 0, approved

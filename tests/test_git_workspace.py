@@ -91,8 +91,8 @@ def run_id_of(result: Result) -> str:
 
 
 def newest_run_id(name: str | None = None) -> str:
-    runs = cli("runs", "--json").json()
-    ids = [r["id"] for r in runs if name is None or r["pipeline"] == name]
+    runs = cli("runs", "--json").json()["runs"]
+    ids = [r["run_id"] for r in runs if name is None or r["pipeline"] == name]
     assert ids, runs
     return str(ids[0])
 
@@ -183,7 +183,8 @@ def test_commit_and_edit_steps_are_undone_and_resume_keeps_the_workspace(
     work = worktree_of(repo, rid) if isolation == "worktree" else repo
     branch = f"agentsaga/{rid}"
     # c1 committed on the run branch, with a message naming the run and the step.
-    assert git(work, "log", "-1", "--format=%s", branch).strip() == f"agentsaga {rid}: step c1"
+    subject = git(work, "log", "-1", "--format=%s", branch).strip()
+    assert subject == f"agentsaga {rid}: step c1: a.txt, c.txt"
     assert git(repo, "show", f"{branch}:c.txt") == "created\n"
     # e1 completed, so its uncommitted changes stay: the workspace is as e1 left it.
     assert (work / "b.txt").read_text() == "b\ne1\n"
@@ -514,7 +515,7 @@ def test_a_persons_commit_refuses_the_branch_deletion_too(repo: Path, tmp_path: 
     assert refused.exit_code == 3, refused
     assert "my precious work" in refused.output
     assert capture(repo) == mid
-    assert cli("show", rid, "--json").json()["run"]["status"] == "rollback_failed"
+    assert cli("show", rid, "--json").json()["status"] == "rollback_failed"
     assert cli("rollback", rid, "--force").exit_code == 0
     assert capture(repo) == before
 
@@ -802,7 +803,7 @@ def test_a_refused_run_is_not_left_running(
         isolation = "worktree"
     path = write_pipeline(tmp_path, shell("c1", "true"), isolation=isolation)
     assert cli("run", path).exit_code != 0
-    runs = cli("runs", "--json").json()
+    runs = cli("runs", "--json").json()["runs"]
     assert [r["status"] for r in runs if r["status"] == "running"] == [], runs
 
 
@@ -868,8 +869,9 @@ def test_show_diff_and_a_succeeded_run_keeps_its_branch(repo: Path, tmp_path: Pa
     result = cli("run", path, "--json")
     assert result.exit_code == 0, result
     rid = run_id_of(result)
-    assert cli("show", rid, "--json").json()["run"]["status"] == "succeeded"
-    commits = {a["step"]: a["commit"] for a in cli("show", rid, "--json").json()["attempts"]}
+    shown = cli("show", rid, "--json").json()
+    assert shown["status"] == "succeeded"
+    commits = {s["step_id"]: a["commit"] for s in shown["steps"] for a in s["attempts"]}
     assert commits["c2"] == git(repo, "rev-parse", f"agentsaga/{rid}").strip()
     assert commits["c1"] == git(repo, "rev-parse", f"agentsaga/{rid}~1").strip()
     shown = cli("show", rid)

@@ -93,7 +93,7 @@ def test_reply_usage_with_cache_fields_lands_in_the_store_and_the_report(
         field: sum(u[field] for u in served)
         for field in ("input", "output", "cache_read", "cache_write")
     }
-    assert sum(row["tokens"] for row in report["attempts"]) == total
+    assert sum(a["usage"]["total"] for s in report["steps"] for a in s["attempts"]) == total
     assert report["cost_usd"] is not None and report["cost_usd"] > 0
     assert report["clean_pass_tokens"] == total
     assert report["tax_saga"] == 0.0
@@ -166,8 +166,9 @@ def test_persistent_500_fails_the_step_with_the_api_message(project: Project, ap
     calls = project.calls(rid)
     assert [(c.status, c.http_attempt) for c in calls] == [("error", 1), ("error", 2)]
     shown = project.run_json("show", rid)
-    assert "upstream database is on fire" in shown["attempts"][0]["error"]
-    assert "HTTP 500" in shown["attempts"][0]["error"]
+    error = shown["steps"][0]["attempts"][0]["error"]["message"]
+    assert "upstream database is on fire" in error
+    assert "HTTP 500" in error
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -280,8 +281,8 @@ def test_a_reply_stored_before_a_crash_is_reused_on_resume(project: Project) -> 
     report = project.report(rid)
     assert report["reused_from_log_tokens"] == 930
     assert report["spent_tokens"] == 320 + 930  # paid once each
-    write_rows = [r for r in report["attempts"] if r["step"] == "write"]
-    assert write_rows[-1]["reused_from_log"] == 930
+    write_rows = [a for s in report["steps"] if s["step_id"] == "write" for a in s["attempts"]]
+    assert write_rows[-1]["reused_tokens"]["call_log"] == 930
     # The reused reply was applied: the file exists on the run branch.
     commit = [a for a in project.attempts(rid) if a.step_id == "write"][-1].output["commit"]
     assert "hello" in _git_show(project.repo, f"{commit}:hello.py")

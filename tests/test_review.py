@@ -325,10 +325,10 @@ def test_runs_and_show_count_the_tokens_of_an_attempt_that_crashed(
     assert llm_server.count == 1  # the reply was served from the log, not paid again
 
     assert project.report(rid)["spent_tokens"] == 120
-    listed = project.run_json("runs")
-    assert [r["usage"] for r in listed if r["id"] == rid][0]["input"] == 100, listed
+    listed = project.run_json("runs")["runs"]
+    assert [r["usage"] for r in listed if r["run_id"] == rid][0]["input"] == 100, listed
     shown = project.run_json("show", rid)
-    assert sum(a["tokens"] for a in shown["attempts"]) == 120, shown
+    assert sum(a["usage"]["total"] for s in shown["steps"] for a in s["attempts"]) == 120
 
 
 # --- --json when a run is interrupted ------------------------------------------------------------

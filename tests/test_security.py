@@ -368,7 +368,7 @@ def test_state_folder_database_and_logs_are_private(
             subprocess.run(
                 agentsaga_argv("runs", "--json"), cwd=repo, capture_output=True, text=True
             ).stdout
-        )[0]["id"]
+        )["runs"][0]["run_id"]
         subprocess.run(agentsaga_argv("rollback", rid), cwd=repo, check=True, capture_output=True)
     finally:
         os.umask(old)
@@ -428,7 +428,7 @@ steps:
     result = cli("validate", "--explain", path, "--json")
     assert result.exit_code == 0, result
     doc = result.json()
-    steps = {s["step"]: s for s in doc["steps"]}
+    steps = {s["step_id"]: s for s in doc["steps"]}
     assert list(steps) == ["plan", "write", "test", "fetch", "deploy", "cleanup"]
     assert steps["test"]["runs"] == "python -m pytest -q"
     assert steps["fetch"]["runs"] == ["curl", "-fsS", "https://example.com/install.sh"]

@@ -270,7 +270,7 @@ def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
     resumed = agentsaga(repo, "resume", run_id, "--json")
     assert resumed.exit_code == 0, resumed
     assert resumed.json()["status"] == "succeeded"
-    assert [s["attempts"] for s in resumed.json()["steps"]] == [1, 3, 1]
+    assert [len(s["attempts"]) for s in resumed.json()["steps"]] == [1, 3, 1]
     branch = f"agentsaga/{run_id}"
     assert git(repo, "show", f"{branch}:d/y") == "x\n"
 
@@ -280,8 +280,12 @@ def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
     shown = agentsaga(repo, "show", run_id, "--json")
     assert shown.exit_code == 0, shown
     detail = shown.json()
-    assert detail["run"]["status"] == "succeeded"
-    assert [(a["step"], a["status"]) for a in detail["attempts"]] == [
+    assert detail["status"] == "succeeded"
+    attempts = sorted(
+        ((s["step_id"], a) for s in detail["steps"] for a in s["attempts"]),
+        key=lambda pair: pair[1]["seq"],
+    )
+    assert [(step, a["status"]) for step, a in attempts] == [
         ("add", "completed"),
         ("gate", "failed"),
         ("gate", "failed"),
@@ -628,7 +632,7 @@ def test_a_gate_waits_in_the_workflow_for_a_decision(
     # resume never skips a gate: it says what the run waits for.
     waiting = agentsaga(repo, "resume", run_id, "--json")
     assert waiting.exit_code == 5, waiting
-    assert waiting.json()["gate"]["step"] == "review"
+    assert waiting.json()["gate"]["step_id"] == "review"
 
     # A rejection goes to the waiting workflow (an update): it rewinds with the comment.
     rejected = agentsaga(repo, "reject", run_id, "--comment", "add tests", "--json")

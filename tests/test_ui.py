@@ -171,12 +171,12 @@ def test_step_detail_has_prompts_replies_output_and_diffs(saga: Saga, server: UI
     assert status == 200
     assert [a["attempt"] for a in write["attempts"]] == [1, 2]
     for attempt in write["attempts"]:
-        (call,) = attempt["calls"]
+        (call,) = attempt["model_calls"]
         assert "SEARCH" in call["reply"] and call["usage"]["total"] > 0
         assert call["request"]["messages"], "the prompt is shown"
         assert attempt["diff"].startswith("diff --git a/src/calc.py")
     # The rewound write saw the test failure in its prompt.
-    second_prompt = json.dumps(write["attempts"][1]["calls"][0]["request"])
+    second_prompt = json.dumps(write["attempts"][1]["model_calls"][0]["request"])
     assert "tests failed" in second_prompt
     status, _, test = request(server.port, "GET", f"/api/runs/{saga.run_id}/steps/test")
     failed = test["attempts"][0]
@@ -194,9 +194,10 @@ def test_report_splits_tokens_by_step_and_adds_up(saga: Saga) -> None:
         sum(s["restart_counterfactual_tokens"] for s in steps)
         == report["restart_counterfactual_tokens"]
     )
-    # The rewind to write reused plan's checkpoint: a restart would have paid it again.
+    assert sum(s["saved_tokens"] for s in steps) == report["saved_tokens"]
+    # The rewind to write kept plan's checkpoint: a restart would have paid it again.
     plan = steps[0]
-    assert plan["reused_checkpoint_tokens"] == plan["spent_tokens"] > 0
+    assert plan["saved_tokens"] == plan["spent_tokens"] > 0
 
 
 def test_run_detail_lists_compensations_in_the_order_they_ran(saga: Saga) -> None:
@@ -238,7 +239,7 @@ def test_writes_need_the_token_a_json_body_and_our_origin(saga: Saga, server: UI
     origin = {"Origin": f"http://127.0.0.1:{server.port}"}
     status, _, data = request(server.port, "POST", path, {**good, **origin}, {"comment": "x"})
     assert status == 409, data
-    assert cli_json(saga.store, "show", saga.run_id)["run"]["status"] == "rolled_back"
+    assert cli_json(saga.store, "show", saga.run_id)["status"] == "rolled_back"
 
 
 @pytest.mark.parametrize(
@@ -258,7 +259,7 @@ def test_any_other_host_needs_the_token_printed_at_start(
         status, _, _ = request(ui.port, "GET", "/api/runs", {"Authorization": "Bearer nope"})
         assert status == 401
         status, _, data = request(ui.port, "GET", "/api/runs", {"Authorization": f"Bearer {token}"})
-        assert status == 200 and data[0]["id"] == saga.run_id
+        assert status == 200 and data["runs"][0]["run_id"] == saga.run_id
         # The printed URL trades the token for a cookie and drops it from the address.
         status, headers, _ = request(ui.port, "GET", f"/?token={token}")
         assert status == 303 and headers["location"] == "/"
@@ -384,7 +385,11 @@ def test_timeline_has_a_bar_per_attempt_rewinds_and_compensations(
     browser: Browser,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    detail = cli_json(saga.store, "show", saga.run_id)
+    shown = cli_json(saga.store, "show", saga.run_id)
+    attempts = sorted(
+        ({**a, "step": s["step_id"]} for s in shown["steps"] for a in s["attempts"]),
+        key=lambda a: a["seq"],
+    )
     browser.get(f"{server.url}#/runs/{saga.run_id}")
     browser.wait_for("return document.getElementById('timeline')?.dataset.attempts")
     # Bars drawn by Chart.js, counted on the chart itself (one element per bar).
@@ -394,7 +399,7 @@ def test_timeline_has_a_bar_per_attempt_rewinds_and_compensations(
     )
     bars = {label: n for label, n in drawn}
     assert sum(n for label, n in bars.items() if not label.startswith("compensation")) == len(
-        detail["attempts"]
+        attempts
     )
     assert bars["compensation (undo)"] == 3
     canvas = browser.js("return {...document.getElementById('timeline').dataset}")
@@ -405,7 +410,7 @@ def test_timeline_has_a_bar_per_attempt_rewinds_and_compensations(
         "return [...document.querySelectorAll('#attempts tr.attempt-row')]"
         ".map(r => r.dataset.step + '#' + r.dataset.attempt)"
     )
-    assert rows == [f"{a['step']}#{a['attempt']}" for a in detail["attempts"]]
+    assert rows == [f"{a['step']}#{a['attempt']}" for a in attempts]
     assert browser.js("return Chart.getChart('tokens').data.labels") == [
         "plan",
         "read",

@@ -22,9 +22,10 @@ Fingerprint = Callable[[Step], str | None]
 
 @dataclass
 class PlanItem:
-    step_id: str
+    step_id: str  # "(workspace)": the run's branch, worktree and refs
     action: str  # reuse | run | rerun | compensate | skip | stop
     reason: str
+    attempt: int | None = None  # set where the item is about one attempt (rollback)
 
 
 def effective_compensation(step: Step) -> Compensation | None:

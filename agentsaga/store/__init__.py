@@ -21,17 +21,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentsaga.errors import ConfigError
+from agentsaga.errors import ConfigError, NoStore
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 def new_run_id() -> str:
-    """12 characters: 8 of milliseconds since 2024 (sortable for ~34 years), 4 random."""
+    """12 characters: 4 random, then 8 of milliseconds since 2024.
+
+    Random first, as git's hashes are: runs started in the same minute then differ in
+    their first characters, so the 4 or 5 a person types are a unique prefix in practice
+    (two runs share a 4-character prefix with odds of about 1 in a million). The time part
+    keeps ids made in different milliseconds distinct; listings sort by ``created_at``.
+    """
     ms = int(time.time() * 1000) - 1_704_067_200_000
     stamp = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(35, -1, -5))
-    tail = "".join(secrets.choice(_CROCKFORD) for _ in range(4))
-    return stamp[-8:] + tail
+    head = "".join(secrets.choice(_CROCKFORD) for _ in range(4))
+    return head + stamp[-8:]
 
 
 def utcnow() -> str:
@@ -380,11 +386,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def open_store(location: str | None, repo_root: Path | None = None) -> Store:
+def open_store(location: str | None, repo_root: Path | None = None, create: bool = True) -> Store:
     """``postgresql://...`` opens PostgreSQL; anything else is a SQLite file path.
 
     The default is ``<repo>/.agentsaga/state.db``, beside the repository it describes, so
-    ``resume`` and ``rollback`` work from the same repository as git commands do.
+    ``resume`` and ``rollback`` work from the same repository as git commands do. With
+    ``create=False`` (commands that only read) a SQLite file that does not exist is
+    :class:`NoStore`, and nothing is created: reading never writes.
     """
     location = location or os.environ.get("AGENTSAGA_STORE") or None
     if location and location.startswith(("postgresql://", "postgres://")):
@@ -394,7 +402,13 @@ def open_store(location: str | None, repo_root: Path | None = None) -> Store:
     from agentsaga.store.sqlite import SqliteStore
 
     if location:
-        return SqliteStore(Path(location))
-    if repo_root is None:
+        path = Path(location)
+    elif repo_root is None:
+        if not create:
+            raise NoStore(None)
         raise ConfigError("no store: run inside a git repository, or give --store PATH")
-    return SqliteStore(repo_root / ".agentsaga" / "state.db")
+    else:
+        path = repo_root / ".agentsaga" / "state.db"
+    if not create and not path.is_file():
+        raise NoStore(path)
+    return SqliteStore(path)

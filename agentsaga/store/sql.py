@@ -223,10 +223,10 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
                    COALESCE(SUM(a.tokens_input), 0), COALESCE(SUM(a.tokens_output), 0),
                    COALESCE(SUM(a.tokens_cache_read), 0), COALESCE(SUM(a.tokens_cache_write), 0),
                    SUM(a.cost_usd)
-            FROM (SELECT * FROM runs {where} ORDER BY id DESC {lim}) r
+            FROM (SELECT * FROM runs {where} ORDER BY created_at DESC, id DESC {lim}) r
             LEFT JOIN step_attempts a ON a.run_id = r.id
             GROUP BY r.id, r.pipeline_name, r.status, r.created_at, r.updated_at, r.parent_run_id
-            ORDER BY r.id DESC
+            ORDER BY r.created_at DESC, r.id DESC
             """,
             params,
         )

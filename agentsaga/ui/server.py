@@ -65,7 +65,8 @@ _POST_ROUTE = re.compile(_RUN + r"/(?P<verdict>approve|reject)/?")
 
 
 def _get_document(store: Store, route: str, groups: dict[str, str], query: str) -> Any:
-    from agentsaga import report
+    from agentsaga import documents, report
+    from agentsaga.step_detail import step_document
 
     if route == "runs":
         from agentsaga.states import RunStatus
@@ -78,10 +79,10 @@ def _get_document(store: Store, route: str, groups: dict[str, str], query: str) 
             limit = int(params.get("limit", ["50"])[0])
         except ValueError:
             raise BadRequest("limit: expected a number") from None
-        return report.run_summaries(store, status, limit)
+        return documents.runs_document(store.list_runs(status, limit))
     run_id = store.resolve_run_id(groups["run"])
     if route == "run":
-        return report.run_detail(store, run_id)
+        return documents.run_document(store, run_id)
     if route == "report":
         return report.token_report(store, run_id)
     if route == "gate":
@@ -92,7 +93,10 @@ def _get_document(store: Store, route: str, groups: dict[str, str], query: str) 
             raise NotFound(f"run {run_id} is not waiting at a gate")
         # The reviewer sees the whole change so far beside the gate's own summary.
         return {**gate.to_json(), "diff": report.run_diff(store, run_id, None, stat=False)}
-    detail = report.step_detail(store, run_id, groups["step"])
+    try:
+        detail = step_document(store, run_id, groups["step"])
+    except UserInputError as exc:
+        raise NotFound(exc.message) from None
     if not detail["attempts"]:
         raise NotFound(f"step {groups['step']!r} has not run in run {run_id}")
     return detail

@@ -264,8 +264,10 @@
       "p",
       { class: "tax" },
       `spent ${fmtInt(report.spent_tokens)} tokens; one clean pass ${fmtInt(report.clean_pass_tokens)}; ` +
-        `reused ${fmtInt(report.reused_checkpoint_tokens)} from checkpoints and ` +
-        `${fmtInt(report.reused_from_log_tokens)} from the call log. Failed-run tax: saga ` +
+        `reused ${fmtInt(report.reused_checkpoint_tokens)} from a parent's checkpoints and ` +
+        `${fmtInt(report.reused_from_log_tokens)} from the call log; ` +
+        `saved ${fmtInt(report.saved_tokens ?? 0)} by keeping checkpoints where the run went ` +
+        `back. Failed-run tax: saga ` +
         `${pct(report.tax_saga)}, a restart from scratch ${pct(report.tax_restart)} ` +
         `(${fmtInt(report.restart_counterfactual_tokens)} tokens).`,
     );

@@ -196,7 +196,7 @@
     const split = (report.steps || []).filter((s) => typeof s.spent_tokens === "number");
     if (split.length) {
       return split.map((s) => ({ step: stepIdOf(s), spent: s.spent_tokens,
-        reused: (s.reused_checkpoint_tokens ?? 0) + (s.reused_from_log_tokens ?? 0),
+        reused: (s.reused_checkpoint_tokens ?? 0) + (s.reused_from_log_tokens ?? 0) + (s.saved_tokens ?? 0),
         restart: s.restart_counterfactual_tokens }));
     }
     const steps = [];

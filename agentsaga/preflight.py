@@ -1,0 +1,210 @@
+"""Everything knowable before a run, checked before it creates anything.
+
+``validate`` prints these findings; ``run`` and ``fork`` refuse to start on an error (exit
+2: no run record, no branch, no worktree, nothing to roll back). Checked: each LLM step's
+provider is built in or declared in ``.agentsaga.yml``; its key is in the environment (a
+provider with a base URL, as a local Ollama or vLLM, needs none); the model it will use and
+whether its price is known; the workspace is a git repository with a commit when the
+pipeline needs git. A model's existence cannot be known offline: the first call says.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentsaga.pipeline import Pipeline
+
+_BUILTIN = ("anthropic", "openai", "scripted")
+_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+_BASE_URL_ENV = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL"}
+#: Step kinds that call a model (their fields include provider and model).
+LLM_KINDS = ("plan", "write", "agent")
+
+
+@dataclass
+class Finding:
+    level: str  # error | warning
+    step_id: str | None
+    message: str
+    #: provider | key | price | workspace. ``validate`` reports key and workspace errors
+    #: as warnings: they are about this machine, not the pipeline.
+    about: str = "provider"
+
+    def text(self) -> str:
+        where = f"step {self.step_id}: " if self.step_id else ""
+        return f"{self.level}: {where}{self.message}"
+
+
+@dataclass
+class ModelChoice:
+    step_id: str
+    provider: str
+    kind: str  # anthropic | openai | scripted: who answers
+    model: str
+
+
+def model_choices(pipeline: Pipeline, config: Mapping[str, Any]) -> list[ModelChoice]:
+    """The provider and model each LLM step will use: the step's, else the pipeline's
+    defaults, else the provider's own ``model`` in ``.agentsaga.yml``, else the built-in
+    default (the same order as ``llm.LLMGateway.settings``)."""
+    from agentsaga.llm import DEFAULT_MODELS
+
+    choices = []
+    providers = config.get("providers") or {}
+    for step in pipeline.steps:
+        if step.kind not in LLM_KINDS:
+            continue
+        provider = str(
+            step.fields.get("provider") or pipeline.defaults.get("provider") or "scripted"
+        )
+        declared = providers.get(provider) or {}
+        kind = str(declared.get("type") or provider)
+        model = str(
+            step.fields.get("model")
+            or pipeline.defaults.get("model")
+            or declared.get("model")
+            or DEFAULT_MODELS.get(kind, provider)
+        )
+        choices.append(ModelChoice(step.id, provider, kind, model))
+    return choices
+
+
+def check(
+    pipeline: Pipeline,
+    config: Mapping[str, Any],
+    repo_root: Path | None,
+    environ: Mapping[str, str] | None = None,
+    prices: bool = True,
+) -> list[Finding]:
+    """``prices=False`` skips the price lookup (genai-prices takes ~0.4 s to import:
+    plain ``validate`` stays instant; ``validate --explain`` and ``run`` look prices up)."""
+    env = os.environ if environ is None else environ
+    findings = _check_workspace(pipeline, config, repo_root)
+    providers = config.get("providers") or {}
+    seen: set[tuple[str, str]] = set()
+    for choice in model_choices(pipeline, config):
+        if "${{" in choice.provider or "${{" in choice.model:
+            continue  # chosen at run time from an expression
+        if choice.provider not in _BUILTIN and choice.provider not in providers:
+            declared = ", ".join(sorted({*_BUILTIN, *providers}))
+            findings.append(
+                Finding(
+                    "error",
+                    choice.step_id,
+                    f"unknown provider {choice.provider!r} (known: {declared}); declare it in "
+                    f".agentsaga.yml under providers.{choice.provider} with type: openai and "
+                    "a base_url for an OpenAI-compatible server",
+                )
+            )
+            continue
+        if choice.kind not in _BUILTIN:
+            continue  # .agentsaga.yml's own check names a bad type
+        key = (choice.provider, choice.model)
+        if key in seen:
+            continue
+        seen.add(key)
+        findings += _check_key(choice, providers.get(choice.provider) or {}, env)
+        if prices:
+            findings += _check_price(choice, config)
+    return findings
+
+
+def _check_key(
+    choice: ModelChoice, declared: Mapping[str, Any], env: Mapping[str, str]
+) -> list[Finding]:
+    if choice.kind == "scripted":
+        return []
+    key_env = str(declared.get("api_key_env") or _KEY_ENV[choice.kind])
+    if env.get(key_env):
+        return []
+    if choice.kind == "openai" and (declared.get("base_url") or env.get(_BASE_URL_ENV["openai"])):
+        return []  # a local OpenAI-compatible server (Ollama, vLLM) takes no key
+    return [
+        Finding(
+            "error",
+            choice.step_id,
+            f"provider {choice.provider!r} needs an API key: set {key_env} (or name another "
+            f"variable in .agentsaga.yml: providers.{choice.provider}.api_key_env)",
+            "key",
+        )
+    ]
+
+
+def _check_price(choice: ModelChoice, config: Mapping[str, Any]) -> list[Finding]:
+    from agentsaga.pricing import cost_usd
+    from agentsaga.providers.base import Usage
+
+    overrides = config.get("prices")
+    price_provider = choice.kind
+    if choice.kind == "scripted":
+        if choice.model.lower().startswith("claude"):
+            price_provider = "anthropic"
+        elif choice.model.lower().startswith(("gpt", "o1", "o3", "o4")):
+            price_provider = "openai"
+        else:
+            return []  # canned replies cost nothing
+    if cost_usd(price_provider, choice.model, Usage(1000, 1000), overrides) is not None:
+        return []
+    return [
+        Finding(
+            "warning",
+            choice.step_id,
+            f"no price known for {choice.provider}/{choice.model}: its cost will show as "
+            f"unknown (add it to .agentsaga.yml: prices: {{{choice.model}: {{input: USD per "
+            "million, output: USD per million}})",
+            "price",
+        )
+    ]
+
+
+def _check_workspace(
+    pipeline: Pipeline, config: Mapping[str, Any], repo_root: Path | None
+) -> list[Finding]:
+    isolation = str(pipeline.workspace.get("isolation") or config.get("isolation") or "worktree")
+    if isolation == "none" or "${{" in isolation:
+        return []
+    if repo_root is None:
+        return [
+            Finding(
+                "error",
+                None,
+                f"not inside a git repository, and workspace.isolation {isolation} needs one: "
+                "run inside one (or 'git init' and commit), set workspace.repo, or use "
+                "isolation: none",
+                "workspace",
+            )
+        ]
+    head = subprocess.run(
+        ["git", "rev-parse", "--verify", "-q", "HEAD^{commit}"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if head.returncode != 0:
+        if not (repo_root / ".git").exists():
+            return []  # a bare repository: the workspace refuses it with its own message
+        return [
+            Finding(
+                "error",
+                None,
+                f"{repo_root} has no commits yet: a run starts from one (git add -A && "
+                "git commit -m 'initial')",
+                "workspace",
+            )
+        ]
+    return []
+
+
+def refuse_on_errors(findings: list[Finding], what: str) -> None:
+    """Raise :class:`PreflightError` listing every error (not only the first)."""
+    from agentsaga.errors import PreflightError
+
+    errors = [f.text() for f in findings if f.level == "error"]
+    if errors:
+        raise PreflightError(what, errors)

@@ -1,0 +1,254 @@
+"""Issue 12: what a newcomer meets in the first hour. Each test is one of the issue's
+items, driven through the real CLI against real repositories and stores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Result, cli
+from tests.gitstate import git, make_repo
+
+FILES = {"calc.py": "def add(a, b):\n    return a - b\n", "notes.txt": "one\ntwo\n"}
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repository; the store is its default one (``.agentsaga/state.db`` inside it)."""
+    monkeypatch.delenv("AGENTSAGA_STORE", raising=False)
+    root = make_repo(tmp_path, FILES)
+    monkeypatch.chdir(root)
+    return root
+
+
+def write_pipeline(where: Path, body: str, name: str = "p") -> Path:
+    path = where / f"{name}.yml"
+    path.write_text(body)
+    return path
+
+
+EDITING = """\
+name: editing
+workspace: {isolation: worktree}
+steps:
+  - id: fix
+    kind: shell
+    run: "sed -i 's/a - b/a + b/' calc.py && printf 'three' >> notes.txt"
+    commit: true
+  - id: more
+    kind: shell
+    run: "echo new > added.txt"
+    commit: true
+"""
+
+
+def run_json(*args: str | Path) -> tuple[Result, dict[str, object]]:
+    result = cli(*args, "--json")
+    return result, json.loads(result.stdout)
+
+
+# --- 1. a diff is a patch ----------------------------------------------------------------------
+
+
+def test_the_run_diff_applies_with_git_apply(repo: Path, tmp_path: Path) -> None:
+    result, doc = run_json("run", write_pipeline(tmp_path, EDITING))
+    assert result.exit_code == 0, result
+    rid = str(doc["run_id"])
+    for args in ((rid,), (rid, "fix"), (rid, "more")):
+        patch = cli("diff", *args)
+        assert patch.exit_code == 0, patch
+        assert patch.stdout.endswith("\n")
+        # The patch applies to a checkout of where the step (or the run) started.
+        clone = tmp_path / f"clone-{len(args)}-{args[-1]}"
+        git(tmp_path, "clone", "-q", str(repo), str(clone))
+        if args[1:] == ("more",):
+            git(clone, "fetch", "-q", str(repo), f"agentsaga/{rid}")
+            git(clone, "checkout", "-q", "FETCH_HEAD~1")
+        (tmp_path / "x.patch").write_text(patch.stdout)
+        applied = subprocess.run(
+            ["git", "apply", "--check", str(tmp_path / "x.patch")],
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert applied.returncode == 0, applied.stderr
+
+
+# --- 4. an unknown step is bad input -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["diff", "logs"])
+def test_an_unknown_step_exits_2_with_a_did_you_mean(
+    repo: Path, tmp_path: Path, command: str
+) -> None:
+    result, doc = run_json("run", write_pipeline(tmp_path, EDITING))
+    rid = str(doc["run_id"])
+    typo = cli(command, rid, "mroe")
+    assert typo.exit_code == 2, typo
+    assert "did you mean 'more'" in typo.stderr
+    assert "Traceback" not in typo.output
+    assert cli(command, rid, "more").exit_code == 0
+
+
+# --- 6. the demo twice in one folder ------------------------------------------------------------
+
+
+def test_demo_twice_in_one_folder_says_why_and_exits_2(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    (target / "repo").mkdir(parents=True)
+    (target / "repo" / "mine.txt").write_text("keep me")
+    again = cli("demo", "--dir", target)
+    assert again.exit_code == 2, again
+    assert "already exists" in again.stderr and "--dir" in again.stderr
+    assert (target / "repo" / "mine.txt").read_text() == "keep me"
+    assert not (target / "repo" / ".git").exists()
+
+
+# --- 5. reading never writes ----------------------------------------------------------------------
+
+
+def test_read_only_commands_create_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AGENTSAGA_STORE", raising=False)
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    listing = cli("runs")
+    assert listing.exit_code == 0, listing
+    assert "no runs yet" in listing.stdout
+    assert cli("runs", "--json").json() == {"runs": []}
+    for args in (("show", "abcd"), ("report", "abcd"), ("diff", "abcd"), ("logs", "abcd")):
+        result = cli(*args)
+        assert result.exit_code == 2, result
+        assert "no agentsaga store" in result.stderr
+    for args in (("resume", "abcd"), ("rollback", "abcd"), ("fork", "abcd", "--from", "x")):
+        assert cli(*args).exit_code == 2
+    typo = tmp_path / "typo" / "x.db"
+    result = cli("--store", typo, "runs")
+    assert result.exit_code == 0 and str(typo) in result.stdout
+    assert cli("--store", typo, "show", "abcd").exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+    assert list(outside.iterdir()) == []
+
+
+def test_inside_a_runs_worktree_commands_find_the_repositorys_store(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, doc = run_json("run", write_pipeline(tmp_path, EDITING))
+    rid = str(doc["run_id"])
+    worktree = repo / ".agentsaga" / "worktrees" / rid
+    assert worktree.is_dir()
+    monkeypatch.chdir(worktree)
+    assert [r["run_id"] for r in cli("runs", "--json").json()["runs"]] == [rid]
+    assert cli("show", rid).exit_code == 0
+    assert not (worktree / ".agentsaga").exists()
+
+
+# --- 13. short prefixes --------------------------------------------------------------------------
+
+
+def test_four_characters_name_a_run(repo: Path, tmp_path: Path) -> None:
+    path = write_pipeline(
+        tmp_path,
+        "name: q\nworkspace: {isolation: none}\nsteps:\n  - {id: a, kind: shell, run: 'true'}\n",
+    )
+    ids = [run_json("run", path)[1]["run_id"] for _ in range(6)]
+    # Started within the same second, they still differ in their first characters.
+    assert len({str(i)[:4] for i in ids}) == 6
+    for rid in ids:
+        shown = cli("show", str(rid)[:4], "--json")
+        assert shown.exit_code == 0, shown
+        assert shown.json()["run_id"] == rid
+
+
+# --- 12. one --json vocabulary, and its schema ------------------------------------------------
+
+
+def _validator(definition: str) -> object:
+    from datetime import datetime
+
+    import jsonschema
+
+    from agentsaga.output_schema import output_schema
+
+    checker = jsonschema.FormatChecker()
+
+    @checker.checks("date-time", raises=ValueError)
+    def _iso(value: object) -> bool:
+        return not isinstance(value, str) or datetime.fromisoformat(value) is not None
+
+    schema = output_schema()
+    return jsonschema.Draft202012Validator(
+        {"$ref": f"#/$defs/{definition}", "$defs": schema["$defs"]}, format_checker=checker
+    )
+
+
+def _valid(result: Result, command: str) -> dict[str, object]:
+    """The command's output, validated against the definition ``schema --output`` says
+    it follows; plus the vocabulary's rules the schema cannot say."""
+    from agentsaga.output_schema import COMMANDS
+
+    assert result.exit_code in (0, 1), result
+    doc = json.loads(result.stdout)
+    errors = sorted(_validator(COMMANDS[command]).iter_errors(doc), key=str)  # type: ignore[attr-defined]
+    assert not errors, f"{command}: {errors[0]}"
+    _vocabulary(doc)
+    return doc  # type: ignore[no-any-return]
+
+
+def _vocabulary(value: object, key: str = "") -> None:
+    if isinstance(value, dict):
+        assert "id" not in value and "step" not in value, value  # run_id, step_id
+        for k, v in value.items():
+            _vocabulary(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            _vocabulary(v, key)
+    elif key.endswith("_ms") and value is not None:
+        assert isinstance(value, int), (key, value)
+    elif key == "cost_usd" and value is not None:
+        assert round(float(value), 6) == value, (key, value)  # type: ignore[arg-type]
+
+
+def test_every_commands_json_follows_the_output_schema(tmp_path: Path) -> None:
+    demo = cli("demo", "--dir", tmp_path / "d", "--json")
+    doc = _valid(demo, "demo")
+    repo = tmp_path / "d" / "repo"
+    rid = str(doc["run_id"])
+    schema = cli("schema", "--output")
+    assert schema.exit_code == 0 and json.loads(schema.stdout)["$defs"]["run"]
+    _valid(cli("runs", "--json"), "runs")
+    shown = _valid(cli("show", rid, "--json"), "show")
+    assert [s["step_id"] for s in shown["steps"]] == ["plan", "read", "write", "test", "deploy"]  # type: ignore[index]
+    for step in ("plan", "read", "write", "test", "deploy"):
+        _valid(cli("show", rid, step, "--json"), "show RUN STEP")
+    report = _valid(cli("report", rid, "--json"), "report")
+    assert report["cost_usd"] is not None
+    _valid(cli("diff", rid, "--json"), "diff")
+    _valid(cli("diff", rid, "write", "--stat", "--json"), "diff")
+    _valid(cli("logs", rid, "--json"), "logs")
+    _valid(cli("logs", rid, "test", "--json"), "logs")
+    plan = _valid(cli("rollback", rid, "--plan", "--json"), "rollback --plan")
+    assert {"step_id": "write", "attempt": 2} in [
+        {k: i[k] for k in ("step_id", "attempt")}
+        for i in plan["plan"]  # type: ignore[attr-defined]
+    ]
+    _valid(cli("resume", rid, "--plan", "--json"), "resume --plan")
+    _valid(cli("fork", rid, "--from", "write", "--plan", "--json"), "fork --plan")
+    _valid(cli("validate", repo / "pipeline.yml", "--json"), "validate")
+    _valid(cli("validate", repo / "pipeline.yml", "--explain", "--json"), "validate --explain")
+    forked = _valid(cli("fork", rid, "--from", "test", "--json"), "fork")
+    assert forked["parent_run_id"] == rid
+    _valid(cli("rollback", str(forked["run_id"]), "--json"), "rollback")
+    _valid(cli("resume", rid, "--json"), "resume")
+    _valid(cli("rollback", rid, "--json"), "rollback")
+    failing = write_pipeline(
+        tmp_path,
+        "name: f\nworkspace: {isolation: none}\nsteps:\n  - {id: a, kind: shell, run: 'exit 3'}\n",
+    )
+    _valid(cli("run", failing, "--json"), "run")
