@@ -568,6 +568,10 @@ def demo(
 @app.command()
 def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    example: Annotated[
+        bool,
+        typer.Option("--example", help="Print .agentsaga.example.yml (every key, explained)."),
+    ] = False,
 ) -> None:
     """Write a starter .agentsaga.yml and pipelines/fix.yml for this repository, fitted to
     what it finds: the layout, the test runner and its command, the venv, the files."""
@@ -575,6 +579,9 @@ def init(
     from agentsaga.config import CONFIG_FILE, find_repo_root
     from agentsaga.demo import template
 
+    if example:
+        typer.echo(template("agentsaga.example.yml"), nl=False)
+        return
     root = find_repo_root(Path.cwd())
     if root is None:
         raise ConfigError("not inside a git repository: run 'git init' first, or cd into one")
@@ -593,7 +600,9 @@ def init(
     for line in found.describe():
         typer.echo(f"  found: {line}")
     typer.echo(
-        'next: export ANTHROPIC_API_KEY=... && agentsaga run pipelines/fix.yml --var task="..."'
+        "next: export ANTHROPIC_API_KEY=... (or declare another provider in .agentsaga.yml:\n"
+        "      agentsaga init --example shows every key, Ollama and vLLM included), then\n"
+        '      agentsaga run pipelines/fix.yml --var task="Make tests/test_x.py pass"'
     )
 
 

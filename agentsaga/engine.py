@@ -1,4 +1,4 @@
-"""The local runner: drives a run in this process (DESIGN §2; docs/design.md,
+"""The local runner: drives a run in this process (docs/design.md,
 "Architecture").
 
 It is the imperative shell around the pure saga core (``agentsaga.saga``): it builds the

@@ -1,4 +1,4 @@
-"""The command line: exit codes of DESIGN.md (0 done, 1 run failed, 2 bad input,
+"""The command line: exit codes of docs/design.md (0 done, 1 run failed, 2 bad input,
 3 rollback failed, 4 owned elsewhere, 130 interrupted), run ids, listings, and a few true
 end-to-end runs of the installed command."""
 

@@ -1,4 +1,4 @@
-"""The semantics of DESIGN.md §2, each pinned by a test that fails when the rule breaks.
+"""The semantics of docs/design.md, each pinned by a test that fails when the rule breaks.
 
 Runs go through the real CLI entry point with real subprocesses and a real SQLite store;
 what ran is read from the ledger the commands append to.
@@ -732,7 +732,7 @@ def test_rollback_plan_changes_nothing(env: Env) -> None:
 
 
 def test_compensation_receives_the_step_output(env: Env) -> None:
-    """DESIGN.md §1's deploy example: the revert reads the deploy's JSON answer."""
+    """The README's deploy example: the revert reads the deploy's JSON answer."""
     text = (
         pipeline()
         + "  - id: deploy\n    kind: deploy\n"

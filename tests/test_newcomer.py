@@ -252,3 +252,152 @@ def test_every_commands_json_follows_the_output_schema(tmp_path: Path) -> None:
         "name: f\nworkspace: {isolation: none}\nsteps:\n  - {id: a, kind: shell, run: 'exit 3'}\n",
     )
     _valid(cli("run", failing, "--json"), "run")
+
+
+# --- 2. init pins no model: the provider's own is used, with its price -------------------------
+
+
+def test_init_pins_no_model_and_a_declared_providers_model_and_price_apply(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.llm_server import FakeLLMServer
+
+    init = cli("init")
+    assert init.exit_code == 0, init
+    starter = (repo / "pipelines" / "fix.yml").read_text()
+    assert "\n  model:" not in starter.split("steps:")[0]
+    example = cli("init", "--example")
+    assert "providers:" in example.stdout and "ollama" in example.stdout
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with FakeLLMServer() as server:
+        server.reply("a plan", usage={"input": 1000, "output": 500})
+        (repo / ".agentsaga.yml").write_text(
+            "providers:\n"
+            f"  local: {{type: openai, base_url: '{server.openai_base_url}', model: qwen-local}}\n"
+            "prices:\n  qwen-local: {input: 2.0, output: 4.0}\n"
+        )
+        pipeline = write_pipeline(
+            tmp_path,
+            "name: p\nworkspace: {isolation: none}\ndefaults: {provider: local}\n"
+            "steps:\n  - {id: plan, kind: plan, prompt: hello}\n",
+        )
+        result, doc = run_json("run", pipeline)
+        assert result.exit_code == 0, result
+        assert [r.body["model"] for r in server.requests] == ["qwen-local"]
+    call = doc["steps"][0]["attempts"][0]["model_calls"][0]  # type: ignore[index]
+    assert call["model"] == "qwen-local"
+    # 1,000 in at $2/M + 500 out at $4/M, from the override.
+    assert call["usage"]["cost_usd"] == 0.004
+
+
+# --- 3. what a run needs is checked before it creates anything --------------------------------
+
+
+def test_a_run_that_cannot_start_exits_2_and_creates_nothing(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    pipeline = write_pipeline(
+        tmp_path,
+        "name: p\nsteps:\n"
+        "  - {id: plan, kind: plan, prompt: hi, provider: anthropic}\n"
+        "  - {id: other, kind: plan, prompt: hi, provider: antrhopic}\n",
+    )
+    refs_before = git(repo, "for-each-ref")
+    result = cli("run", pipeline)
+    assert result.exit_code == 2, result
+    assert "ANTHROPIC_API_KEY" in result.stderr  # both problems at once
+    assert "unknown provider 'antrhopic'" in result.stderr
+    assert "nothing was created" in result.stderr
+    assert not (repo / ".agentsaga").exists()
+    assert git(repo, "for-each-ref") == refs_before
+    # validate: the unknown provider is an error; the key, about this machine, a warning.
+    checked = cli("validate", pipeline)
+    assert checked.exit_code == 2 and "antrhopic" in checked.stderr
+    pipeline.write_text(pipeline.read_text().replace("antrhopic", "anthropic"))
+    checked = cli("validate", pipeline)
+    assert checked.exit_code == 0, checked
+    assert "warning" in checked.stderr and "ANTHROPIC_API_KEY" in checked.stderr
+
+
+# --- 16. pipeline errors that help --------------------------------------------------------------
+
+
+def test_pipeline_errors_are_all_reported_with_hints(tmp_path: Path) -> None:
+    misindented = write_pipeline(
+        tmp_path,
+        "name: x\nsteps:\n  - id: a\n    kind: shell\n     run: echo hi\n",
+        "indent",
+    )
+    result = cli("validate", misindented)
+    assert result.exit_code == 2
+    assert "indent.yml:5:6: line 5 is mis-indented" in result.stderr
+    assert "mapping values are not allowed" not in result.stderr
+    several = write_pipeline(
+        tmp_path,
+        "name: x\nvars:\n  task: {required: true, description: what to do}\nsteps:\n"
+        "  - {id: a, kind: shel, run: 'true'}\n"
+        "  - {id: b, kind: shell, runn: 'true'}\n"
+        "  - {id: c, kind: shell, run: 'echo {{ vars.task }}'}\n",
+        "several",
+    )
+    result = cli("validate", several)
+    assert result.exit_code == 2
+    assert "several.yml:5:" in result.stderr and "did you mean 'shell'" in result.stderr
+    assert "several.yml:6:" in result.stderr and "did you mean 'run'" in result.stderr
+    fixed = several.read_text().replace("shel,", "shell,").replace("runn", "run")
+    several.write_text(fixed)
+    result = cli("validate", several)
+    assert result.exit_code == 0, result
+    assert "several.yml:7:" in result.stderr and "'${{ vars.task }}'" in result.stderr
+    assert "var 'task' is required" in result.stderr  # validate: a warning
+    # run: a required var is mandatory, and --var problems name the command line.
+    result = cli("run", several)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: command line: var 'task' is required")
+    result = cli("run", several, "--var", "tsk=x")
+    assert result.exit_code == 2
+    assert "command line: --var tsk=" in result.stderr and "did you mean 'task'" in result.stderr
+
+
+# --- 9, 14. the demo tells its story; text fits 80 columns; one summary ------------------------
+
+
+def test_text_output_fits_80_columns_with_one_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    demo = cli("demo", "--dir", tmp_path / "d")
+    assert demo.exit_code == 0, demo
+    rid = demo.stdout.split("agentsaga show ", 1)[1].split()[0]
+    outputs = {
+        "demo": demo.output,
+        "show": cli("show", rid).output,
+        "report": cli("report", rid).output,
+        "runs": cli("runs").output,
+        "plan": cli("rollback", rid, "--plan").output,
+    }
+    rolled = cli("rollback", rid)
+    outputs["rollback"] = rolled.output
+    for name, text in outputs.items():
+        for line in text.splitlines():
+            # Longer only where one word (a path) cannot be broken.
+            assert len(line) <= 80 or max(map(len, line.split())) > 40, f"{name}: {line!r}"
+    # The demo tells its story: what the first write changed, why the test failed, the
+    # rewind and what it kept, the fix.
+    story = demo.stdout.split("What happened:", 1)[1].split("tokens of run", 1)[0]
+    assert "write #1 asked the model for edits" in story
+    assert "-    return a + b" in story and "+    return a * b" in story
+    assert "test #1 failed: tests failed" in story
+    assert "went back to write" in story and "plan, read kept their checkpoints" in story
+    assert "test #2 ran the tests: they pass" in story
+    # One closing summary per run, not a progress line and a summary both.
+    assert demo.output.count(f"run {rid} succeeded") == 1, demo
+    assert f"run {rid}: succeeded" not in demo.output
+    # After a rollback the summary says what was undone, not "completed".
+    assert rolled.exit_code == 0, rolled
+    assert "undone: " in rolled.stdout and "deploy #1" in rolled.stdout
+    assert "write #2" in rolled.stdout
+    assert "nothing to undo (no side effect): plan, read, test" in rolled.stdout
+    assert f"removed: branch agentsaga/{rid}" in rolled.stdout

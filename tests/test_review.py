@@ -1,5 +1,5 @@
-"""Review findings: each test pins a place where agentsaga departs from DESIGN.md §2 or
-the README, or surprises a user. They fail until the bug they name is fixed.
+"""Review findings: each test pins a place where agentsaga departs from docs/design.md
+(Semantics) or the README, or surprises a user. They fail until the bug they name is fixed.
 
 Command-only pipelines (``workspace: {isolation: none}``) and the ledger their commands
 write, as in test_engine.py; the LLM tests use the loopback server and the real SDK.
@@ -31,7 +31,8 @@ def _ledger_after(env: Env, before: list[str]) -> list[str]:
 
 def test_resume_pipeline_reruns_a_skipped_step_whose_if_changed(env: Env) -> None:
     """A skipped step is reused whatever its definition: changing its ``if:`` in
-    ``resume --pipeline`` never makes it run (DESIGN §2 Resume: a changed step re-runs)."""
+    ``resume --pipeline`` never makes it run (docs/design.md, Semantics, Resume: a changed
+    step re-runs)."""
     gate = "echo c >> ledger; test -f flag"
     first = pipeline(
         step("a"),
@@ -308,7 +309,7 @@ def test_runs_and_show_count_the_tokens_of_an_attempt_that_crashed(
     killed after its reply was logged is later compensated by recovery and never
     finished, so it keeps 0 tokens: ``runs`` and ``show`` say the run cost nothing while
     the API was paid (``report`` counts it from the call log). The usage the API reported
-    is the truth (DESIGN §3)."""
+    is the truth (docs/design.md, token accounting)."""
     project = make_project(tmp_path, monkeypatch, llm_server)
     llm_server.reply("the plan", usage={"input": 100, "output": 20})
     project.write(

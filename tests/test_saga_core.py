@@ -1,8 +1,8 @@
 """The pure saga core (agentsaga/saga): facts in, decision out, no repository, no store.
 
-Each table row is one rule of DESIGN §2 as the core encodes it; the end-to-end suites
-(test_engine.py, test_review.py, test_crash_sweep.py) prove the local runner carries the
-decisions out. The last tests prove the core imports nothing that performs I/O.
+Each table row is one rule of docs/design.md (Semantics) as the core encodes it; the
+end-to-end suites (test_engine.py, test_review.py, test_crash_sweep.py) prove the local
+runner carries the decisions out. The last tests prove the core imports nothing that performs I/O.
 """
 
 from __future__ import annotations

@@ -319,7 +319,7 @@ steps:
 def test_a_secret_interpolated_into_a_prompt_is_not_stored(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DESIGN §4: "Secrets never reach the store or logs". A prompt that interpolates
+    """The README: "Secrets never reach the store or logs". A prompt that interpolates
     ``${{ env.MY_TOKEN }}`` is kept verbatim in the call log (llm_calls.request)."""
     monkeypatch.setenv("MY_TOKEN", SECRETS["MY_TOKEN"])
     path = env.write(

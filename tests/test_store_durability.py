@@ -278,7 +278,7 @@ def test_an_empty_store_file_is_damaged_not_silently_recreated(env: Env, tmp_pat
 def test_opening_the_default_store_keeps_it_out_of_git_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DESIGN §4: `.agentsaga/` never shows in `git status`. The store is created by any
+    """The README: `.agentsaga/` never shows in `git status`. The store is created by any
     command (here `runs`), and by `run` before it opens the workspace, so a run killed at
     that moment (crash sweep, store.in_write@create_run) left it showing."""
     repo = make_repo(tmp_path, {"a.txt": "a\n"})

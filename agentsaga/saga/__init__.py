@@ -1,4 +1,4 @@
-"""The saga's decisions, in one pure, deterministic place (DESIGN §2; docs/design.md,
+"""The saga's decisions, in one pure, deterministic place (docs/design.md,
 "Architecture").
 
 Nothing in this package performs I/O: no store, git, clock, random source, environment or

@@ -50,7 +50,8 @@ def plan_resume(
 ) -> list[PlanItem]:
     """Per step: reuse its checkpoint, or run it (again). Everything after the first step
     that runs again runs again. Fingerprints decide only against a ``changed`` pipeline
-    (DESIGN §2): the stored one, with the same vars, gives completed steps their inputs."""
+    (docs/design.md, Semantics): the stored one, with the same vars, gives completed
+    steps their inputs."""
     stop_at = target.index_of(from_step) if from_step else None
     items: list[PlanItem] = []
     invalid: str | None = None
