@@ -226,10 +226,10 @@ def run(
         raise UserInputError("--from-worktree and --from-head exclude each other; give one")
     loaded = load_file(pipeline, _parse_pairs(var, "--var"))
     repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
-    for warning in [
-        *loaded.warnings,
-        *(f.text() for f in _preflight(loaded, repo_hint, "the run")),
-    ]:
+    # On Temporal the keys and the workspace are the worker's: only the pipeline's own
+    # problems are this machine's to refuse.
+    findings = _preflight(loaded, repo_hint, "the run", machine_errors=not temporal)
+    for warning in [*loaded.warnings, *(f.text() for f in findings)]:
         typer.echo(warning if warning.startswith("warning") else f"warning: {warning}", err=True)
     session = _Session(repo_hint, writes=True)
     if memo:

@@ -61,7 +61,7 @@ def worker(
     """Run a Temporal worker for agentsaga runs until SIGTERM or Ctrl-C."""
     if store:
         _state["store"] = store
-    session = _Session()
+    session = _Session(writes=True)
     target = resolve_target(temporal, session.config, task_queue)
     if target is None:
         from agentsaga.errors import ConfigError

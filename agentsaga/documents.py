@@ -98,7 +98,7 @@ def attempt_brief(
     return {
         "attempt": a.attempt,
         "seq": a.seq,
-        "status": a.status,
+        "status": status(a),
         "superseded": a.superseded,
         "reused": a.reused_from is not None,
         "started_at": a.started_at or None,
@@ -128,12 +128,21 @@ def group_by_step(
     ]
 
 
+def status(a: AttemptRecord) -> str:
+    """An attempt's status as shown: one stopped by Ctrl-C is stored ``failed`` (its error
+    of type ``Interrupted``: no schema change for a status the saga treats as a failure)
+    and shown ``interrupted``."""
+    if a.status == "failed" and (a.error or {}).get("type") == "Interrupted":
+        return "interrupted"
+    return str(a.status)
+
+
 def current_statuses(attempts: list[AttemptRecord]) -> dict[str, str]:
     """Each step's status: its newest attempt that no rewind or change superseded."""
     statuses: dict[str, str] = {}
     for a in attempts:
         if not a.superseded:
-            statuses[a.step_id] = a.status
+            statuses[a.step_id] = status(a)
     return statuses
 
 

@@ -25,6 +25,7 @@ compensations are idempotent by contract) before the step re-executes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import signal
@@ -85,6 +86,7 @@ class Engine:
         # Resolved at each call: a benchmark may wrap Engine._emit.
         self.rt = Runtime(store, home, self.options, self.cancel, lambda e: self._emit(e))
         self._held: HeldLease | None = None
+        self._driving: str | None = None  # the run this process drives (a second Ctrl-C)
 
     # --- public entry points ------------------------------------------------------------
 
@@ -167,9 +169,10 @@ class Engine:
             )
             run.state["restart_index"] = restart_index
         if from_step is not None:
-            # A rewind by hand: the re-run steps start afresh, with no stale failure.
-            run.state["rewind"] = dict(namespace.EMPTY_REWIND)
-            run.state["rewind_by_step"] = {}
+            # A rewind by hand: the failure that stopped the run at or after --from reaches
+            # the re-run steps in ${{ rewind.error }}, as an automatic rewind's does (after
+            # a stuck loop, the model sees why); its loop counters start afresh.
+            _carry_failure(run, new, new.index_of(from_step), records)
             run.state["rewinds"], run.state["signatures"] = {}, {}
         self.store.update_run(run_id, state=run.state)
         if pipeline is not None and pipeline.text != run.pipeline_text:
@@ -569,11 +572,29 @@ class Engine:
     def _owning(self, run_id: str) -> Iterator[None]:
         """Hold the run's lease while driving it (see lease.py)."""
         with HeldLease(self.store, run_id, self.owner_id, self.options.lease_ttl_s) as held:
-            self._held = held
+            self._held, self._driving = held, run_id
             try:
                 yield
             finally:
-                self._held = None
+                self._held, self._driving = None, None
+
+    def _exit_now(self) -> None:
+        """A second Ctrl-C: leave at once, and say so. The run is marked interrupted when
+        the store takes it at once (inside a transaction of our own it cannot: the run is
+        then found running with a dead owner, which resume recovers all the same). The
+        one line on stderr is the runner's: the process ends here, past any renderer."""
+        process.kill_running()
+        run_id = self._driving
+        message = "interrupted again: exiting now"
+        if run_id is not None:
+            with contextlib.suppress(Exception):
+                self.store.update_run(
+                    run_id, status=RunStatus.INTERRUPTED, error=Interrupted().to_json()
+                )
+            message += f"; the run stays resumable: agentsaga resume {run_id}"
+        with contextlib.suppress(OSError):
+            os.write(2, f"\nerror: {message}\n".encode())
+        os._exit(130)
 
     def _check_lease(self, run_id: str) -> None:
         if self._held is not None:
@@ -589,7 +610,7 @@ class Engine:
 
         def handler(signum: int, frame: Any) -> None:
             if self.cancel.is_set():
-                os._exit(130)
+                self._exit_now()
             self.cancel.set()
             if not process.command_running():
                 # Nothing polls the cancel event (an LLM call, git): interrupt it here.
@@ -659,3 +680,24 @@ def _names(ids: list[str], shown: int = 8) -> str:
     if len(ids) <= shown:
         return ", ".join(ids)
     return f"{', '.join(ids[:shown])} and {len(ids) - shown} more ({len(ids)} steps)"
+
+
+def _carry_failure(
+    run: RunRecord, pipeline: Pipeline, start: int, records: list[AttemptRecord]
+) -> None:
+    """``resume --from``: set ``rewind.*`` for the steps from ``start`` to the step whose
+    failure stopped the run (its current attempt's error); empty when none did."""
+    current = current_attempts(records)
+    failed = [
+        step
+        for step in pipeline.steps[start:]
+        if (a := current.get(step.id)) is not None and a.error and not is_done(a)
+    ]
+    if not failed:
+        run.state["rewind"] = dict(namespace.EMPTY_REWIND)
+        run.state["rewind_by_step"] = {}
+        return
+    origin = failed[-1]
+    message = str((current[origin.id].error or {}).get("message", ""))
+    state = decide.rewound_state(run.state, pipeline, start, origin, message)
+    run.state["rewind"], run.state["rewind_by_step"] = state["rewind"], state["rewind_by_step"]

@@ -36,10 +36,19 @@ _GRACE_S = 2.0
 #: Commands running now: Ctrl-C stops them through their cancel event; with none running,
 #: the interrupt must break out of whatever the step is doing (an HTTP call) instead.
 _RUNNING: set[object] = set()
+#: Their process groups, so that a second Ctrl-C, which leaves at once, leaves none behind.
+_GROUPS: dict[object, int] = {}
 
 
 def command_running() -> bool:
     return bool(_RUNNING)
+
+
+def kill_running() -> None:
+    """SIGKILL every running command's process group (no grace: the process is leaving)."""
+    for pgid in list(_GROUPS.values()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 @dataclass
@@ -117,12 +126,14 @@ def run_command(
                     code = 127 if spawned.startswith("command not found") else 126
                     elapsed = (time.monotonic() - started) * 1000
                     return CommandResult(code, "", spawned, False, elapsed, out_path, err_path)
+                _GROUPS[token] = spawned.pid
                 timed_out = _wait(spawned, timeout_s, cancel)
             finally:
                 if pump is not None:
                     pump.finish()
     finally:
         _RUNNING.discard(token)
+        _GROUPS.pop(token, None)
     if cancel is not None and cancel.is_set():
         raise Interrupted()
     return CommandResult(

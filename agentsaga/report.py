@@ -196,7 +196,7 @@ def _attempt_rows(
         row = {
             "attempt": a.attempt,
             "seq": a.seq,
-            "status": a.status,
+            "status": documents.status(a),
             "superseded": a.superseded,
             "failed": a.error is not None,
             "usage": documents.usage(a.usage),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Result, cli
+from tests.conftest import Env, Result, cli
 from tests.gitstate import git, make_repo
 
 FILES = {"calc.py": "def add(a, b):\n    return a - b\n", "notes.txt": "one\ntwo\n"}
@@ -401,3 +401,98 @@ def test_text_output_fits_80_columns_with_one_summary(
     assert "write #2" in rolled.stdout
     assert "nothing to undo (no side effect): plan, read, test" in rolled.stdout
     assert f"removed: branch agentsaga/{rid}" in rolled.stdout
+
+
+# --- 11. after a stuck failure: what would help, and resume --from carries the failure -------
+
+
+def test_a_stuck_failure_suggests_resume_from_which_carries_the_failure(env: Env) -> None:
+    text = (
+        "name: s\nworkspace: {isolation: none}\nsteps:\n"
+        "  - id: write\n    kind: shell\n"
+        '    run: echo "[$WHY]" | tr "\\n" " " >> seen; echo >> seen\n'
+        '    env: {WHY: "${{ rewind.error }}"}\n'
+        "  - id: test\n    kind: test\n"
+        "    run: \"test -f fixed || { echo 'AssertionError: 2 != 3'; exit 1; }\"\n"
+        "    on_failure: {rewind_to: write, max_rewinds: 3}\n"
+    )
+    failed = cli("run", env.write("p.yml", text))
+    assert failed.exit_code == 1, failed
+    rid = env.newest_run_id()
+    # The same failure twice: the loop stopped (stuck); a plain resume would fail alike.
+    said = " ".join(failed.stdout.split())  # wrapped to 80 columns
+    assert f"agentsaga resume {rid} --from write" in said, failed
+    assert "a plain resume would run test again on the same code" in said
+    advice = json.loads(cli("show", rid, "--json").stdout)["next"]
+    assert advice[0]["command"] == f"agentsaga resume {rid} --from write"
+    seen_before = (env.path / "seen").read_text().splitlines()
+    assert seen_before[0].strip() == "[]" and "tests failed" in seen_before[1]
+    (env.path / "fixed").touch()
+    resumed = cli("resume", rid, "--from", "write")
+    assert resumed.exit_code == 0, resumed
+    seen = (env.path / "seen").read_text().splitlines()
+    assert len(seen) == len(seen_before) + 1
+    assert "tests failed" in seen[-1], seen  # the failure reached ${{ rewind.error }}
+
+
+# --- 7. a second Ctrl-C leaves at once, saying so, and the run is not left running -----------
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_says_so_and_leaves_the_run_interrupted(env: Env) -> None:
+    import signal
+
+    from tests.conftest import kill_group_from_pidfile, process_running, wait_until
+
+    # The command ignores the first Ctrl-C's SIGTERM (and notes it), so the run is still
+    # stopping it when the second Ctrl-C comes.
+    body = (
+        "trap 'echo term >> got' TERM; trap '' INT; echo $$ > b.pid; "
+        "for i in $(seq 600); do sleep 0.05; done"
+    )
+    path = env.write(
+        "p.yml",
+        "name: c\nworkspace: {isolation: none}\nsteps:\n"
+        f"  - id: b\n    kind: shell\n    run: {json.dumps(body)}\n",
+    )
+    proc = env.spawn("run", path)
+    try:
+        wait_until(lambda: (env.path / "b.pid").exists(), what="the step to start")
+        proc.signal(signal.SIGINT)
+        wait_until(lambda: (env.path / "got").exists(), what="the first Ctrl-C to reach it")
+        proc.signal(signal.SIGINT)
+        result = proc.wait()
+    finally:
+        kill_group_from_pidfile(env.path / "b.pid")
+    assert result.exit_code == 130, result
+    rid = env.newest_run_id()
+    assert "interrupted again: exiting now" in result.stderr
+    assert f"agentsaga resume {rid}" in result.stderr
+    assert env.run_status(rid) == "interrupted"
+    pid = int((env.path / "b.pid").read_text())
+    wait_until(lambda: not process_running(pid), what="the command to be stopped too")
+    shown = json.loads(cli("show", rid, "--json").stdout)
+    assert shown["status"] == "interrupted"
+
+
+def test_an_attempt_stopped_by_ctrl_c_shows_as_interrupted(env: Env) -> None:
+    from agentsaga.errors import Interrupted
+
+    rid = cli(
+        "run",
+        env.write(
+            "p.yml",
+            "name: i\nworkspace: {isolation: none}\nsteps:\n"
+            "  - {id: a, kind: shell, run: 'true'}\n",
+        ),
+        "--json",
+    ).json()
+    store = env.store()
+    try:
+        (attempt,) = store.attempts(rid["run_id"])
+        store.finish_attempt(attempt.id, status="failed", error=Interrupted().to_json())
+    finally:
+        store.close()
+    shown = cli("show", rid["run_id"], "--json").json()
+    assert shown["steps"][0]["status"] == "interrupted"
+    assert shown["steps"][0]["attempts"][0]["status"] == "interrupted"
