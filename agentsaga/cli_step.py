@@ -101,7 +101,15 @@ def _logs(value: Any) -> list[str]:
     return lines
 
 
+def _transcript(value: Any) -> list[str]:
+    from agentsaga.agent.transcript import format_transcript
+
+    lines = format_transcript({"step": "", "run_id": "", "turns": value})[1:]
+    return ["  agent transcript:", *[f"  {line}" for line in lines]]
+
+
 RENDERERS: dict[str, Callable[[Any], list[str]]] = {
+    "transcript": _transcript,
     "prompt": _prompt,
     "model_calls": _model_calls,
     "read": _read,

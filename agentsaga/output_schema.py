@@ -128,6 +128,7 @@ def _defs() -> dict[str, Any]:
             "reply": _null(STR),
             "stop_reason": _null(STR),
             "request": {"type": "object", "description": "the request as sent, secrets masked"},
+            "tool_calls": _list({"type": "object"}),
             "error": _ref("error"),
         },
     )
@@ -212,6 +213,7 @@ def _defs() -> dict[str, Any]:
                 )
             ),
             "output": {},
+            "transcript": _null(_list({"type": "object", "description": "an agent's turn"})),
             "diff": _null(STR),
             "logs": _null(
                 _obj({"stdout_path": STR, "stderr_path": STR, "stdout": STR, "stderr": STR})

@@ -31,6 +31,8 @@ class StepFacts:
     compensations: dict[int, list[CompensationRecord]] = field(default_factory=dict)
     workspace: dict[str, Any] = field(default_factory=dict)
     all_attempts: list[AttemptRecord] = field(default_factory=list)
+    store: Any = None
+    turns: list[dict[str, Any]] | None = None  # an agent's transcript, read once
 
 
 Detail = Callable[[StepFacts, AttemptRecord], Any]
@@ -76,6 +78,7 @@ def _model_calls(facts: StepFacts, attempt: AttemptRecord) -> Any:
         call["reply"] = response.get("text")
         call["stop_reason"] = response.get("stop_reason")
         call["request"] = record.request or {}
+        call["tool_calls"] = response.get("tool_calls") or []
         call["error"] = documents.error(record.error)
     return calls
 
@@ -105,6 +108,17 @@ def _output(facts: StepFacts, attempt: AttemptRecord) -> Any:
 
 def _error(facts: StepFacts, attempt: AttemptRecord) -> Any:
     return documents.error(attempt.error)
+
+
+def _transcript(facts: StepFacts, attempt: AttemptRecord) -> Any:
+    """An agent step's turns and tool calls (agent/transcript.py), this attempt's."""
+    if facts.kind != "agent":
+        return None
+    if facts.turns is None:
+        from agentsaga.agent.transcript import agent_transcript
+
+        facts.turns = agent_transcript(facts.store, facts.run_id, facts.step_id)["turns"]
+    return [t for t in facts.turns if t["attempt"] == attempt.attempt] or None
 
 
 def _logs(facts: StepFacts, attempt: AttemptRecord) -> Any:
@@ -137,6 +151,7 @@ DETAILS: list[tuple[str, Detail]] = [
     ("model_calls", _model_calls),
     ("read", _read),
     ("output", _output),
+    ("transcript", _transcript),
     ("error", _error),
     ("diff", _diff),
     ("logs", _logs),
@@ -152,6 +167,7 @@ def step_document(store: Store, run_id: str, step_id: str) -> dict[str, Any]:
     attempts = [a for a in every if a.step_id == step_id]
     facts = StepFacts(run_id, step_id, step_kinds(store, run_id).get(step_id))
     facts.workspace = store.get_run(run_id).workspace or {}
+    facts.store = store
     facts.all_attempts = every
     for call in store.llm_calls(run_id):
         if call.step_id == step_id and call.attempt_id is not None:

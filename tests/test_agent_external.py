@@ -154,7 +154,7 @@ def test_a_failed_cli_run_is_reset_and_its_usage_still_counted(
     assert attempt.usage.total == 1200 + 340 + 5000 + 20000
     # The default git: reset undid its edit in the run's workspace.
     shown = json.loads(project.run("show", run_id, "--json").stdout)
-    workspace = Path(shown["run"]["workspace"])
+    workspace = Path(shown["workspace"])
     assert workspace != project.repo and (workspace / "calc.py").is_file()
     assert (workspace / "calc.py").read_text() == FILES["calc.py"]
 

@@ -85,8 +85,8 @@ def test_run_waits_holding_no_lease_and_approve_continues_to_deploy(env: Env) ->
     rid = start(env, gated(env))
     assert env.ledger.lines() == ["write::"]
     assert env.store().get_lease(rid) is None  # no process, no lease
-    listed = cli("runs", "--status", "waiting", "--json").json()
-    assert [r["id"] for r in listed] == [rid]
+    listed = cli("runs", "--status", "waiting", "--json").json()["runs"]
+    assert [r["run_id"] for r in listed] == [rid]
     shown = cli("show", rid)
     assert "waiting at gate review: Ship it?" in shown.stdout, shown
     assert f"agentsaga reject {rid} --comment TEXT" in shown.stdout
@@ -456,7 +456,7 @@ def test_a_store_made_before_gates_is_migrated_to_accept_waiting(tmp_path: Path)
 @pytest.mark.slow
 def test_demo_review_waits_before_the_deploy_then_approve_deploys(tmp_path: Path) -> None:
     plain = cli("demo", "--dir", tmp_path / "plain", "--json")
-    assert plain.exit_code == 0 and "review" not in json.dumps(plain.json()["steps"])
+    assert plain.exit_code == 0 and "review" not in [s["step_id"] for s in plain.json()["steps"]]
 
     result = cli("demo", "--dir", tmp_path / "demo", "--review", "--json")
 
