@@ -669,7 +669,7 @@ def test_approval_panel_rejects_with_a_comment_then_approves(
         wait_until(lambda: llm.count == 2, what="the rewound write's model call")
         wait_until(
             lambda: (
-                cli_json(str(project.store_path), "show", run_id)["run"]["status"] == "waiting"
+                cli_json(str(project.store_path), "show", run_id)["status"] == "waiting"
                 and len(cli_json(str(project.store_path), "show", run_id)["decisions"]) == 1
             ),
             what="the run waiting at its gate again",
@@ -684,7 +684,7 @@ def test_approval_panel_rejects_with_a_comment_then_approves(
         assert llm.count == 2  # approving asked the model nothing
         decisions = cli_json(str(project.store_path), "show", run_id)["decisions"]
         assert [d["decision"] for d in decisions] == ["rejected", "approved"]
-        assert decisions[1]["by"].endswith("(web view)")
+        assert decisions[1]["decided_by"].endswith("(web view)")
         assert_no_js_errors(browser)
     finally:
         browser.get("about:blank")  # a page left open would poll a stopped server

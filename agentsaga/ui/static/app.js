@@ -488,7 +488,7 @@
     if (history.length) {
       panel.append(el("h4", { text: "Earlier decisions" }), el("ul", { class: "decisions" },
         history.map((d) => el("li", {}, `${d.step_id ?? d.step} visit ${d.visit}: `, badge(d.decision),
-          ` by ${d.by} at ${fmtTime(d.at)}`, d.comment ? ` — ${d.comment}` : ""))));
+          ` by ${d.decided_by ?? d.by} at ${fmtTime(d.decided_at ?? d.at)}`, d.comment ? ` — ${d.comment}` : ""))));
     }
     if (STATIC) {
       panel.append(el("p", { class: "muted", text:
