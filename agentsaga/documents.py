@@ -161,7 +161,7 @@ def run_document(store: Store, run_id: str, notes: list[str] | None = None) -> d
     calls = model_calls_by_attempt(store.llm_calls(run_id))
     rows = [(a.step_id, attempt_brief(a, comps.get(a.id, []), calls.get(a.id))) for a in attempts]
     ws = run.workspace or {}
-    from agentsaga.report import gate_decisions, waiting_at
+    from agentsaga.report import gate_decisions
 
     total = Usage()
     for a in attempts:
@@ -188,7 +188,7 @@ def run_document(store: Store, run_id: str, notes: list[str] | None = None) -> d
         "steps": group_by_step(step_ids(store, run_id), rows, current_statuses(attempts)),
         # Who decided at each gate visit, and what the run waits for now.
         "decisions": gate_decisions(store, run_id, number),
-        "gate": waiting_at(run.id, run.status, attempts),
+        "gate": _gate(store, run, attempts),
         # Every compensation in the order it ran (a rollback's newest step first).
         "compensations": [
             {**compensation(c), "attempt": number.get(c.attempt_id)} for c in records
@@ -198,6 +198,17 @@ def run_document(store: Store, run_id: str, notes: list[str] | None = None) -> d
 
     doc["next"] = next_commands(store, doc)
     return doc
+
+
+def _gate(store: Store, run: Any, attempts: list[AttemptRecord]) -> dict[str, Any] | None:
+    """What a waiting run waits for: the gate, its deadline, what to review, the commands."""
+    if run.status != "waiting":
+        return None
+    from agentsaga.gates import waiting_gate
+    from agentsaga.report import waiting_at
+
+    gate = waiting_gate(store, run.id)
+    return gate.to_json() if gate is not None else waiting_at(run.id, run.status, attempts)
 
 
 def _add(a: Usage, b: Usage) -> Usage:

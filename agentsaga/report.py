@@ -47,6 +47,8 @@ def require_step(store: Store, run_id: str, step: str) -> None:
         raise UserInputError(
             f"run {run_id} has no step {step!r}{did_you_mean(step, ids)} (steps: {', '.join(ids)})"
         )
+
+
 def gate_commands(run_id: str) -> dict[str, str]:
     """The two commands a waiting run's gate offers."""
     return {
