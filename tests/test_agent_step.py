@@ -10,7 +10,9 @@ became, and both are compared with an uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 from agentsaga.agent.transcript import agent_transcript, format_transcript
 from agentsaga.store import open_store
 from tests import gitstate
+from tests.conftest import Result, agentsaga_argv, cli
 from tests.llm_project import MODELS, Project, make_project
 from tests.llm_server import Behaviour, FakeLLMServer, RecordedRequest
 
@@ -470,3 +473,40 @@ def test_the_example_agent_pipeline_runs(project: Project, server: FakeLLMServer
     assert server.count == 3
     ran = tool_messages("anthropic", server.requests[2].body)[1]["content"]
     assert "exit code 0" in ran and "1 passed" in ran
+
+
+# --- the offline demo's agent variant, as its comment tells it -----------------------------
+
+
+def _agentsaga(cwd: Path, *args: str | Path, fault: str | None = None) -> Result:
+    env = {k: v for k, v in os.environ.items() if k != "AGENTSAGA_FAULT"}
+    if fault:
+        env["AGENTSAGA_FAULT"] = fault
+    proc = subprocess.run(
+        agentsaga_argv(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_demo_agent_killed_mid_run_resumes_at_its_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    killed = _agentsaga(
+        tmp_path, "demo", "--agent", "--dir", tmp_path / "demo", fault="agent.after_tool:3"
+    )
+    assert killed.exit_code == -9, killed
+    repo = tmp_path / "demo" / "repo"
+    store = open_store(None, repo)  # where the demo's store is (the test's AGENTSAGA_STORE)
+    try:
+        run_id = store.list_runs()[0].id
+    finally:
+        store.close()
+    resumed = _agentsaga(repo, "resume", run_id)
+    assert resumed.exit_code == 0, resumed
+    monkeypatch.chdir(repo)
+    report = cli("report", run_id, "--json").json()
+    # Five replies, each paid once: turn 3's came from the call log.
+    assert report["spent_tokens"] == report["clean_pass_tokens"] == 2160 + 2440 + 2740 + 2820 + 3010
+    assert report["reused_from_log_tokens"] == 2740
+    out = {a["step"]: a for a in report["attempts"] if not a["failed"]}
+    assert set(out) == {"fix", "test"}
