@@ -350,6 +350,18 @@ def explain_pipeline(pipeline: Any, json_mode: bool, models: dict[str, str] | No
     from agentsaga.saga.plans import describe, effective_compensation
 
     items = []
+    spec = pipeline.workspace
+    if spec.get("setup") or spec.get("include"):
+        # Runs before the first step, in each new worktree.
+        ws_entry: dict[str, Any] = {"step": "(workspace)", "kind": "workspace"}
+        if spec.get("setup"):
+            ws_entry["runs"] = spec["setup"]
+        if spec.get("include"):
+            ws_entry["writes"] = [
+                f"copies into the worktree the gitignored files matching {g}"
+                for g in spec["include"]
+            ]
+        items.append(ws_entry)
     for step in pipeline.steps:
         entry: dict[str, Any] = {"step_id": step.id, "kind": step.kind}
         if "run" in step.fields:

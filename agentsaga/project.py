@@ -96,8 +96,8 @@ def _detect_python(project: Project) -> None:
         project.sources = [f"{p}/**/*.py" for p in project.packages] or ["*.py"]
     project.test_dirs = [d for d in _TEST_DIRS if (root / d).is_dir()]
     project.tests = [f"{d}/**/*.py" for d in project.test_dirs]
-    if not project.test_dirs and any(root.glob("test_*.py")):
-        project.tests = ["test_*.py"]
+    if not project.test_dirs and any(root.glob("test_*.py")) and project.sources != ["*.py"]:
+        project.tests = ["test_*.py"]  # "*.py" has them already
     project.runner, project.test_command = _python_runner(root, project.test_dirs)
     project.include = _generated(root, project)
 

@@ -588,3 +588,16 @@ def test_an_import_error_in_a_file_the_run_edited_rewinds_like_an_assertion(
     # src/calc.py, which this run's write changed: the edit's fault, so the run rewinds.
     assert first.error["kind"] == "assertion"
     assert "raised in a file this run changed: src/calc.py" in first.error["message"]
+
+
+def test_validate_explain_lists_the_workspace_setup_and_include(tmp_path: Path) -> None:
+    p = tmp_path / "p.yml"
+    p.write_text(
+        "name: e\nworkspace: {include: ['.env'], setup: make generated}\n"
+        "steps:\n  - id: s\n    kind: shell\n    run: 'true'\n"
+    )
+    result = cli("validate", "--explain", str(p), "--json")
+    assert result.exit_code == 0, result
+    first = result.json()["steps"][0]
+    assert first["step"] == "(workspace)" and first["runs"] == "make generated"
+    assert "gitignored files matching .env" in first["writes"][0]
