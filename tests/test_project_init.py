@@ -90,6 +90,9 @@ def test_flat_layout_with_unittest_in_a_test_folder_runs_as_found(
     ]
     pipeline["defaults"]["provider"] = "scripted"
     (tmp_path / "p.yml").write_text(yaml.safe_dump(pipeline))
-    result = cli("run", str(tmp_path / "p.yml"), "--json")
-    data = json.loads(result.stdout)
+    result = cli("run", str(tmp_path / "p.yml"), "--var", "task=Make test/ pass", "--json")
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        raise AssertionError(repr(result)) from None
     assert data["status"] == "succeeded", result
