@@ -92,7 +92,7 @@ class Engine:
 
     def run(self, pipeline: Pipeline, repo_root: Path | None) -> RunResult:
         self._warm_up(pipeline)
-        record = self._create_run(pipeline)
+        record = self._create_run(pipeline, repo_root=repo_root)
         run_id = record.id
         self.rt.keep_parsed(pipeline)
         with self._owning(run_id):
@@ -109,6 +109,7 @@ class Engine:
     ) -> RunResult:
         with self._owning(run_id):
             takeover.take_over(self.rt, run_id)
+            self._finish_workspace(run_id)
             run = self.store.get_run(run_id)
             if run.status == RunStatus.WAITING and pipeline is None and from_step is None:
                 gate = gates.still_waiting(self.rt, run, time.time())
@@ -421,11 +422,53 @@ class Engine:
     # --- helpers ------------------------------------------------------------------------
 
     def _create_run(
-        self, pipeline: Pipeline, parent_id: str | None = None, parent_step: str | None = None
+        self,
+        pipeline: Pipeline,
+        parent_id: str | None = None,
+        parent_step: str | None = None,
+        repo_root: Path | None = None,
     ) -> RunRecord:
         record = self.new_record(pipeline, parent_id, parent_step)
+        # A run meant for git records so in its first write: killed before its workspace
+        # exists, it is resumed into a new one, never into the user's own checkout.
+        record.workspace = self._planned(record, pipeline, repo_root, None)
         self.store.create_run(record)
         return record
+
+    def _planned(
+        self, run: RunRecord, pipeline: Pipeline, repo_root: Path | None, start: str | None
+    ) -> dict[str, Any] | None:
+        spec = pipeline.workspace
+        isolation = spec.get("isolation", self.options.config.get("isolation", "worktree"))
+        if isolation == "none" or repo_root is None:
+            return None
+        return {
+            "isolation": isolation,
+            "branch": branch_name(run, pipeline),
+            "planned": True,
+            "repo_root": str(repo_root),
+            "path": str(repo_root),
+            "start_point": start,
+        }
+
+    def _finish_workspace(self, run_id: str) -> None:
+        """A run killed while its workspace was being created: finish creating it (every
+        step of gitops.create_workspace can be repeated) before anything runs."""
+        run = self.store.get_run(run_id)
+        planned = run.workspace or {}
+        if not planned.get("planned"):
+            return
+        self._emit(
+            Event(
+                "note",
+                run_id,
+                message="the run was stopped while its workspace was being created; "
+                "finishing it first",
+            )
+        )
+        pipeline = self._pipeline_of(run)
+        root = Path(planned["repo_root"])
+        self._open_or_fail(run, pipeline, root, start_point=planned.get("start_point"))
 
     def new_record(
         self,
@@ -494,14 +537,7 @@ class Engine:
         else:
             branch = branch_name(run, pipeline)
             self.store.update_run(
-                run.id,
-                workspace={
-                    "isolation": isolation,
-                    "branch": branch,
-                    "planned": True,
-                    "repo_root": str(repo_root),
-                    "path": str(repo_root),
-                },
+                run.id, workspace=self._planned(run, pipeline, repo_root, start_point)
             )
             start, found = start_point, {}
             if isolation == "worktree" and start_point is None:

@@ -16,6 +16,8 @@ would. Unset (always, outside tests), ``point()`` is one dictionary lookup. The 
     agent.after_tool      a tool call's effect is done, its result not yet recorded
     agent.before_turn     the turn's results are recorded, its end (snapshot) not yet
     agent.after_turn      the turn is recorded with its snapshot, the next call not made
+    workspace.after_intent a run's workspace is recorded as intended, nothing created yet
+    workspace.after_stash  --allow-dirty: the user's changes stashed, the stash not recorded
     git.in_commit         files staged on the run branch, the commit not made
     git.in_reset          a reset half done: the tree restored, the branch not moved
     comp.before           a compensation is recorded as running, not yet run

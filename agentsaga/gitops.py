@@ -445,6 +445,7 @@ def create_workspace(
         if isolation == "branch":
             _claim_checkout(root, run_id)
         _write_intent(ws, run_id)
+        faults.point("workspace.after_intent")
     tip = _resolve(root, f"refs/heads/{branch}")
     if tip is not None and tip != ws.base_commit:
         raise GitUnsafe(
@@ -466,7 +467,10 @@ def _is_run_folder(ws: Workspace) -> bool:
 def _ensure_worktree(ws: Workspace, create_branch: bool) -> None:
     registered = _registered_worktrees(ws.repo_root)
     if ws.path.resolve() in registered and (ws.path / ".git").exists():
-        return
+        if not _add_interrupted(ws):
+            return
+        # `git worktree add` was killed midway: its checkout may be partial. Start over.
+        _git(ws.repo_root, "worktree", "remove", "--force", "--force", str(ws.path))
     # A registration whose folder is gone (deleted by hand, or a crash) blocks a new add.
     _git(ws.repo_root, "worktree", "prune")
     if ws.path.exists() and _is_run_folder(ws):
@@ -476,6 +480,16 @@ def _ensure_worktree(ws: Workspace, create_branch: bool) -> None:
         _git(ws.repo_root, "worktree", "add", "-q", "-b", ws.branch, str(ws.path), ws.base_commit)
     else:
         _git(ws.repo_root, "worktree", "add", "-q", str(ws.path), ws.branch)
+
+
+def _add_interrupted(ws: Workspace) -> bool:
+    """``git worktree add`` locks the new worktree "initializing" until its checkout is
+    complete: still locked so, it never finished."""
+    try:
+        locked = _dot_git_dir(ws.path) / "locked"
+        return locked.read_text().strip() == "initializing"
+    except OSError:
+        return False
 
 
 def _enter_branch(ws: Workspace, run_id: str, allow_dirty: bool, create_branch: bool) -> None:
@@ -501,6 +515,7 @@ def _enter_branch(ws: Workspace, run_id: str, allow_dirty: bool, create_branch: 
                 "commit or stash them, or pass --allow-dirty"
             )
         _git(root, "stash", "push", "-q", "--include-untracked", "-m", message)
+        faults.point("workspace.after_stash")
         ws.stash_commit = _git(root, "rev-parse", "refs/stash")
         _write_intent(ws, run_id)
     if create_branch:
@@ -810,7 +825,7 @@ def delete_workspace(
         )
 
     if ws.isolation == "branch":
-        _restore_user(ws, on_run_branch)
+        _restore_user(ws, on_run_branch, run_id)
     else:
         _remove_worktree(ws, worktrees)
     if tip is not None:
@@ -823,8 +838,14 @@ def delete_workspace(
         _release_checkout(root, run_id)
 
 
-def _restore_user(ws: Workspace, on_run_branch: bool) -> None:
+def _restore_user(ws: Workspace, on_run_branch: bool, run_id: str) -> None:
     root = ws.repo_root
+    if ws.stash_commit is None:
+        # Killed between `stash push` and recording it: the entry is found by its message,
+        # so the user's changes never stay behind in the stash.
+        message = _stash_message(run_id)
+        ours = [sha for sha, subject in _stash_list(root) if subject.endswith(message)]
+        ws.stash_commit = ours[0] if ours else None
     stash_index = None
     if ws.stash_commit is not None:
         shas = [sha for sha, _ in _stash_list(root)]

@@ -629,6 +629,8 @@ SWEPT_ELSEWHERE = {
     "llm.before_record": "test_agent_step.py",
     "gate.after_decision": "test_gates.py",
     "command.recorded": "test_takeover.py",
+    "workspace.after_intent": "test_git_workspace.py",
+    "workspace.after_stash": "test_git_workspace.py",
 }
 
 

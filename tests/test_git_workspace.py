@@ -500,6 +500,78 @@ def test_a_deleted_worktree_folder_is_recreated_and_said(
     assert capture(repo) == before
 
 
+def _killed(repo: Path, fault: str, *args: str | Path) -> None:
+    proc = subprocess.run(
+        agentsaga_argv(*args),
+        cwd=repo,
+        env={**os.environ, "AGENTSAGA_FAULT": fault},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+
+
+@pytest.mark.parametrize("isolation", ["worktree", "branch"])
+def test_a_kill_while_the_workspace_is_created_never_runs_in_the_users_checkout(
+    repo: Path, tmp_path: Path, isolation: str
+) -> None:
+    """Issue 10, item 2: killed after the workspace intent and before anything exists,
+    resume finishes creating the workspace (never runs in the user's checkout) and the
+    run's steps work on the run branch; rollback then restores everything."""
+    path = write_pipeline(
+        tmp_path, shell("c1", "echo c1 >> a.txt", commit=True, reset=True), isolation=isolation
+    )
+    before = capture(repo)
+    _killed(repo, "workspace.after_intent", "run", path)
+    rid = newest_run_id()
+    resumed = cli("resume", rid)
+    assert resumed.exit_code == 0, resumed
+    assert "finishing it first" in resumed.output, resumed
+    assert git(repo, "show", "main:a.txt") == "a\n", "a step ran on the user's branch"
+    assert git(repo, "show", f"agentsaga/{rid}:a.txt") == "a\nc1\n"
+    assert cli("rollback", rid).exit_code == 0
+    assert capture(repo) == before
+
+
+def test_a_kill_in_worktree_add_left_locked_initializing_is_finished(
+    repo: Path, tmp_path: Path
+) -> None:
+    """``git worktree add`` killed midway leaves the worktree locked "initializing" and
+    its checkout partial: resume starts the worktree over; rollback removes it."""
+    path = write_pipeline(tmp_path, shell("c1", "cat b.txt >> a.txt", commit=True, reset=True))
+    before = capture(repo)
+    _killed(repo, "workspace.after_intent", "run", path)
+    rid = newest_run_id()
+    work = repo / ".agentsaga" / "worktrees" / rid
+    base = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "worktree", "add", "-q", "-b", f"agentsaga/{rid}", str(work), base)
+    (repo / ".git" / "worktrees" / rid / "locked").write_text("initializing")
+    (work / "b.txt").unlink()  # the checkout did not finish
+    resumed = cli("resume", rid)
+    assert resumed.exit_code == 0, resumed
+    assert git(repo, "show", f"agentsaga/{rid}:a.txt") == "a\nb\n"
+    assert cli("rollback", rid).exit_code == 0
+    assert capture(repo) == before
+
+
+def test_branch_isolation_killed_after_the_stash_push_gives_the_changes_back(
+    repo: Path, tmp_path: Path
+) -> None:
+    """``--allow-dirty`` killed right after ``git stash push`` (the stash not recorded):
+    rollback must pop the user's changes back, not leave them only in the stash."""
+    path = write_pipeline(
+        tmp_path, shell("c1", "echo c1 >> a.txt", commit=True), isolation="branch"
+    )
+    make_dirty(repo)
+    before = capture(repo)
+    _killed(repo, "workspace.after_stash", "run", path, "--allow-dirty")
+    rid = newest_run_id()
+    undone = cli("rollback", rid)
+    assert undone.exit_code == 0, undone
+    assert capture(repo) == before
+
+
 def test_a_persons_commit_refuses_the_branch_deletion_too(repo: Path, tmp_path: Path) -> None:
     """With no reset to refuse first, the teardown's own compare-and-swap must."""
     path = write_pipeline(tmp_path, shell("c1", "echo c1 >> a.txt", commit=True))
