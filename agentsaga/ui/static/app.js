@@ -346,13 +346,15 @@
             el("p", {}, `${c.reason}: `, badge(c.status), c.error ? " " + errorText(c.error) : "")))
         : null,
     );
-    if (a.prompt && typeof a.prompt === "object") {
+    const calls = a.calls || a.model_calls || [];
+    // The attempt's prompt, unless its calls carry their whole requests (shown with each).
+    if (a.prompt && typeof a.prompt === "object" && !calls.some((c) => c.request)) {
       card.append(section("Prompt", a.prompt.system ? folded("system", pre(a.prompt.system)) : null,
         pre(a.prompt.user || "")));
     }
     // A conversation grows call by call: each call shows only the messages it added.
     let seen = 0;
-    for (const call of a.calls || a.model_calls || []) {
+    for (const call of calls) {
       card.append(callBlock(call, seen));
       const sent = call.request && Array.isArray(call.request.messages) ? call.request.messages.length : 0;
       seen = sent ? sent + 1 : 0; // + the reply, which the next request carries back
