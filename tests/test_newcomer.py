@@ -496,3 +496,94 @@ def test_an_attempt_stopped_by_ctrl_c_shows_as_interrupted(env: Env) -> None:
     shown = cli("show", rid["run_id"], "--json").json()
     assert shown["steps"][0]["status"] == "interrupted"
     assert shown["steps"][0]["attempts"][0]["status"] == "interrupted"
+
+
+# --- 8. a step in full; several model calls are several rows -----------------------------------
+
+REFLECTING = """\
+name: reflect
+defaults: {provider: scripted, model: claude-sonnet-4-5}
+workspace: {isolation: worktree}
+steps:
+  - id: read
+    kind: read
+    files: ["*.py", "*.txt"]
+    max_tokens: 12
+  - id: write
+    kind: write
+    prompt: "Fix add in calc.py"
+    replies:
+      - text: "calc.py\\n<<<<<<< SEARCH\\n    return a * b\\n=======\\n    return a + b\\n>>>>>>> REPLACE\\n"
+        usage: {input: 1000, output: 100}
+      - text: "calc.py\\n<<<<<<< SEARCH\\n    return a - b\\n=======\\n    return a + b\\n>>>>>>> REPLACE\\n"
+        usage: {input: 1200, output: 90}
+"""
+
+
+def test_show_step_has_every_model_call_and_the_files_read(repo: Path, tmp_path: Path) -> None:
+    result, doc = run_json("run", write_pipeline(tmp_path, REFLECTING))
+    assert result.exit_code == 0, result
+    rid = str(doc["run_id"])
+    write = cli("show", rid, "write", "--json").json()
+    (attempt,) = write["attempts"]
+    calls = attempt["model_calls"]
+    assert [c["call"] for c in calls] == [1, 2]  # the reflection is its own call
+    assert "return a * b" in calls[0]["reply"] and "return a - b" in calls[1]["reply"]
+    assert calls[1]["usage"]["input"] == 1200 and calls[0]["http"][0]["http_attempt"] == 1
+    assert "Fix add in calc.py" in attempt["prompt"]["user"]
+    assert attempt["diff"].startswith("diff --git a/calc.py")
+    text = cli("show", rid, "write").stdout
+    assert "model call 1:" in text and "model call 2:" in text and "reply:" in text
+    read = cli("show", rid, "read", "--json").json()["attempts"][0]["read"]
+    assert read["sent"] and read["skipped"]  # max_tokens leaves a file out, and says why
+    assert all(s["reason"] for s in read["skipped"])
+    # show and report list the two calls as two rows under the attempt.
+    for command in ("show", "report"):
+        lines = cli(command, rid).stdout.splitlines()
+        rows = [ln for ln in lines if ln.startswith("  call ") and ln.split()[1].isdigit()]
+        assert len(rows) == 2, (command, rows)
+
+
+# --- 10. token accounting that adds up ----------------------------------------------------------
+
+
+def test_a_forks_report_adds_up_and_counts_the_parents_plan_once(tmp_path: Path) -> None:
+    demo = cli("demo", "--dir", tmp_path / "d", "--json")
+    parent = str(demo.json()["run_id"])
+    forked = cli("fork", parent, "--from", "write", "--json")
+    assert forked.exit_code == 0, forked
+    report = cli("report", str(forked.json()["run_id"]), "--json").json()
+    rows = [a for s in report["steps"] for a in s["attempts"]]
+    reused = sum(a["reused_tokens"]["checkpoint"] + a["reused_tokens"]["call_log"] for a in rows)
+    assert reused == report["reused_tokens"]  # the column adds up to the footer
+    assert sum(a["saved_tokens"] for a in rows) == report["saved_tokens"]
+    assert sum(a["usage"]["total"] for a in rows) == report["spent_tokens"]
+    # The parent's plan (5,000 tokens) is reused once, never saved again at the rewind.
+    assert report["reused_checkpoint_tokens"] == 5000
+    assert report["saved_tokens"] == 0
+    assert report["restart_counterfactual_tokens"] == (
+        report["spent_tokens"] + report["reused_tokens"] + report["saved_tokens"]
+    )
+    text = cli("report", str(forked.json()["run_id"])).stdout
+    plan_row = next(ln for ln in text.splitlines() if ln.startswith("plan "))
+    assert plan_row.rstrip().endswith("5,000")  # the reused column is not blank
+
+
+# --- 15. step commits; a rollback after a merge ---------------------------------------------------
+
+
+def test_step_commits_have_trailers_and_rollback_names_merged_commits(
+    repo: Path, tmp_path: Path
+) -> None:
+    result, doc = run_json("run", write_pipeline(tmp_path, EDITING))
+    rid = str(doc["run_id"])
+    message = git(repo, "log", "-1", "--format=%B", f"agentsaga/{rid}")
+    assert message.startswith(f"agentsaga {rid}: step more: added.txt")
+    trailers = git(repo, "log", "-1", "--format=%(trailers:only)", f"agentsaga/{rid}")
+    assert f"Agentsaga-Run: {rid}" in trailers and "Agentsaga-Step: more" in trailers
+    git(repo, "merge", "-q", "--no-edit", f"agentsaga/{rid}")
+    rolled = cli("rollback", rid)
+    assert rolled.exit_code == 0, rolled
+    said = " ".join(rolled.stdout.split())
+    assert "already merged, so they stay" in said and "is in main" in said
+    assert (repo / "added.txt").exists()  # the merge is the user's: it stays
