@@ -500,10 +500,16 @@ def test_an_attempt_stopped_by_ctrl_c_shows_as_interrupted(env: Env) -> None:
 
 # --- 8. a step in full; several model calls are several rows -----------------------------------
 
-REFLECTING = """\
+
+def _edit(search: str) -> str:
+    block = f"calc.py\\n<<<<<<< SEARCH\\n{search}\\n=======\\n    return a + b\\n>>>>>>> REPLACE\\n"
+    return f'"{block}"'
+
+
+REFLECTING = f"""\
 name: reflect
-defaults: {provider: scripted, model: claude-sonnet-4-5}
-workspace: {isolation: worktree}
+defaults: {{provider: scripted, model: claude-sonnet-4-5}}
+workspace: {{isolation: worktree}}
 steps:
   - id: read
     kind: read
@@ -513,10 +519,10 @@ steps:
     kind: write
     prompt: "Fix add in calc.py"
     replies:
-      - text: "calc.py\\n<<<<<<< SEARCH\\n    return a * b\\n=======\\n    return a + b\\n>>>>>>> REPLACE\\n"
-        usage: {input: 1000, output: 100}
-      - text: "calc.py\\n<<<<<<< SEARCH\\n    return a - b\\n=======\\n    return a + b\\n>>>>>>> REPLACE\\n"
-        usage: {input: 1200, output: 90}
+      - text: {_edit("    return a * b")}
+        usage: {{input: 1000, output: 100}}
+      - text: {_edit("    return a - b")}
+        usage: {{input: 1200, output: 90}}
 """
 
 
