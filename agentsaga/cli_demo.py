@@ -124,5 +124,9 @@ def _changed_lines(diff: str, shown: int = 8) -> list[str]:
     for i, line in enumerate(body):
         if line[:1] in "+-":
             keep.update({i - 1, i, i + 1})
-    picked = [body[i] for i in sorted(keep) if 0 <= i < len(body) and not body[i].startswith("@@")]
+    picked = [
+        body[i]
+        for i in sorted(keep)
+        if 0 <= i < len(body) and not body[i].startswith("@@") and body[i].strip()
+    ]
     return [f"      {line}" for line in picked[:shown]]
