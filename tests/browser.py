@@ -1,9 +1,9 @@
 """A real headless browser for the web view's tests: Debian's chromium, driven by selenium.
 
-``browser`` (a fixture, one browser per test module) installs chromium and its driver with
-tests/ensure_chromium.sh when they are missing, as the PostgreSQL tests install their
-server. Without them the tests skip, except under CI (``CI=true``) where that is a
-failure: a green CI must mean a browser ran the page. Every JavaScript error the page logs
+``browser`` is a fixture, one browser per test module. Chromium and its driver are
+installed with tests/ensure_chromium.sh before the first test when missing (tests/services.py,
+as for PostgreSQL). Without them the tests skip, except under CI (``CI=true``) where that is
+a failure: a green CI must mean a browser ran the page. Every JavaScript error the page logs
 (the console's SEVERE entries) fails the test that caused it: ``Browser.console_errors``.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,10 @@ WIDTH, HEIGHT = 1280, 800
 def _find() -> tuple[str, str] | None:
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     return (chromium, driver) if chromium and driver else None
+
+
+def chromium_installed() -> bool:
+    return _find() is not None
 
 
 class Browser:
@@ -70,10 +73,6 @@ class Browser:
 def browser() -> Iterator[Browser]:
     found = _find()
     required = os.environ.get("CI") == "true"
-    if found is None and (required or os.geteuid() == 0):
-        script = Path(__file__).with_name("ensure_chromium.sh")
-        subprocess.run(["bash", str(script)], check=False, timeout=900)
-        found = _find()
     if found is None:
         message = "chromium and chromedriver are not installed; tests/ensure_chromium.sh does"
         if required:

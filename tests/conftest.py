@@ -220,4 +220,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
     yield Env(tmp_path, Ledger(tmp_path / "ledger"))
 
 
-pytest_plugins = ["tests.pg_server", "tests.temporal_server"]
+pytest_plugins = [
+    "tests.procguard",
+    "tests.pg_server",
+    "tests.temporal_server",
+    "tests.services",
+]

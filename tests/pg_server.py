@@ -28,6 +28,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.procguard import untracked_env
+
 PASSWORD = "s3cret-pw"  # test-only; the tests assert it never appears in messages
 USER = "agentsaga"
 
@@ -46,13 +48,6 @@ def find_pg_bin() -> Path | None:
 def _required() -> bool:
     # CI runs `.ci/run` with CI=true: there a missing server is a failure, never a skip.
     return os.environ.get("AGENTSAGA_REQUIRE_POSTGRES") == "1" or os.environ.get("CI") == "true"
-
-
-def _install() -> Path | None:
-    """Install Debian's PostgreSQL (CI on a fresh machine), then look again."""
-    script = Path(__file__).with_name("ensure_postgres.sh")
-    subprocess.run(["bash", str(script)], check=False, timeout=600)
-    return find_pg_bin()
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -90,7 +85,13 @@ class PgCluster:
         if self.as_root:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=self.dir
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.dir,
+            env=untracked_env(),  # the server outlives the test that first asked for it
         )
 
     def init(self) -> None:
@@ -167,9 +168,7 @@ class PgCluster:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None and _required():
-        bin_dir = _install()
+    bin_dir = find_pg_bin()  # tests/services.py installed it before the first test if it could
     if bin_dir is None:
         _unavailable(
             "PostgreSQL is not installed (no initdb on the PATH or in "

@@ -27,6 +27,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.procguard import untracked_env
+
 
 def _required() -> bool:
     return os.environ.get("AGENTSAGA_REQUIRE_TEMPORAL") == "1" or os.environ.get("CI") == "true"
@@ -97,6 +99,7 @@ class TemporalDevServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    env=untracked_env(),  # it outlives the test that first asked for it
                 )
             if self._wait_healthy(ready_timeout_s):
                 return
