@@ -220,7 +220,7 @@ def decide_on_temporal(
     if target is None:
         return
     from agentsaga import gates
-    from agentsaga.cli import _exit_code, _print_error
+    from agentsaga.cli import _exit_code, _print_error, _show_result
     from agentsaga.cli_gates import decider
     from agentsaga.errors import AgentsagaError
     from agentsaga.runners.temporal_client import decide_and_follow
@@ -249,13 +249,9 @@ def decide_on_temporal(
         _print_error(exc.message)
         _leave(exc.exit_code)
     result = engine.result(rid)
-    if json_mode:
-        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
-    else:
-        from agentsaga.cli_render import print_result
-
-        print_result(result)
-    _leave(_exit_code(result.status, "decide --detach" if detach else "resume"))
+    command = "decide --detach" if detach else "resume"
+    _show_result(session, result, json_mode, command)
+    _leave(_exit_code(result.status, command))
 
 
 def _input(target: TemporalTarget, run_id: str, mode: str, **fields: Any) -> RunInput:
@@ -301,12 +297,6 @@ def _submit(
     except AgentsagaError as exc:
         _print_error(exc.message)
         _leave(exc.exit_code)
-    except KeyboardInterrupt:
-        _print_error(
-            f"stopped following; run {run_input.run_id} goes on on Temporal "
-            f"(agentsaga show {run_input.run_id})"
-        )
-        _leave(130)
     if detach:
         if json_mode:
             typer.echo(json.dumps({"run_id": run_input.run_id, "status": "submitted"}))
@@ -314,6 +304,8 @@ def _submit(
             typer.echo(run_input.run_id)
         _leave(0)
     result = engine.result(run_input.run_id)
+    if result.status == "interrupted":
+        _print_error(f"interrupted; resume with: agentsaga resume {run_input.run_id}")
     _show_result(session, result, json_mode, command)
     _leave(_exit_code(result.status, command))
 

@@ -735,3 +735,58 @@ def test_a_fork_of_a_temporal_run_runs_on_temporal_reusing_the_parents_checkpoin
     for run_id in (fork_id, parent_id):
         assert agentsaga(repo, "rollback", run_id).exit_code == 0
     assert capture(repo) == before
+
+
+def test_ctrl_c_interrupts_a_temporal_run_and_leaves_it_resumable(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+    gate, ledger = tmp_path / "go", tmp_path / "ledger"
+    pipeline = write(
+        tmp_path / "p.yml",
+        f"""
+        name: interrupt
+        workspace: {{isolation: none}}
+        steps:
+          - id: first
+            kind: shell
+            run: "echo first >> {ledger}"
+          - id: wait
+            kind: shell
+            run: "echo wait >> {ledger}; while [ ! -f {gate} ]; do sleep 0.05; done"
+        """,
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    err = tmp_path / "follow.err"
+    with err.open("wb") as sink:
+        follower = subprocess.Popen(
+            agentsaga_argv("run", pipeline, "--temporal", temporal_address),
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        wait_until(lambda: "wait (attempt 1): running" in err.read_text(), timeout=90)
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=120) == 130, err.read_text()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert "interrupted; resume with: agentsaga resume" in err.read_text()
+    run_id = next(line.split()[1] for line in err.read_text().splitlines() if "started" in line)
+    run_id = run_id.rstrip(":")
+    assert status_of(tmp_path, run_id) == "interrupted"
+    assert [(a.step_id, a.status) for a in attempts_of(tmp_path, run_id)] == [
+        ("first", "completed"),
+        ("wait", "failed"),  # stopped and recorded, as a local Ctrl-C records it
+    ]
+
+    gate.write_text("")
+    resumed = agentsaga(repo, "resume", run_id, "--json")
+    assert resumed.exit_code == 0, resumed
+    assert ledger.read_text().split() == ["first", "wait", "wait"]

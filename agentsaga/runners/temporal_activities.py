@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from agentsaga import attempts as attempts_mod
 from agentsaga import gates, undo
@@ -120,6 +120,7 @@ class Activities:
             self.fail,
             self.finish,
             self.stopped,
+            self.interrupted,
             self.rollback,
         ]
 
@@ -149,6 +150,10 @@ class Activities:
                 try:
                     yield rt, run
                 except AgentsagaError as exc:
+                    if isinstance(exc, Interrupted) and activity.is_cancelled():
+                        # The run was cancelled (Ctrl-C of its follower): the step was
+                        # stopped and recorded; the activity ends cancelled, not failed.
+                        raise CancelledError("the run was cancelled") from exc
                     raise _failure(exc) from exc
         finally:
             store.close()
@@ -163,7 +168,7 @@ class Activities:
 
     # --- the run's record -------------------------------------------------------------
 
-    @activity.defn(name="agentsaga.begin")
+    @activity.defn(name="agentsaga.begin", no_thread_cancel_exception=True)
     def begin(self, run_id: str, run_input: dict[str, Any]) -> dict[str, Any]:
         with self._session(run_id) as (rt, run):
             if run_input.get("mode") == "resume":
@@ -181,13 +186,13 @@ class Activities:
                 "notes": rt.notes,
             }
 
-    @activity.defn(name="agentsaga.finish")
+    @activity.defn(name="agentsaga.finish", no_thread_cancel_exception=True)
     def finish(self, run_id: str, status: str) -> dict[str, Any]:
         with self._session(run_id) as (rt, _run):
             rt.store.update_run(run_id, status=status, clear_error=True, finished=True)
             return {"status": status}
 
-    @activity.defn(name="agentsaga.fail")
+    @activity.defn(name="agentsaga.fail", no_thread_cancel_exception=True)
     def fail(self, run_id: str, error: dict[str, Any], rollback: bool) -> dict[str, Any]:
         """The run failed; ``rollback``: its failure demands one (a gate's on_reject)."""
         with self._session(run_id) as (rt, run):
@@ -197,7 +202,15 @@ class Activities:
             )
             return {"status": RunStatus.FAILED, "rollback": rollback}
 
-    @activity.defn(name="agentsaga.stopped")
+    @activity.defn(name="agentsaga.interrupted", no_thread_cancel_exception=True)
+    def interrupted(self, run_id: str) -> dict[str, Any]:
+        """The workflow was cancelled: the run is interrupted and resumable."""
+        with self._session(run_id) as (rt, _run):
+            error = Interrupted().to_json()
+            rt.store.update_run(run_id, status=RunStatus.INTERRUPTED, error=error)
+        return {"status": RunStatus.INTERRUPTED}
+
+    @activity.defn(name="agentsaga.stopped", no_thread_cancel_exception=True)
     def stopped(self, run_id: str, error: dict[str, Any]) -> dict[str, Any]:
         """An activity failed past its retries: the run ends failed (resumable) with why."""
         with self._session(run_id) as (rt, _run):
@@ -206,7 +219,7 @@ class Activities:
 
     # --- steps ------------------------------------------------------------------------
 
-    @activity.defn(name="agentsaga.attempt")
+    @activity.defn(name="agentsaga.attempt", no_thread_cancel_exception=True)
     def attempt(self, run_id: str, step_id: str, try_no: int, jitter: float) -> dict[str, Any]:
         with self._session(run_id) as (rt, run):
             pipeline = rt.pipeline_of(run)
@@ -235,7 +248,7 @@ class Activities:
 
     # --- human gates ------------------------------------------------------------------
 
-    @activity.defn(name="agentsaga.gate")
+    @activity.defn(name="agentsaga.gate", no_thread_cancel_exception=True)
     def gate(self, run_id: str, step_id: str) -> dict[str, Any]:
         """A turn at a gate (``gates.turn``, as locally): record the visit and say the run
         waits (with the deadline), or apply the recorded decision or timeout."""
@@ -265,7 +278,7 @@ class Activities:
                 "notes": rt.notes,
             }
 
-    @activity.defn(name="agentsaga.decide")
+    @activity.defn(name="agentsaga.decide", no_thread_cancel_exception=True)
     def record_decision(self, run_id: str, verdict: dict[str, str]) -> dict[str, Any]:
         """Record a person's decision (the workflow's ``decide`` update calls this, then
         wakes): ``gates.approve`` / ``gates.reject``, as the CLI and the web view do."""
@@ -279,7 +292,7 @@ class Activities:
                 "comment": record.comment,
             }
 
-    @activity.defn(name="agentsaga.restart")
+    @activity.defn(name="agentsaga.restart", no_thread_cancel_exception=True)
     def restart(self, run_id: str, first: bool) -> dict[str, Any]:
         with self._session(run_id) as (rt, run):
             pipeline = rt.pipeline_of(run)
@@ -303,7 +316,7 @@ class Activities:
 
     # --- rollback ---------------------------------------------------------------------
 
-    @activity.defn(name="agentsaga.rollback")
+    @activity.defn(name="agentsaga.rollback", no_thread_cancel_exception=True)
     def rollback(self, run_id: str, force: bool, keep_refs: bool) -> dict[str, Any]:
         with self._session(run_id, force=force, keep_refs=keep_refs) as (rt, run):
             workspace = temporal_git.open_workspace(rt, run, self.host_id, for_rollback=True)

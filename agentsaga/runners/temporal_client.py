@@ -11,6 +11,8 @@ the live display work with no worker running.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
@@ -99,6 +101,21 @@ async def _running(client: Any, run_id: str) -> bool:
 WORKER_HINT_S = 15.0
 
 
+def _interrupts() -> asyncio.Event:
+    """Ctrl-C while following: the first cancels the run's workflow (the step in flight
+    is stopped and recorded, the run ends interrupted and resumable, as a local Ctrl-C
+    leaves it); a second leaves at once (the run goes on on Temporal)."""
+    asked = asyncio.Event()
+
+    def on_sigint() -> None:
+        if asked.is_set():
+            os._exit(130)
+        asked.set()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
+    return asked
+
+
 async def follow(
     client: Any, follower: Follower, task_queue: str, poll_s: float = 0.1
 ) -> dict[str, Any]:
@@ -111,9 +128,16 @@ async def follow(
     seen, asked = 0, 0.0
     loop = asyncio.get_running_loop()
     started, hinted = loop.time(), False
+    interrupt, cancelled = _interrupts(), False
     try:
         while not result_task.done() and not follower.waiting:
             follower.poll()
+            if interrupt.is_set() and not cancelled:
+                cancelled = True
+                follower.note(
+                    None, "interrupting: the step in flight stops, the run stays resumable"
+                )
+                await handle.cancel()
             if not hinted and not follower.emitted and loop.time() - started > WORKER_HINT_S:
                 # Not even the first step has started: most often no worker polls the queue.
                 hinted = True

@@ -25,12 +25,14 @@ bookkeeping, short messages. Outputs, prompts and replies stay in the store.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import CancelledError as TemporalCancelled
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
@@ -122,6 +124,8 @@ class SagaWorkflow:
             schedule_to_start_timeout=schedule_to_start,
             heartbeat_timeout=HEARTBEAT,
             retry_policy=ACTIVITY_RETRY,
+            # A cancelled run waits for the step to stop and be recorded.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         if isinstance(result, dict):
             self.notes.extend(result.get("notes") or [])
@@ -144,7 +148,11 @@ class SagaWorkflow:
             if run_input["mode"] == "rollback":
                 return await self._rollback()
             return await self._drive()
+        except asyncio.CancelledError:
+            return await self._interrupted()
         except ActivityError as exc:
+            if isinstance(exc.cause, TemporalCancelled):
+                return await self._interrupted()
             # An activity failed for good: a refusal (a moved branch), or past its retries
             # (a bug, a broken store). The run stays resumable; its record says why.
             cause = exc.cause or exc
@@ -156,6 +164,13 @@ class SagaWorkflow:
                 error = {"type": "InternalError", "message": message, "internal": True}
             failed: dict[str, Any] = await self._act("agentsaga.stopped", error)
             return failed
+
+    async def _interrupted(self) -> dict[str, Any]:
+        """Ctrl-C of the following command (or `temporal workflow cancel`): the step in
+        flight was stopped and recorded (its activity waited for that); the run ends
+        interrupted and resumable, as a local Ctrl-C leaves it."""
+        stopped: dict[str, Any] = await self._act("agentsaga.interrupted")
+        return stopped
 
     async def _begin(self) -> RunView:
         begun = await self._act("agentsaga.begin", self.input, host=True)
