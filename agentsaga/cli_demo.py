@@ -56,8 +56,9 @@ def run_demo(
             f"\ndeploy it: cd {repo} && agentsaga approve {rid}\n"
             f"send back: cd {repo} && agentsaga reject {rid} --comment 'add a docstring'"
         )
+    turns = f"\nturns:    cd {repo} && agentsaga show {rid} fix" if agent else ""
     print(
-        f"\nsee it:   cd {repo} && agentsaga show {rid}\n"
+        f"\nsee it:   cd {repo} && agentsaga show {rid}{turns}\n"
         f"undo it:  cd {repo} && agentsaga rollback {rid}"
     )
     return code
@@ -108,6 +109,12 @@ def _what(step_id: str, a: dict[str, Any], output: Any) -> str:
         return f"{label} failed: {a['error']['message'].strip().splitlines()[0]}"
     if "blocks_applied" in out:
         return f"{label} asked the model for edits{paid}; it changed:"
+    if "turns" in out and "summary" in out:
+        changed = ", ".join(out.get("changed") or []) or "nothing"
+        return (
+            f"{label} worked in {out['turns']} turns of tool calls{paid}, changed {changed}: "
+            f"{out['summary']}"
+        )
     if "paths" in out:
         return f"{label} put {len(out['paths'])} files in the model's context"
     if "text" in out:
