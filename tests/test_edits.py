@@ -546,7 +546,8 @@ def test_fuzz_exact_replacement_matches_a_model(
 def test_closest_lines_in_a_large_file_are_found_quickly(tmp_path: Path) -> None:
     put(tmp_path, "big.py", "".join(f"v_{i} = f(x, {i})  # n{i}\n" for i in range(10_000)))
     search = "".join(f"v_{i} = f(y, {i})\n" for i in range(5000, 5040))
-    started = time.monotonic()
+    # CPU time of this process, not the wall clock: other processes' load does not count.
+    started = time.process_time()
     plan, _ = run(tmp_path, block("big.py", search, "pass\n"))
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     assert plan.failures[0].closest_line == 5001
