@@ -9,7 +9,7 @@ as a local run. ``--detach`` prints the run id and returns.
 
 Registered on the CLI's app by ``cli.py``; the SDK is imported inside the commands only.
 These commands leave with ``os._exit`` once their output is flushed: a short-lived
-Temporal client can abort at interpreter exit (FACTS.md, sdk-python#300), which would turn
+Temporal client can abort at interpreter exit (temporalio's sdk-python#300), which would turn
 a clean exit into 134.
 """
 

@@ -4,7 +4,7 @@ The store is the record: every attempt and compensation is written there before 
 it acts. Polling it gives the same events the local engine emits as it goes (a step
 running, completed, failed; a compensation), so ``run --temporal`` shows the same live
 display as a local run, and needs no worker to answer a query (a Temporal query needs a
-live worker: FACTS.md).
+live worker: without one it hangs ~29 s, then fails).
 """
 
 from __future__ import annotations

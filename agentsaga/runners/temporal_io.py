@@ -1,7 +1,7 @@
 """What the Temporal client, workflow and activities exchange: names and small values.
 
 Nothing here imports ``temporalio``: the CLI reads these names to submit a run, and only
-the commands that talk to Temporal pay for the SDK (~0.5 s of imports, FACTS.md).
+the commands that talk to Temporal pay for the SDK (~0.5 s of imports, measured here).
 
 Everything the workflow receives is JSON-able and small. The pipeline's text, the run's
 outputs, prompts and replies live in the store; the history carries ids, statuses and
