@@ -53,6 +53,26 @@ def attempts(repo: Path, run_id: str, step: str | None = None) -> list[Any]:
         store.close()
 
 
+def newest_run() -> Any:
+    store = open_store(store_path())
+    try:
+        return store.list_runs()[0]
+    finally:
+        store.close()
+
+
+def show_doc(run_id: str) -> dict[str, Any]:
+    result = cli("show", run_id, "--json")
+    assert result.exit_code == 0, result
+    doc: dict[str, Any] = result.json()
+    return doc
+
+
+def shown_text(run_id: str) -> str:
+    """``show RUN`` as a person reads it, line wrapping undone."""
+    return " ".join(cli("show", run_id).stdout.split())
+
+
 def write_step(*replies: str) -> str:
     body = "".join(f"      - {json.dumps(r)}\n" for r in replies)
     return (
@@ -292,10 +312,12 @@ def test_src_layout_installed_editable_tests_the_worktree_not_the_checkout(
     result, data = run_pipeline(repo, fix_pipeline("python -m pytest -q -p no:cacheprovider"))
     assert data["status"] == "succeeded", result
     assert (repo / "src" / "mypkg" / "calc.py").read_text() == CALC_BUG  # checkout untouched
-    shown = cli("show", data["run_id"])
-    assert f"venv {venv} (from VIRTUAL_ENV)" in shown.stdout
+    python = show_doc(data["run_id"])["python"]
+    assert (python["venv"], python["venv_from"]) == (str(venv), "VIRTUAL_ENV")
     worktree = repo / ".agentsaga" / "worktrees" / data["run_id"]
-    assert f"imports {repo.resolve() / 'src'} -> {worktree / 'src'}" in shown.stdout
+    roots = [{"checkout": str(repo.resolve() / "src"), "worktree": str(worktree / "src")}]
+    assert python["import_roots"] == roots
+    assert "(from VIRTUAL_ENV)" in shown_text(data["run_id"])
 
 
 FINDER = """\
@@ -349,9 +371,10 @@ def test_flat_layout_with_an_editable_finder_and_a_dot_venv(
     monkeypatch.chdir(repo)
     result, data = run_pipeline(repo, fix_pipeline("python tests/check.py"))
     assert data["status"] == "succeeded", result
-    shown = cli("show", data["run_id"])
-    assert f"venv {venv} (from .venv)" in shown.stdout
-    assert f"python {venv}/bin/python" in shown.stdout
+    python = show_doc(data["run_id"])["python"]
+    assert (python["venv"], python["venv_from"]) == (str(venv), ".venv")
+    assert python["python"] == f"{venv}/bin/python"
+    assert "(from .venv)" in shown_text(data["run_id"])
 
 
 def test_tests_that_import_the_checkout_fail_as_infrastructure_saying_why(
@@ -427,12 +450,12 @@ def test_gitignored_generated_module_is_copied_by_workspace_include(
     result = cli("run", "p.yml")
     assert result.exit_code == 0, result
     run_id = result.stdout.split()[1] if result.stdout.startswith("run ") else ""
-    run_id = run_id or json.loads(cli("runs", "--json").stdout)[0]["id"]
+    run_id = run_id or newest_run().id
     # Said, not silent: the glob that matched nothing, the file git would have committed.
     assert "'*.cfg' matched no file" in result.stderr
     assert "notes.txt is not ignored by git" in result.stderr
-    shown = cli("show", run_id).stdout
-    assert "included: ['src/mypkg/_version.py']" in shown
+    assert show_doc(run_id)["setup"]["included"] == ["src/mypkg/_version.py"]
+    assert "included: ['src/mypkg/_version.py']" in shown_text(run_id)
     worktree = repo / ".agentsaga" / "worktrees" / run_id
     assert (worktree / "src" / "mypkg" / "_version.py").read_text() == GENERATED
     assert not (worktree / "notes.txt").exists()
@@ -455,16 +478,17 @@ def test_workspace_setup_runs_once_in_the_new_worktree_and_is_recorded(
     assert data["status"] == "succeeded", result
     worktrees = repo / ".agentsaga" / "worktrees"
     assert (worktrees / "setup-count").read_text() == "ran\n"
-    assert "setup: exit 0" in cli("show", data["run_id"]).stdout
+    assert show_doc(data["run_id"])["setup"]["setup"].startswith("exit 0 (log: ")
+    assert "setup: exit 0" in shown_text(data["run_id"])
 
     failing = text.replace(json.dumps(setup), json.dumps("echo broken >&2; exit 3"))
     (repo / "p.yml").write_text(failing)
     result = cli("run", "p.yml")
     assert result.exit_code == 1 and "workspace.setup exited 3" in result.stderr, result
-    newest = json.loads(cli("runs", "--json").stdout)[0]
-    assert newest["status"] == "failed"
-    assert cli("rollback", newest["id"]).exit_code == 0
-    assert not (worktrees / newest["id"]).exists()
+    newest = newest_run()
+    assert newest.status == "failed"
+    assert cli("rollback", newest.id).exit_code == 0
+    assert not (worktrees / newest.id).exists()
 
 
 def dirty_repo(tmp_path: Path) -> Path:
@@ -489,10 +513,13 @@ def test_a_dirty_checkout_is_never_silent_and_the_run_starts_from_head_by_defaul
     assert "uncommitted changes that this run does NOT see" in result.stderr
     assert " M src/calc.py" in result.stderr and "?? src/new.py" in result.stderr
     assert "--from-worktree" in result.stderr
-    run_id = json.loads(cli("runs", "--json").stdout)[0]["id"]
+    run_id = newest_run().id
     (look,) = attempts(repo, run_id, "look")
     assert "return a - b" in look.output["stdout"] and "new.py" not in look.output["stdout"]
-    assert "start: {'from': 'HEAD'" in cli("show", run_id).stdout
+    assert show_doc(run_id)["setup"]["start"] == {
+        "from": "HEAD",
+        "uncommitted": ["src/calc.py", "src/new.py"],
+    }
     quiet = cli("run", str(tmp_path / "p.yml"), "--from-head")
     assert quiet.exit_code == 0 and "uncommitted" not in quiet.stderr
 
@@ -538,7 +565,7 @@ def test_submodules_are_checked_out_in_the_worktree_without_touching_the_config(
     assert data["status"] == "succeeded", result
     (look,) = attempts(repo, data["run_id"], "look")
     assert look.output["stdout"] == "from the submodule\n"
-    assert "submodules: initialised libs/sub" in cli("show", data["run_id"]).stdout
+    assert show_doc(data["run_id"])["setup"]["submodules"] == "initialised libs/sub"
     assert cli("rollback", data["run_id"]).exit_code == 0
     assert (repo / ".git" / "config").read_text() == config_before
 
