@@ -642,7 +642,11 @@ def test_approval_panel_rejects_with_a_comment_then_approves(
     ui = UIServer(str(project.store_path), tmp_path)
     page = ".run-page"
     try:
-        browser.get(f"{ui.url}#/runs/{run_id}")
+        # The runs page says what awaits a person, and leads to it.
+        browser.get(ui.url)
+        browser.wait_for("return document.querySelector('#waiting a')")
+        assert run_id in browser.js("return document.getElementById('waiting').innerText")
+        browser.js("document.querySelector('#waiting a').click()")
         browser.wait_for("return document.querySelector('#approval .gate pre')")
         text = browser.js("return document.getElementById('approval').innerText")
         assert "Is the fix right?" in text and "review" in text

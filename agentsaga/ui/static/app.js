@@ -143,7 +143,14 @@
       const id = runIdOf(r);
       return el(
         "tr",
-        { class: "run-row", "data-run": id, "data-status": r.status },
+        {
+          class: "run-row",
+          "data-run": id,
+          "data-status": r.status,
+          onclick: (e) => {
+            if (e.target.tagName !== "A") location.hash = "#/runs/" + encodeURIComponent(id);
+          },
+        },
         el("td", {}, el("a", { href: "#/runs/" + encodeURIComponent(id), text: id })),
         el("td", { text: r.pipeline }),
         el("td", {}, badge(r.status)),
@@ -155,12 +162,21 @@
       );
     });
     const head = ["run", "pipeline", "status", "steps", "tokens", "cost", "duration", "started"];
+    // What awaits a person comes first, whatever the filters (runs --status waiting).
+    const waiting = runs.filter((r) => r.status === "waiting");
+    const link = (r) => el("a", { href: "#/runs/" + encodeURIComponent(runIdOf(r)), text: runIdOf(r) });
+    const banner = waiting.length
+      ? el("p", { class: "waiting-banner", id: "waiting" },
+          `${waiting.length} run${waiting.length > 1 ? "s wait" : " waits"} for a decision: `,
+          waiting.map((r, i) => [i ? ", " : "", link(r), ` (${r.pipeline})`]))
+      : null;
     app.replaceChildren(
       el(
         "section",
         { class: "card" },
         el("div", { class: "filters" }, el("h1", { text: "Runs" }), select("status", statuses),
           select("pipeline", pipelines)),
+        banner,
         runs.length === 0
           ? el("p", { class: "muted", text: "no runs yet; start one with: agentsaga run PIPELINE.yml" })
           : el(
