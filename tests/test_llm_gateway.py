@@ -207,9 +207,11 @@ def test_reply_slower_than_the_timeout_is_abandoned_and_retried(
         tmp_path,
         monkeypatch,
         server,
-        config=f"providers:\n  {api}: {{timeout: 0.5, max_retries: 1}}\n",
+        # 2 s: the prompt reply must arrive in time even on a loaded machine; the slow one
+        # comes far later.
+        config=f"providers:\n  {api}: {{timeout: 2, max_retries: 1}}\n",
     )
-    server.slow(5.0, "too late").reply("in time")
+    server.slow(30.0, "too late").reply("in time")
     project.write("p.yml", plan_pipeline(api))
 
     result = project.run_json("run", "p.yml")

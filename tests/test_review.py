@@ -263,7 +263,6 @@ def test_resume_of_a_fork_does_not_rerun_the_parents_checkpoints(env: Env) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(30)
 def test_ctrl_c_during_an_llm_call_sends_no_further_request(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -299,7 +298,6 @@ def test_ctrl_c_during_an_llm_call_sends_no_further_request(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(60)
 def test_runs_and_show_count_the_tokens_of_an_attempt_that_crashed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -336,7 +334,6 @@ def test_runs_and_show_count_the_tokens_of_an_attempt_that_crashed(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(60)
 def test_run_json_interrupted_still_prints_the_run_document(env: Env) -> None:
     """``run --json`` interrupted by Ctrl-C exits 130 with nothing on stdout and, the
     renderer being quiet, the run id nowhere: the user cannot resume what they cannot
