@@ -48,6 +48,16 @@ def find_temporal() -> str | None:
     return shutil.which("temporal")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the test process dies (a killed or
+    timed-out pytest runs no fixture finaliser; the server must not outlive it)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,6 +110,7 @@ class TemporalDevServer:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     env=untracked_env(),  # it outlives the test that first asked for it
+                    preexec_fn=_die_with_parent,
                 )
             if self._wait_healthy(ready_timeout_s):
                 return
