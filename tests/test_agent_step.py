@@ -508,3 +508,29 @@ def test_demo_agent_killed_mid_run_resumes_at_its_turn(
     # Five replies, each paid once: turn 3's came from the call log.
     assert report["spent_tokens"] == report["clean_pass_tokens"] == 2160 + 2440 + 2740 + 2820 + 3010
     assert report["reused_from_log_tokens"] == 2740
+
+
+def test_search_does_not_read_through_a_symlink_out_of_the_workspace_or_into_git(
+    tmp_path: Path,
+) -> None:
+    """read_file refuses a tracked symlink that leads outside; search must too, or a model
+    reads any file of the machine by searching for '.' (found in review)."""
+    from agentsaga.agent.tools import Toolbox
+    from agentsaga.providers.base import ToolCall
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("OUTSIDE-SECRET-LINE\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "a.txt").write_text("inside line\n")
+    (repo / "out").symlink_to(outside)
+    (repo / "cfg").symlink_to(".git/config")
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    box = Toolbox(root=repo, uses_git=True, allowed=[], env={}, log_dir=tmp_path / "logs")
+    for pattern in ("OUTSIDE-SECRET", r"\[core\]", "line"):
+        outcome = box.run(ToolCall("c1", "search", {"pattern": pattern}), "k", "log")
+        assert "OUTSIDE-SECRET-LINE" not in outcome.content
+        assert "[core]" not in outcome.content
+    found = box.run(ToolCall("c2", "search", {"pattern": "inside"}), "k", "log")
+    assert found.content == "a.txt:1: inside line"

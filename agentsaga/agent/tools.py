@@ -221,13 +221,17 @@ class Toolbox:
             raise ToolArgumentError(f"not a valid regular expression: {exc}") from None
         hits: list[str] = []
         total = 0
+        from agentsaga.edits import confine_path
+
         for rel in self._files(str(glob) if glob else None):
-            path = self.root / rel
             try:
+                # A tracked symlink may lead outside the workspace or into .git: search
+                # reads through the same confinement as read_file, or not at all.
+                path = confine_path(self.root, rel)
                 if path.stat().st_size > MAX_FILE_BYTES:
                     continue
                 data = path.read_bytes()
-            except OSError:
+            except (OSError, EditPathError):
                 continue
             if b"\0" in data[:8192]:
                 continue
