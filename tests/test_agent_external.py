@@ -202,3 +202,26 @@ def test_the_example_pipelines_run_the_cli_found_on_path(
     assert result["status"] == "succeeded", result
     calls = project.calls(result["run_id"])
     assert calls and all(c.provider == name.replace("claude", "claude-code") for c in calls)
+
+
+def test_a_spent_budget_keeps_the_next_cli_from_starting(project: Project, tmp_path: Path) -> None:
+    tool = write_tool(tmp_path, "fake_claude.py", FAKE_CLAUDE)
+    step = f"""\
+  - id: STEP
+    kind: external
+    run: [{PY}, {tool}, -p, "fix add", --output-format, json]
+"""
+    project.write(
+        "pipeline.yml",
+        "name: ext\nbudget: {max_tokens: 20000}\nsteps:\n"
+        + step.replace("STEP", "first")
+        + step.replace("STEP", "second"),
+    )
+    result = project.run("run", "pipeline.yml")
+    assert result.exit_code == 1, result
+    run_id = project.newest_run_id()
+    second = [a for a in project.attempts(run_id) if a.step_id == "second"][-1]
+    assert second.error is not None and second.error["kind"] == "budget"
+    assert "already spent" in second.error["message"]
+    # The first ran (its usage, 26,540 tokens, crossed the budget); the second never did.
+    assert [c.step_id for c in project.calls(run_id)] == ["first"]

@@ -15,7 +15,8 @@ call log) as the CLI reported it, so budgets, ``report`` and the tax see it:
   ``agent_message`` item is the summary; ``turn.failed`` or ``error`` fail the step.
 
 Such a CLI is one opaque effect: a crash mid-run re-runs it whole (after the reset); only
-the built-in ``agent`` kind resumes at a turn.
+the built-in ``agent`` kind resumes at a turn. Its spending is known only when it ends: the
+budget cannot stop it midway, but a budget already spent keeps it from starting.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsaga.context import StepContext
-from agentsaga.errors import StepFailed, StepTimeout
+from agentsaga.errors import BudgetExceeded, StepFailed, StepTimeout
 from agentsaga.process import argv_for, run_command
 from agentsaga.redact import redact_json, secret_values
 from agentsaga.store import Usage
@@ -145,6 +146,7 @@ def execute(ctx: StepContext) -> dict[str, Any]:
             kind="error",
             retryable=False,
         )
+    _check_budget(ctx)
     base = ctx.workspace.head()
     result = run_command(
         command,
@@ -193,6 +195,32 @@ def execute(ctx: StepContext) -> dict[str, Any]:
             output["changed"] = gitops.changed_files(ctx.cwd, base, commit)
             output["diffstat"] = _diffstat(ctx, base, commit)
     return output
+
+
+def _check_budget(ctx: StepContext) -> None:
+    """A CLI's spending is known only when it ends, so the budget cannot stop it midway;
+    but a run (or step) whose budget is already spent does not start one."""
+    llm = ctx.llm
+    if llm is None or not (llm.run_budget or llm.step_budget):
+        return
+    paid = [c for c in llm.store.llm_calls(ctx.run_id) if c.status == "ok"]
+    for scope, budget, calls in (
+        ("the run", llm.run_budget, paid),
+        (f"step {ctx.step.id!r}", llm.step_budget, [c for c in paid if c.step_id == ctx.step.id]),
+    ):
+        spent = {
+            "max_tokens": float(sum(c.usage.total for c in calls)),
+            "max_cost_usd": sum(c.usage.cost_usd or 0.0 for c in calls),
+        }
+        for unit, limit in (budget or {}).items():
+            if unit in spent and spent[unit] >= float(limit):
+                raise BudgetExceeded(
+                    f"{scope}: already spent, before starting the agent CLI",
+                    round(spent[unit], 6),
+                    float(limit),
+                    unit,
+                    ctx.run_id,
+                )
 
 
 def _stdout(path: Path) -> str:
