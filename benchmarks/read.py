@@ -62,7 +62,7 @@ steps:
 """
 
 
-def read_step_s(repo: Path, store: Path) -> tuple[float, dict[str, int]]:
+def read_step_s(repo: Path, store: Path) -> float:
     exe = agentsaga_exe()
     run = subprocess.run(
         [*exe, "--store", str(store), "run", str(repo.parent / "p.yml"), "--json"],
@@ -79,8 +79,8 @@ def read_step_s(repo: Path, store: Path) -> tuple[float, dict[str, int]]:
         text=True,
         check=True,
     )
-    (attempt,) = [a for a in json.loads(show.stdout)["attempts"] if a["step"] == "read"]
-    return attempt["duration_ms"] / 1000, {"tokens": attempt["tokens"]}
+    (step,) = [s for s in json.loads(show.stdout)["steps"] if s["step_id"] == "read"]
+    return step["attempts"][-1]["duration_ms"] / 1000
 
 
 def main() -> None:
@@ -94,7 +94,7 @@ def main() -> None:
         repo = make_repo(root, args.files)
         chars = sum(p.stat().st_size for p in repo.rglob("*.py"))
         (root / "p.yml").write_text(PIPELINE)
-        timings = [read_step_s(repo, root / f"state{i}.db")[0] for i in range(args.runs)]
+        timings = [read_step_s(repo, root / f"state{i}.db") for i in range(args.runs)]
         print(f"read of {args.files:,} files ({chars / 1e6:.1f} M characters), 40,000 tokens:")
         print(
             f"  read step median {ms(median(timings))}  (runs: {', '.join(ms(t) for t in timings)})"
