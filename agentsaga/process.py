@@ -8,6 +8,7 @@ A timeout or a cancel (Ctrl-C) stops the whole process group: SIGTERM, then SIGK
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -192,6 +193,18 @@ def _spawn(
         # command can receive it.
         raise StepFailed(
             f"cannot run the command: {exc} (a value passed to it contains a NUL byte)",
+            kind="error",
+            retryable=False,
+        ) from None
+    except OSError as exc:
+        if exc.errno != errno.E2BIG:
+            raise
+        # A model's reply flowing into a command (one value may hold at most 128 KiB on
+        # Linux): the step fails with the reason, not the process with a traceback.
+        raise StepFailed(
+            "cannot run the command: its arguments and environment are too large for the "
+            "system (E2BIG; one value may hold at most 128 KiB); pass a large value "
+            "through a file instead",
             kind="error",
             retryable=False,
         ) from None

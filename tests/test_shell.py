@@ -170,3 +170,35 @@ def test_a_hostile_reply_through_every_attack_end_to_end(env: Env) -> None:
     assert rolled.exit_code == 0, rolled
     assert (out / "comp").read_text() == reply + "\n"
     assert not canary.exists(), "model output was executed by a compensation"
+
+
+def test_a_reply_too_large_for_a_command_fails_the_step_not_the_process(env: Env) -> None:
+    """A 300 KB reply reaching a `run:` (as one environment value or one argument) is more
+    than execve takes: the step fails with the reason, the run is failed and resumable,
+    no traceback (found in review: "internal error: OSError: Argument list too long")."""
+    big = "A" * 300_000
+    for run in (
+        '"echo ${{ steps.plan.output.text }} | wc -c"',
+        '[echo, "${{ steps.plan.output.text }}"]',
+    ):
+        path = env.write(
+            "p.yml",
+            f"""
+            name: big
+            workspace: {{isolation: none}}
+            steps:
+              - id: plan
+                kind: plan
+                provider: scripted
+                prompt: anything
+                replies: [{big}]
+              - id: use
+                kind: shell
+                run: {run}
+            """,
+        )
+        result = cli("run", path)
+        assert result.exit_code == 1, result
+        assert "internal error" not in result.stderr
+        assert "too large" in result.stdout + result.stderr
+        assert env.run_status(env.newest_run_id()) == "failed"
