@@ -15,6 +15,7 @@ first "unknown key" into the deeper checks). The counts are printed with ``-s``.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,6 +37,17 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = sorted([*(ROOT / "pipelines").glob("*.yml"), ROOT / "agentsaga/templates/demo.yml"])
 SEED_TEXTS = [p.read_text() for p in SEEDS]
+#: Examples per fuzz test are scaled by AGENTSAGA_FUZZ_SCALE (default 0.5: the whole suite
+#: stays inside its budget on a loaded 2-core machine). Every run draws new inputs
+#: (database=None), so runs add up; for one deeper run: AGENTSAGA_FUZZ_SCALE=8 pytest
+#: --timeout=0 tests/test_fuzz.py.
+FUZZ_SCALE = float(os.environ.get("AGENTSAGA_FUZZ_SCALE", "0.5"))
+
+
+def examples(n: int) -> int:
+    return max(10, round(n * FUZZ_SCALE))
+
+
 #: CPU seconds one example may use: the slowest real input takes milliseconds.
 PER_EXAMPLE_CPU_S = 10.0
 
@@ -304,7 +316,7 @@ def mutated(draw: st.DrawFn) -> str:
 def test_loader_on_arbitrary_text() -> None:
     name = "load_text(arbitrary text)"
 
-    @settings(fuzz, max_examples=2000)
+    @settings(fuzz, max_examples=examples(2000))
     @given(st.text(max_size=300) | yamlish_text)
     def one(text: str) -> None:
         count(name, load_outcome(text, name))
@@ -316,7 +328,7 @@ def test_loader_on_arbitrary_text() -> None:
 def test_loader_on_mutated_valid_pipelines() -> None:
     name = "load_text(mutated valid pipelines)"
 
-    @settings(fuzz, max_examples=2000)
+    @settings(fuzz, max_examples=examples(2000))
     @given(mutated())
     def one(text: str) -> None:
         count(name, load_outcome(text, name))
@@ -328,7 +340,7 @@ def test_loader_on_mutated_valid_pipelines() -> None:
 def test_loader_on_structured_documents() -> None:
     name = "load_text(structured documents)"
 
-    @settings(fuzz, max_examples=1000)
+    @settings(fuzz, max_examples=examples(1000))
     @given(documents())
     def one(doc: dict[str, Any]) -> None:
         count(name, load_outcome(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), name))
@@ -362,7 +374,7 @@ SCHEMA_TYPES: list[tuple[str, schema.Type]] = [
 def test_schema_types_return_a_value_or_a_violation() -> None:
     name = "schema types .check()"
 
-    @settings(fuzz, max_examples=2000)
+    @settings(fuzz, max_examples=examples(2000))
     @given(st.sampled_from(SCHEMA_TYPES), values | yamlish_text)
     def one(named: tuple[str, schema.Type], value: Any) -> None:
         text = value if isinstance(value, str) else yaml.safe_dump(value, allow_unicode=True)
@@ -389,7 +401,7 @@ def test_schema_types_return_a_value_or_a_violation() -> None:
     assert_no_findings(name)
 
 
-@settings(fuzz, max_examples=1000)
+@settings(fuzz, max_examples=examples(1000))
 @given(st.text(max_size=60))
 def test_parse_duration_and_did_you_mean_never_raise(text: str) -> None:
     value = schema.parse_duration(text)
@@ -404,7 +416,7 @@ def test_parse_duration_and_did_you_mean_never_raise(text: str) -> None:
 def test_validate_command_on_random_files(tmp_path: Path) -> None:
     name = "agentsaga validate FILE"
 
-    @settings(fuzz, max_examples=400)
+    @settings(fuzz, max_examples=examples(400))
     @given(
         mutated()
         | yamlish_text

@@ -190,8 +190,9 @@ def test_delete_twice_and_branch_already_gone_succeed(repo: Path) -> None:
 
 
 def _wait_gone(path: Path) -> bool:
-    """The background delete has no deadline of its own: wait for it, bounded."""
-    for _ in range(600):
+    """The background delete has no deadline of its own: wait for it, bounded (2 min: only
+    a safety net, a loaded machine may be slow)."""
+    for _ in range(2400):
         if not path.exists():
             return True
         time.sleep(0.05)
