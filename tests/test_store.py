@@ -126,6 +126,13 @@ def test_a_running_record_skips_the_fsync_and_a_checkpoint_does_not(store: Sqlit
     attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
     running = list(statements)
     statements.clear()
+    # The command's process group, recorded before it may start: no fsync either (a
+    # power loss leaves no process to stop).
+    store.set_attempt_process(attempt.id, {"pgid": 1, "start": 1, "host": "h"})
+    process = list(statements)
+    assert "PRAGMA synchronous=NORMAL" in process[: process.index("BEGIN IMMEDIATE")]
+    assert process[-1] == "PRAGMA synchronous=FULL"
+    statements.clear()
     store.finish_attempt(attempt.id, status="completed", output={"x": 1})
     store.start_attempt(
         rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None, status="skipped"

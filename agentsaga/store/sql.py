@@ -417,7 +417,9 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
             )
 
     def set_attempt_process(self, attempt_id: int, process: dict[str, Any]) -> None:
-        with self.transaction() as cur:
+        # Without the fsync, like the running record: it serves to stop a group left by a
+        # killed owner, and a power loss leaves no process to stop.
+        with self.transaction(durable=False) as cur:
             self._exec(
                 cur,
                 "UPDATE step_attempts SET process_json = ? WHERE id = ?",

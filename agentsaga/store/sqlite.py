@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from agentsaga import faults
 from agentsaga.errors import StoreError
@@ -106,17 +105,6 @@ class SqliteStore(SqlStore):
                 if not durable:
                     self._conn.execute("PRAGMA synchronous=FULL")
                 cur.close()
-
-    def set_attempt_process(self, attempt_id: int, process: dict[str, Any]) -> None:
-        """Written before every command starts, so without the WAL fsync of the other
-        writes: the record matters only while the process that wrote it can be killed
-        and its command still runs; a power loss stops the command too."""
-        with self._lock:
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                super().set_attempt_process(attempt_id, process)
-            finally:
-                self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Cursor]:
