@@ -194,3 +194,39 @@ def test_console_script_is_installed(env: Env) -> None:
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "rollback" in proc.stdout
+
+
+def test_the_readme_commands_table_names_every_option_of_every_command() -> None:
+    """The README's command table is the user's reference: each command's row names each
+    of its options (found in review: run --from-worktree, demo --agent, init --force,
+    validate --var, worker --concurrency were missing)."""
+    import re
+    from pathlib import Path
+
+    import typer.main
+
+    from agentsaga.cli import app
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"^\| `agentsaga ([a-z]+)[^\n]*", readme, flags=re.MULTILINE)
+    }
+    # Said once under the table: "`run`, `resume`, `rollback` and `fork` take `--temporal
+    # HOST:PORT` ... and `--detach`".
+    shared = {"--temporal", "--detach"}
+    assert "`run`, `resume`, `rollback` and `fork` take `--temporal" in readme
+    group = typer.main.get_group(app)
+    missing = []
+    for name, command in group.commands.items():
+        row = rows.get(name)
+        if row is None:
+            missing.append(f"{name}: no row")
+            continue
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--") and opt != "--help" and opt not in row:
+                    if opt in shared and name in ("run", "resume", "rollback", "fork"):
+                        continue
+                    missing.append(f"{name} {opt}")
+    assert missing == []
