@@ -534,3 +534,24 @@ def test_search_does_not_read_through_a_symlink_out_of_the_workspace_or_into_git
         assert "[core]" not in outcome.content
     found = box.run(ToolCall("c2", "search", {"pattern": "inside"}), "k", "log")
     assert found.content == "a.txt:1: inside line"
+
+
+def test_a_catastrophic_search_pattern_is_cut_off_not_a_hung_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model writes search's regular expression: "(a|aa)+$" against a line of 40 a's
+    backtracks for hours; the call answers with an error instead (found in review)."""
+    import agentsaga.agent.tools as tools
+    from agentsaga.agent.tools import Toolbox
+    from agentsaga.providers.base import ToolCall
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a.txt").write_text("a" * 40 + "!\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-A"], check=True)
+    box = Toolbox(root=tmp_path, uses_git=True, allowed=[], env={}, log_dir=tmp_path / "logs")
+    monkeypatch.setattr(tools, "SEARCH_TIMEOUT_S", 0.5)
+    outcome = box.run(ToolCall("c1", "search", {"pattern": "(a|aa)+$"}), "k", "log")
+    assert outcome.is_error
+    assert "simplify it" in outcome.content
+    fine = box.run(ToolCall("c2", "search", {"pattern": "a+!"}), "k", "log")
+    assert fine.content.startswith("a.txt:1: aaaa")

@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ MAX_RESULT_CHARS = 16_000
 MAX_READ_LINES = 2_000
 MAX_SEARCH_HITS = 200
 MAX_FILE_BYTES = 1_000_000
+#: The whole of one search call; a model's pattern that backtracks without end is cut off.
+SEARCH_TIMEOUT_S = 10.0
 DEFAULT_COMMAND_TIMEOUT_S = 600.0
 
 READ_ONLY = frozenset({"read_file", "list_files", "search", "finish"})
@@ -215,10 +218,14 @@ class Toolbox:
     def _search(self, args: dict[str, Any]) -> ToolOutcome:
         pattern = _arg(args, "pattern", str)
         glob = args.get("glob")
+        import regex as regex_module  # the re dialect, with a timeout (tiktoken needs it too)
+
         try:
-            regex = re.compile(pattern)
-        except re.error as exc:
+            regex = regex_module.compile(pattern)
+        except (regex_module.error, ValueError) as exc:
             raise ToolArgumentError(f"not a valid regular expression: {exc}") from None
+        # The model writes the pattern: a catastrophic one ("(a+)+$") must not hang the step.
+        deadline = time.monotonic() + SEARCH_TIMEOUT_S
         hits: list[str] = []
         total = 0
         from agentsaga.edits import confine_path
@@ -236,7 +243,14 @@ class Toolbox:
             if b"\0" in data[:8192]:
                 continue
             for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-                if regex.search(line):
+                try:
+                    found = regex.search(line, timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise ToolArgumentError(
+                        f"the pattern took longer than {SEARCH_TIMEOUT_S:g} s (catastrophic "
+                        "backtracking?); simplify it"
+                    ) from None
+                if found:
                     total += 1
                     if len(hits) < MAX_SEARCH_HITS:
                         hits.append(f"{rel}:{n}: {line[:300]}")
