@@ -555,3 +555,22 @@ def test_a_catastrophic_search_pattern_is_cut_off_not_a_hung_step(
     assert "simplify it" in outcome.content
     fine = box.run(ToolCall("c2", "search", {"pattern": "a+!"}), "k", "log")
     assert fine.content.startswith("a.txt:1: aaaa")
+
+
+def test_an_argv_no_command_can_take_is_reported_to_the_model_not_a_failed_step(
+    tmp_path: Path,
+) -> None:
+    """run_command with a NUL byte or a 200 KB argument: execve refuses; the model is told
+    and may go on (found in review: the whole agent step failed)."""
+    from agentsaga.agent.tools import Toolbox
+    from agentsaga.providers.base import ToolCall
+
+    box = Toolbox(
+        root=tmp_path, uses_git=False, allowed=[["echo"]], env={}, log_dir=tmp_path / "logs"
+    )
+    for bad in ("a\0b", "A" * 200_000):
+        outcome = box.run(ToolCall("c1", "run_command", {"argv": ["echo", bad]}), "k", "log")
+        assert outcome.is_error
+        assert outcome.content.startswith("run_command: cannot run the command")
+    ok = box.run(ToolCall("c2", "run_command", {"argv": ["echo", "fine"]}), "k", "log")
+    assert not ok.is_error and "fine" in ok.content

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentsaga.errors import EditError, EditPathError
+from agentsaga.errors import EditError, EditPathError, StepFailed
 from agentsaga.providers.base import ToolCall, ToolSpec
 from agentsaga.steps import AGENT_TOOLS
 
@@ -329,14 +329,19 @@ class Toolbox:
                 True,
             )
         env = {**self.env, "AGENTSAGA_IDEMPOTENCY_KEY": key}
-        result = run_command(
-            argv,
-            cwd=self.root,
-            env=env,
-            log_stem=self.log_dir / log_name,
-            timeout_s=self.timeout_s or DEFAULT_COMMAND_TIMEOUT_S,
-            cancel=self.cancel,
-        )
+        try:
+            result = run_command(
+                argv,
+                cwd=self.root,
+                env=env,
+                log_stem=self.log_dir / log_name,
+                timeout_s=self.timeout_s or DEFAULT_COMMAND_TIMEOUT_S,
+                cancel=self.cancel,
+            )
+        except StepFailed as exc:
+            # The model's argv cannot be run (a NUL byte, an argument over 128 KiB): the
+            # model is told, as for any refusal; the step goes on.
+            return ToolOutcome(f"run_command: {exc}", True)
         status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
         body = [f"$ {shlex.join(argv)}", status]
         if result.stdout_tail.strip():
