@@ -574,3 +574,19 @@ def test_an_argv_no_command_can_take_is_reported_to_the_model_not_a_failed_step(
         assert outcome.content.startswith("run_command: cannot run the command")
     ok = box.run(ToolCall("c2", "run_command", {"argv": ["echo", "fine"]}), "k", "log")
     assert not ok.is_error and "fine" in ok.content
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_tool_arguments_that_are_not_an_object_go_back_to_the_model(
+    project: Project, server: FakeLLMServer, provider: str
+) -> None:
+    """A tool call whose arguments are a string, not an object: the model is told and the
+    loop goes on; the reply is not taken for a malformed response and asked again (found
+    in review: the Anthropic provider retried it, paying for it unrecorded)."""
+    server.reply("", tool_calls=[{"name": "read_file", "arguments": "calc.py"}])
+    server.tool_call("finish", summary="gave up")
+    code, run_id = run_pipeline(project, pipeline(provider))
+    assert code == 0
+    assert server.count == 2
+    second = server.requests[1].body
+    assert "not a JSON object" in json.dumps(second)

@@ -190,7 +190,7 @@ class AnthropicProvider:
                 block.text for block in message.content if getattr(block, "type", "") == "text"
             )
             calls = tuple(
-                ToolCall(str(block.id), str(block.name), dict(block.input or {}))
+                ToolCall(str(block.id), str(block.name), _tool_input(block.input))
                 for block in message.content
                 if getattr(block, "type", "") == "tool_use"
             )
@@ -264,3 +264,14 @@ class AnthropicProvider:
         if isinstance(exc, anthropic.CredentialsError):
             return ProviderAuthError(name, msg(f"{exc}; set {self._key_env}"))
         return ProviderError(name, msg(f"{type(exc).__name__}: {exc}"))
+
+
+def _tool_input(raw: Any) -> dict[str, Any]:
+    """A tool_use block's input; one that is not a JSON object is kept, as the OpenAI
+    provider keeps unparsable arguments, so the tool answers the model instead of the
+    reply being taken for a malformed response and asked (and paid) again."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    return {"_invalid_arguments": json.dumps(raw)}
