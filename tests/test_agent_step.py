@@ -590,3 +590,26 @@ def test_tool_arguments_that_are_not_an_object_go_back_to_the_model(
     assert server.count == 2
     second = server.requests[1].body
     assert "not a JSON object" in json.dumps(second)
+
+
+def test_malformed_tool_arguments_are_answered_never_raised(tmp_path: Path) -> None:
+    """Arguments of the wrong shape go back to the model as errors (found in review:
+    read_file with start_line "ten" or NaN, run_command with an unclosed quote raised)."""
+    from agentsaga.agent.tools import Toolbox
+    from agentsaga.providers.base import ToolCall
+
+    (tmp_path / "a.txt").write_text("one\ntwo\n")
+    box = Toolbox(
+        root=tmp_path, uses_git=False, allowed=[["echo"]], env={}, log_dir=tmp_path / "logs"
+    )
+    for name, args in [
+        ("read_file", {"path": "a.txt", "start_line": "ten"}),
+        ("read_file", {"path": "a.txt", "start_line": [1]}),
+        ("read_file", {"path": "a.txt", "end_line": float("nan")}),
+        ("read_file", {"path": "a.txt", "end_line": float("inf")}),
+        ("run_command", {"argv": 'echo "unclosed'}),
+    ]:
+        outcome = box.run(ToolCall("c1", name, args), "k", "log")
+        assert outcome.is_error, (name, args)
+    fine = box.run(ToolCall("c2", "read_file", {"path": "a.txt", "start_line": "2"}), "k", "l")
+    assert "two" in fine.content and "one" not in fine.content

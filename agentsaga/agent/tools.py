@@ -188,8 +188,8 @@ class Toolbox:
         rel, target = self._path(args)
         text = _read_text(target, rel)
         lines = text.splitlines()
-        start = int(args.get("start_line") or 1)
-        end = int(args.get("end_line") or len(lines))
+        start = _line_number(args, "start_line", 1)
+        end = _line_number(args, "end_line", len(lines))
         if start < 1 or end < start - 1:
             raise ToolArgumentError(f"bad line range {start}-{end}")
         end = min(end, len(lines), start + MAX_READ_LINES - 1)
@@ -317,7 +317,10 @@ class Toolbox:
 
         raw = args.get("argv")
         if isinstance(raw, str):
-            raw = shlex.split(raw)  # lenient: models sometimes send one string
+            try:
+                raw = shlex.split(raw)  # lenient: models sometimes send one string
+            except ValueError as exc:
+                raise ToolArgumentError(f"argv: {exc}; give a list of strings") from None
         if not isinstance(raw, list) or not raw or not all(isinstance(a, str) for a in raw):
             raise ToolArgumentError("argv must be a non-empty list of strings")
         argv = [str(a) for a in raw]
@@ -363,6 +366,17 @@ def _arg(args: dict[str, Any], name: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise ToolArgumentError(f"argument {name!r} must be a {kind.__name__}")
     return value
+
+
+def _line_number(args: dict[str, Any], name: str, default: int) -> int:
+    """A line number the model gave (an int, or a string of one), else ``default``."""
+    value = args.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ToolArgumentError(f"argument {name!r} must be a line number, not {value!r}") from None
 
 
 def _read_text(target: Path, rel: str) -> str:
