@@ -230,3 +230,32 @@ def test_the_readme_commands_table_names_every_option_of_every_command() -> None
                         continue
                     missing.append(f"{name} {opt}")
     assert missing == []
+
+
+def test_show_never_prints_a_models_terminal_escape_sequences(env: Env) -> None:
+    """A reply can hold escape sequences (set the terminal's title, clear the screen,
+    plant a hyperlink): `show RUN STEP` prints them as visible text (found in review)."""
+    path = env.write(
+        "p.yml",
+        r"""
+        name: esc
+        workspace: {isolation: none}
+        steps:
+          - id: fix
+            kind: agent
+            provider: scripted
+            prompt: p
+            replies:
+              - text: "\e]0;TITLE\a\e[31mRED\x9b2J"
+                tool: finish
+                args: {summary: "\e[2J\e]8;;http://evil\e\\click\e]8;;\e\\ done"}
+        """,
+    )
+    ran = cli("run", path, "--json")
+    assert ran.exit_code == 0, ran
+    shown = cli("show", ran.json()["run_id"], "fix")
+    assert shown.exit_code == 0, shown
+    assert "TITLE" in shown.stdout and "click" in shown.stdout
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "\x9b" not in shown.stdout
+    assert "\\x1b]0;TITLE" in shown.stdout
