@@ -400,6 +400,9 @@ def runs(
             where = f" (no store at {exc.path})" if exc.path else " (not inside a git repository)"
             typer.echo("no runs yet" + where + "; start one with: agentsaga run PIPELINE.yml")
         return
+    if status is not None and not doc["runs"] and not json_mode:
+        typer.echo(f"no run is {status}; agentsaga runs lists them all")
+        return
     _emit_view(doc, json_mode, print_runs)
 
 

@@ -259,3 +259,23 @@ def test_show_never_prints_a_models_terminal_escape_sequences(env: Env) -> None:
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
     assert "\x9b" not in shown.stdout
     assert "\\x1b]0;TITLE" in shown.stdout
+
+
+def test_runs_with_a_status_that_no_run_has_does_not_say_there_are_no_runs(env: Env) -> None:
+    """`runs --status waiting` with runs in the store, none waiting: "no runs yet; start
+    one" was wrong (found in review)."""
+    path = env.write(
+        "p.yml",
+        """
+        name: one
+        workspace: {isolation: none}
+        steps:
+          - {id: a, kind: shell, run: "true"}
+        """,
+    )
+    assert cli("run", path).exit_code == 0
+    listed = cli("runs", "--status", "waiting")
+    assert listed.exit_code == 0, listed
+    assert "no runs yet" not in listed.stdout
+    assert "no run is waiting" in listed.stdout
+    assert cli("runs", "--status", "waiting", "--json").json() == {"runs": []}
