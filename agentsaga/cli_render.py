@@ -174,9 +174,7 @@ def print_step(doc: dict[str, Any]) -> None:
 #: C0 controls but newline and tab, DEL and C1 controls, each shown as ``\xNN``: a model's
 #: reply or a command's output must not drive the terminal (set its title, clear the
 #: screen, hide text, plant a hyperlink) when ``show`` prints it.
-_CONTROLS = {
-    c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)
-}
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
 
 
 def esc(text: object) -> str:
