@@ -562,3 +562,16 @@ vars: {p: scripted}
     assert model_providers(load_text(text)) == {"anthropic", "openai"}
     shell_only = text.split("  - id: plan\n")[0].replace("defaults: {provider: openai}\n", "")
     assert model_providers(load_text(shell_only)) == set()
+
+
+def test_scripted_tool_args_that_are_not_a_mapping_say_what_is_wrong() -> None:
+    """Found in review: the message read "tool call 1: arguments: a mapping"."""
+    from agentsaga.errors import ConfigError
+    from agentsaga.providers.scripted import _tool_calls
+
+    with pytest.raises(ConfigError) as caught:
+        _tool_calls({"tool": "create_file", "args": "{not json"}, 6)
+    assert str(caught.value) == (
+        "scripted reply 7: tool call 1: its args must be a mapping (name: value), "
+        "not str '{not json'"
+    )

@@ -159,7 +159,10 @@ def _tool_calls(entry: Mapping[str, Any], n: int) -> tuple[ToolCall, ...]:
             raise ConfigError(f"scripted reply {n + 1}: tool call {i + 1} needs a 'name'")
         arguments = item.get("arguments", item.get("args")) or {}
         if not isinstance(arguments, Mapping):
-            raise ConfigError(f"scripted reply {n + 1}: tool call {i + 1}: arguments: a mapping")
+            raise ConfigError(
+                f"scripted reply {n + 1}: tool call {i + 1}: its args must be a mapping "
+                f"(name: value), not {type(arguments).__name__} {str(arguments)[:60]!r}"
+            )
         call_id = str(item.get("id") or f"call_s{n + 1}_{i + 1}")
         calls.append(ToolCall(call_id, str(item["name"]), dict(arguments)))
     return tuple(calls)
