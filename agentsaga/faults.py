@@ -32,14 +32,29 @@ from __future__ import annotations
 import os
 import signal
 
-_SPEC = os.environ.get("AGENTSAGA_FAULT", "")
-_POINT, _, _NTH = _SPEC.partition(":")
-_COUNT = {"n": 0}
+#: The armed point -> the hit that kills it (empty: none armed), and the hits so far.
+_ARMED: dict[str, int] = {}
+_HITS = {"n": 0}
+
+
+def configure(spec: str) -> None:
+    """Arm (or, with ``""``, disarm) the fault from a ``<point>[:<n>]`` spec and reset the
+    count. Read from ``AGENTSAGA_FAULT`` at import; the tests' fork server (``tests/zygote.py``)
+    calls it again in each forked child, whose environment is set after the import."""
+    name, _, nth = spec.partition(":")
+    _ARMED.clear()
+    if name:
+        _ARMED[name] = int(nth or 1)
+    _HITS["n"] = 0
 
 
 def point(name: str) -> None:
-    if not _POINT or name != _POINT:
+    nth = _ARMED.get(name)
+    if nth is None:
         return
-    _COUNT["n"] += 1
-    if _COUNT["n"] >= int(_NTH or 1):
+    _HITS["n"] += 1
+    if _HITS["n"] >= nth:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+configure(os.environ.get("AGENTSAGA_FAULT", ""))

@@ -18,11 +18,13 @@ import json
 import shutil
 import textwrap
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import zygote
 from tests.gitstate import capture
 from tests.test_crash_sweep import (
     DEPLOY,
@@ -101,9 +103,16 @@ def traced(world: World, tracer: Path, trace: Path, *args: str) -> list[str]:
 
 
 def fresh(root: Path, server: RoutingLLM) -> SmallWorld:
-    shutil.rmtree(root, ignore_errors=True)
+    """A new world at ``root``: created once (git init, commits), then copied from that
+    template, byte for byte and at the same absolute path, for every later case."""
+    template = root.with_name(root.name + "-template")
     world = SmallWorld(root, server)
-    world.create()
+    if template.exists():
+        restore(template, root)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        world.create()
+        snapshot(root, template)
     return world
 
 
@@ -138,6 +147,14 @@ def report(title: str, rows: list[tuple[str, str, list[str]]]) -> str:
     lines = [f"\n{title}: {len(rows)} occurrences"]
     lines += [f"  {fault:<24}{label:<52}{'; '.join(p) or 'ok'}" for fault, label, p in rows]
     return "\n".join(lines)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fork_server() -> Iterator[None]:
+    """``World.agentsaga`` forks from one pre-imported process (``tests/zygote.py``): ~260
+    launches without an interpreter start and the imports each."""
+    with zygote.serving():
+        yield
 
 
 @pytest.fixture(scope="module")

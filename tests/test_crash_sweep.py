@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from tests import zygote
 from tests.gitstate import capture, git, make_repo
 from tests.llm_server import Behaviour, FakeLLMServer, RecordedRequest
 
@@ -177,11 +178,15 @@ class World:
         wrapper: Path | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        env = {**self.env(fault), **(extra_env or {})}
+        server = zygote.current()
+        if server is not None and wrapper is None:
+            return server.run(list(args), self.repo, env, TIMEOUT_S)
         head = [sys.executable, str(wrapper)] if wrapper else [sys.executable, "-m", "agentsaga"]
         return subprocess.run(
             [*head, *args],
             cwd=self.repo,
-            env={**self.env(fault), **(extra_env or {})},
+            env=env,
             capture_output=True,
             text=True,
             timeout=TIMEOUT_S,
@@ -363,6 +368,13 @@ class Baseline:
     snap: Path
     live: Path
     notes: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fork_server() -> Iterator[None]:
+    """``World.agentsaga`` forks from one pre-imported process (``tests/zygote.py``)."""
+    with zygote.serving():
+        yield
 
 
 @pytest.fixture(scope="module")
