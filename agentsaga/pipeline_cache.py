@@ -6,9 +6,9 @@ pipeline (``MIN_STEPS`` steps or more) starts, the parsed ``Pipeline`` is pickle
 ``<repo>/.agentsaga/cache/pipelines/`` (private, like the store beside it: whoever can
 write there can already change the commands a run executes); loading it back takes
 ~40 ms. The file name is a hash of the text, its path, the run's vars and this
-installation's parsing code (``pipeline.py``, ``schema.py``, the step kinds, the version):
-a changed text or a changed agentsaga never reads an old entry. A missing, unreadable or
-stale entry means parsing the text, as before.
+installation's parsing code (``pipeline.py``, ``pipeline_model.py``, ``schema.py``, the step
+kinds, the version): a changed text or a changed agentsaga never reads an old entry. A
+missing, unreadable or stale entry means parsing the text, as before.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from agentsaga.pipeline import Pipeline
 
 MIN_STEPS = 500
-_CODE = ("pipeline.py", "schema.py", "steps/__init__.py")
+_CODE = ("pipeline.py", "pipeline_model.py", "schema.py", "steps/__init__.py")
 
 VarsKey = tuple[tuple[str, str], ...]
 

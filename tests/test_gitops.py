@@ -150,7 +150,7 @@ def test_snapshot_is_idempotent_and_never_touches_the_real_index(repo: Path) -> 
     write(ws.path, {"src/calc.py": "staged\n"})
     git(ws.path, "add", "src/calc.py")
     write(ws.path, {"src/calc.py": "unstaged on top\n", "new.txt": "untracked\n"})
-    index = gitops._dot_git_dir(ws.path) / "index"
+    index = gitops.runner._dot_git_dir(ws.path) / "index"
     index_bytes, status = index.read_bytes(), capture(ws.path)["status"]
 
     snap = gitops.snapshot(ws, ref("r1", "s"))
@@ -206,13 +206,13 @@ def test_a_deleted_worktree_goes_to_the_trash_and_is_emptied_in_the_background(
     ws = new_ws(repo)
     write(ws.path, {"left/over.txt": "uncommitted", "many/a.txt": "a", "many/b.txt": "b"})
     removed: list[tuple[str, ...]] = []
-    real = gitops._git
+    real = gitops.compensation._git
 
     def spy(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
         removed.append(args)
         return real(cwd, *args, env=env)
 
-    monkeypatch.setattr(gitops, "_git", spy)
+    monkeypatch.setattr(gitops.compensation, "_git", spy)
     gitops.delete_workspace(ws, "r1", expected_head=ws.base_commit)
     # Gone from its place and from git's list at once, without `worktree remove`
     # (which deletes every file before it returns); the trash empties by itself.

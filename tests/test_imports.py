@@ -9,8 +9,10 @@ about imports, not time (the timings are in benchmarks/startup.py).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +111,15 @@ def test_listing_runs_loads_no_sdk(tmp_path, command: str) -> None:  # type: ign
     # The engine module itself is still imported by cli_render for type names (see
     # benchmarks/RESULTS.md); what it would drag in must not be.
     assert [m for m in loaded_after(*args) if m != "agentsaga.engine"] == []
+
+
+def test_only_the_gitops_package_imports_git() -> None:
+    """The house rule: every git command goes through agentsaga.gitops (its runner)."""
+    package = Path(__file__).resolve().parents[1] / "agentsaga"
+    pattern = re.compile(r"^\s*(import git\b|from git(\.|\s+import))", re.MULTILINE)
+    offenders = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "gitops" not in path.relative_to(package).parts and pattern.search(path.read_text())
+    )
+    assert offenders == []

@@ -1,0 +1,156 @@
+"""Ghost commits and step commits: :func:`snapshot` pins the whole working tree under
+``refs/agentsaga/<run-id>/...`` through a temporary index (the real index is never written),
+:func:`commit_all` records a step's work on the run branch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from agentsaga import faults
+from agentsaga.errors import GitError, GitUnsafe
+from agentsaga.gitops.runner import (
+    _AGENTSAGA_IDENT,
+    _SNAPSHOT_INDEX,
+    REF_ROOT,
+    _commit,
+    _dot_git_dir,
+    _git,
+    _git_status,
+    _resolve,
+)
+from agentsaga.gitops.worktrees import Workspace, _on_branch
+
+
+def _require_on_branch(ws: Workspace) -> None:
+    # Writing to a checkout that is on someone else's branch would change their work.
+    if not _on_branch(ws.path, ws.branch):
+        raise GitUnsafe(
+            f"{ws.path} is not on the run branch {ws.branch} (someone switched it); "
+            f"switch back with 'git -C {ws.path} switch {ws.branch}' and retry"
+        )
+
+
+# --- snapshots and commits -------------------------------------------------------------------
+
+
+def snapshot(ws: Workspace, ref: str) -> str:
+    """Pin a ghost commit of the whole working tree at ``ref``; returns its sha.
+
+    Its parent is the workspace's HEAD, so :func:`reset_to` knows which commit to return the
+    branch to. If ``ref`` already exists its commit is returned unchanged: the first snapshot
+    of an attempt wins, so a retry after a crash mid-step never records the half-done step's
+    files as the state "before" it.
+    """
+    if not ref.startswith(REF_ROOT + "/"):
+        raise GitUnsafe(f"snapshot ref {ref!r} must be under {REF_ROOT}/")
+    # No lookup of ``ref`` first (one git process less per step): the create-only
+    # update-ref below refuses when it exists, and the existing commit is returned then.
+    parent = _git(ws.path, "rev-parse", "--verify", "HEAD^{commit}")
+    git_dir = _dot_git_dir(ws.path)
+    seed = git_dir / _SNAPSHOT_INDEX
+    tmp_index = git_dir / f"{_SNAPSHOT_INDEX}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    env = {"GIT_INDEX_FILE": str(tmp_index), **_AGENTSAGA_IDENT}
+    try:
+        # Seeded with stat data, `add -A` rehashes only the files that changed: ~20 ms
+        # instead of seconds on a large tree. The previous snapshot's index is the better
+        # seed: the real one, written at checkout, has every file "racily clean" (mtime not
+        # older than the index), which git re-reads in full each time.
+        source = seed if seed.exists() else git_dir / "index"
+        if source.exists():
+            shutil.copyfile(source, tmp_index)
+        _git(ws.path, "add", "-A", env=env)
+        tree = _git(ws.path, "write-tree", env=env)
+        message = f"agentsaga snapshot {ref}"
+        # --no-gpg-sign: private bookkeeping must never wait on a signing prompt.
+        sha = _git(
+            ws.path, "commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", message, env=env
+        )
+        os.replace(tmp_index, seed)
+    finally:
+        tmp_index.unlink(missing_ok=True)
+    # The empty old value makes this create-only: a concurrent snapshot of the same ref
+    # loses cleanly instead of overwriting the first one.
+    status, _ = _git_status(ws.path, "update-ref", ref, sha, "")
+    if status != 0:
+        existing = _resolve(ws.path, ref)
+        if existing is None:
+            raise GitError(f"could not create ref {ref} in {ws.repo_root}")
+        return existing
+    return sha
+
+
+_STEP_SUBJECT = re.compile(
+    r"agentsaga (?P<run>\S+): step (?P<step>\S+)(?: \(attempt (?P<attempt>\d+)\))?$"
+)
+
+
+def _describe_commit(cwd: Path, subject: str) -> str:
+    """A step commit's message: the subject names the step and what it changed, the body
+    lists each file, and trailers (``git log --grep``, ``git interpret-trailers``) name
+    the run and the step, so a commit found in ``git log`` leads back to its run."""
+    files = []
+    for line in _git(cwd, "diff", "--cached", "--numstat", "--no-renames").splitlines():
+        added, removed, path = line.split("\t", 2)
+        files.append((path, added, removed))
+    names = [path for path, _, _ in files]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    body = "\n".join(
+        f"  {path} (+{added} -{removed})" if added != "-" else f"  {path} (binary)"
+        for path, added, removed in files[:50]
+    )
+    if len(files) > 50:
+        body += f"\n  ... and {len(files) - 50} more files"
+    match = _STEP_SUBJECT.match(subject)
+    trailers = ""
+    if match:
+        trailers = f"\n\nAgentsaga-Run: {match['run']}\nAgentsaga-Step: {match['step']}"
+        if match["attempt"]:
+            trailers += f"\nAgentsaga-Attempt: {match['attempt']}"
+    return f"{subject}: {shown}\n\nChanged:\n{body}{trailers}\n"
+
+
+def commit_all(ws: Workspace, message: str) -> str | None:
+    """Commit every change in the workspace on the run branch; ``None`` if nothing changed.
+
+    Hooks are skipped (``--no-verify``): a user's pre-commit hook that reformats or rejects
+    files would make a step fail, or change its output, for reasons outside the pipeline.
+    """
+    _require_on_branch(ws)
+    _git(ws.path, "add", "-A")
+    if _git_status(ws.path, "diff", "--cached", "--quiet")[0] == 0:
+        return None
+    message = _describe_commit(ws.path, message)
+    faults.point("git.in_commit")
+    return _commit(ws.path, message)
+
+
+def is_step_commit(ws: Workspace, sha: str, run_id: str, step_id: str, parent: str | None) -> bool:
+    """Whether ``sha`` is the commit a step of this run makes (its message names the run
+    and the step) directly on ``parent``: what a step that died before its checkpoint
+    leaves behind, as opposed to a person's commit."""
+    message = _git(ws.path, "log", "-1", "--format=%s", sha)
+    prefix = f"agentsaga {run_id}: step {step_id}"
+    if message != prefix and not message.startswith((prefix + " ", prefix + ":")):
+        return False
+    return parent is None or _resolve(ws.path, f"{sha}^1") == parent
+
+
+def snapshot_checkout(repo_root: Path, ref: str) -> str:
+    """A ghost commit of the checkout's working tree (tracked changes and untracked files,
+    not ignored ones) on top of its HEAD, pinned at ``ref``; the user's index, working
+    tree and branch are not touched."""
+    root = Path(repo_root)
+    seed = _dot_git_dir(root) / _SNAPSHOT_INDEX
+    existed = seed.exists()
+    head_sha = _git(root, "rev-parse", "HEAD").strip()
+    view = Workspace(root, root, "", head_sha, "branch", None, head_sha)
+    try:
+        return snapshot(view, ref)
+    finally:
+        if not existed:
+            seed.unlink(missing_ok=True)
