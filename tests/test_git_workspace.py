@@ -462,7 +462,7 @@ def test_a_shell_step_that_commits_by_itself_rolls_back(repo: Path, tmp_path: Pa
     before = capture(repo)
     result = cli("run", path, "--json")
     assert result.exit_code == 0, result
-    undone = cli("rollback", cli("runs", "--json").json()[0]["id"])
+    undone = cli("rollback", cli("runs", "--json").json()["runs"][0]["run_id"])
     assert undone.exit_code == 0, undone
     assert capture(repo) == before
 

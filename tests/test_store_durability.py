@@ -278,16 +278,17 @@ def test_an_empty_store_file_is_damaged_not_silently_recreated(env: Env, tmp_pat
 def test_opening_the_default_store_keeps_it_out_of_git_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The README: `.agentsaga/` never shows in `git status`. The store is created by any
-    command (here `runs`), and by `run` before it opens the workspace, so a run killed at
-    that moment (crash sweep, store.in_write@create_run) left it showing."""
+    """The README: `.agentsaga/` never shows in `git status`. Reading never writes: `runs`
+    in a repository without a store creates none; `run` creates it before it opens the
+    workspace (a run killed at that moment: crash sweep, store.in_write@create_run), and
+    the next test holds it out of `git status` then."""
     repo = make_repo(tmp_path, {"a.txt": "a\n"})
     monkeypatch.delenv("AGENTSAGA_STORE")
     result = subprocess.run(
         agentsaga_argv("runs"), cwd=repo, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert (repo / ".agentsaga" / "state.db").exists()
+    assert not (repo / ".agentsaga" / "state.db").exists()
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 
 
