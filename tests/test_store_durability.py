@@ -10,6 +10,7 @@ skipped and says why.
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import subprocess
@@ -278,17 +279,27 @@ def test_an_empty_store_file_is_damaged_not_silently_recreated(env: Env, tmp_pat
 def test_opening_the_default_store_keeps_it_out_of_git_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The README: `.agentsaga/` never shows in `git status`. Reading never writes: `runs`
-    in a repository without a store creates none; `run` creates it before it opens the
-    workspace (a run killed at that moment: crash sweep, store.in_write@create_run), and
-    the next test holds it out of `git status` then."""
+    """The README: `.agentsaga/` never shows in `git status`. Reading commands create no
+    store; `run` creates it before it opens the workspace, so a run killed early (here:
+    as its first step starts) must already have hidden it."""
     repo = make_repo(tmp_path, {"a.txt": "a\n"})
     monkeypatch.delenv("AGENTSAGA_STORE")
-    result = subprocess.run(
+    listed = subprocess.run(
         agentsaga_argv("runs"), cwd=repo, capture_output=True, text=True, check=False
     )
-    assert result.returncode == 0, result.stderr
-    assert not (repo / ".agentsaga" / "state.db").exists()
+    assert listed.returncode == 0, listed.stderr
+    assert not (repo / ".agentsaga").exists()  # reading never writes
+    (tmp_path / "p.yml").write_text(pipeline(step("s1", "echo hi", undo=False)))
+    killed = subprocess.run(
+        agentsaga_argv("run", tmp_path / "p.yml"),
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "AGENTSAGA_FAULT": "step.before_record"},
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert (repo / ".agentsaga" / "state.db").exists()
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 
 
