@@ -154,18 +154,26 @@ class Zygote:
             env=env,
             text=True,
         )
+        self._buf = b""
         self.scratch = Path(tempfile.mkdtemp(prefix="zygote-"))
         self._read(120.0, "ready")
 
     def _read(self, timeout: float, key: str) -> int:
+        """The next answer line. Read from the fd itself, not a buffered file: ``pid`` and
+        ``rc`` may arrive in one chunk (a child killed at once, a loaded machine), and a
+        line already buffered would leave ``select`` waiting for nothing."""
         assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                raise TimeoutError(key)
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the zygote died (exit {self.proc.wait()})")
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                if not sel.select(timeout):
+                    raise TimeoutError(key)
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"the zygote died (exit {self.proc.wait()})")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
         return int(json.loads(line)[key])
 
     def run(
@@ -183,7 +191,8 @@ class Zygote:
         try:
             rc = self._read(timeout, "rc")
         except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
             self._read(30.0, "rc")
             raise subprocess.TimeoutExpired(argv, timeout) from None
         return subprocess.CompletedProcess(argv, rc, out.read_text(), err.read_text())
