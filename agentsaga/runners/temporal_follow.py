@@ -42,6 +42,10 @@ class Follower:
     _run_status: str | None = None
     emitted: int = 0
     waiting: bool = False
+    #: The gate visit (its attempt id) the run waited at when following began: a decision
+    #: sent to it is followed until the run stops at a *new* visit, even when the rewind
+    #: and the new visit both happen between two polls (the status reads "waiting" then).
+    _primed_gate: int | None = None
 
     def prime(self) -> None:
         """Take what is recorded now as seen: a resume or a rollback shows only what it
@@ -50,6 +54,13 @@ class Follower:
         self._run_status = run.status
         self._attempts = {a.id: a.status for a in self.store.attempts(self.run_id)}
         self._comps = {c.id: c.status for c in self.store.compensations(self.run_id)}
+        self._primed_gate = self._gate_attempt() if run.status == "waiting" else None
+
+    def _gate_attempt(self) -> int | None:
+        from agentsaga import gates
+
+        gate = gates.waiting_gate(self.store, self.run_id)
+        return gate.attempt_id if gate is not None else None
 
     def poll(self) -> str:
         """Emit what changed since the last poll; returns the run's status."""
@@ -62,6 +73,9 @@ class Follower:
             if run.status != "running":
                 message = (run.error or {}).get("message", "") if run.error else ""
                 self.emit(self.make_event("run", self.run_id, None, run.status, None, message))
+        if run.status == "waiting" and not self.waiting:
+            gate = self._gate_attempt()
+            self.waiting = gate is not None and gate != self._primed_gate
         attempts = {a.id: a for a in self.store.attempts(self.run_id)}
         for attempt in attempts.values():
             if attempt.reused_from is not None:
