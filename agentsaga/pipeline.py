@@ -45,6 +45,9 @@ from agentsaga.pipeline_model import (
 )
 from agentsaga.schema import (
     BOOL,
+    STR,
+    MapOf,
+    Obj,
     SchemaViolation,
     Type,
     did_you_mean,
@@ -213,6 +216,9 @@ class _Loader:
         self.ignore_undeclared = False
         self.require_vars = True
         self.check_refs = True
+        #: False when the ``vars`` section is broken: references to vars are then not
+        #: checked (every one would be reported as unknown).
+        self.vars_known = True
         self.warnings: list[str] = []
 
     def error(self, node: yaml.Node, problem: str) -> PipelineError:
@@ -226,21 +232,24 @@ class _Loader:
             raise self.error(exc.node, exc.problem) from None
 
     def load(self, root: yaml.Node, overrides: dict[str, str]) -> Pipeline:
-        top = self.check(TOP, root)
+        # Every problem in the file is collected, top-level keys and steps alike, and
+        # reported at once in file order: one validate shows them all.
+        errors: list[PipelineError] = []
+        top = self.check_top(root, errors)
         top_nodes = _children(root)
-        vars_ = self.resolve_vars(top.get("vars", {}), overrides, top_nodes.get("vars"))
         defaults = top.get("defaults", {})
         default_retry = RetrySpec.from_raw(defaults.get("retry"))
-        steps_node = top_nodes["steps"]
-        assert isinstance(steps_node, yaml.SequenceNode)
-        if not steps_node.value:
-            raise self.error(steps_node, "a pipeline needs at least one step")
+        steps_node = top_nodes.get("steps")
+        step_values = steps_node.value if isinstance(steps_node, yaml.SequenceNode) else []
+        if "steps" in top and not step_values:
+            assert steps_node is not None
+            errors.append(self.error(steps_node, "a pipeline needs at least one step"))
         steps: list[Step] = []
         step_nodes: list[yaml.Node] = []
         seen: dict[str, yaml.Node] = {}
-        errors: list[PipelineError] = []
+        step_errors = len(errors)
         # Each step is checked on its own, so one validate reports every broken step.
-        for index, node in enumerate(steps_node.value):
+        for index, node in enumerate(step_values):
             try:
                 step = self.load_step(node, index, default_retry, defaults)
             except PipelineError as exc:
@@ -257,12 +266,21 @@ class _Loader:
             seen[step.id] = node
             steps.append(step)
             step_nodes.append(node)
-        if errors:
-            raise combine(errors)
-        if self.check_refs:
+        steps_ok = len(errors) == step_errors and "steps" in top
+        self.vars_known = "vars" in top or "vars" not in top_nodes
+        declared = top.get("vars", {})
+        try:
+            vars_ = self.resolve_vars(declared, overrides, top_nodes.get("vars"))
+        except ConfigError:
+            if not errors:
+                raise
+            # The file's own errors come first (fix them, then --var): read on without it.
+            self.ignore_undeclared, self.require_vars = True, False
+            vars_ = self.resolve_vars(declared, overrides, top_nodes.get("vars"))
+        if self.check_refs and not errors:
             self.warn_about_braces()
         pipeline = Pipeline(
-            name=top["name"],
+            name=top.get("name", ""),
             steps=tuple(steps),
             text=self.text,
             path=self.path,
@@ -275,11 +293,55 @@ class _Loader:
             on_failure=top.get("on_failure", "stop"),
             on_compensation_failure=top.get("on_compensation_failure", "halt"),
         )
-        if self.check_refs:
-            self.check_references(pipeline, root, step_nodes)
+        if self.check_refs and steps_ok:
+            # References are checked beside top-level errors (they are independent), not
+            # beside broken steps (a reference to a step that failed to load would be noise).
+            errors += self.check_references(pipeline, root, step_nodes)
+        if errors:
+            raise combine(errors)
         if self.warnings:
             pipeline = dataclasses.replace(pipeline, warnings=tuple(self.warnings))
         return pipeline
+
+    def check_top(self, root: yaml.Node, errors: list[PipelineError]) -> dict[str, Any]:
+        """The top-level keys, and the keys of each section (``defaults``, ``vars``,
+        ``workspace``...), each checked on its own: a bad key is reported and left out, and
+        the others are still checked (``TOP.check`` would stop at the first). A section
+        with an error is left out whole."""
+        if not isinstance(root, yaml.MappingNode):
+            return dict(self.check(TOP, root))  # not a mapping: one error says it all
+        return self.check_each(TOP, root, errors, depth=2)
+
+    def check_each(
+        self, typ: Obj | MapOf, node: yaml.MappingNode, errors: list[PipelineError], depth: int
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            before = len(errors)
+            try:
+                key = STR.check(key_node)
+                if key in seen:
+                    raise SchemaViolation(key_node, f"duplicate key {key!r}")
+                seen.add(key)
+                field = typ.fields.get(key) if isinstance(typ, Obj) else typ.value
+                if field is None:
+                    known = sorted(typ.fields) if isinstance(typ, Obj) else []
+                    hint = did_you_mean(key, known) or f"; expected one of {', '.join(known)}"
+                    raise SchemaViolation(key_node, f"unknown key {key!r}{hint}")
+                if depth > 1 and isinstance(field, Obj | MapOf):
+                    if isinstance(value_node, yaml.MappingNode):
+                        value = self.check_each(field, value_node, errors, depth - 1)
+                        if len(errors) == before:
+                            result[key] = value
+                        continue
+                result[key] = field.check(value_node)
+            except SchemaViolation as exc:
+                errors.append(self.error(exc.node, exc.problem))
+        for name in typ.required if isinstance(typ, Obj) else ():
+            if name not in seen:
+                errors.append(self.error(node, f"missing required key {name!r}"))
+        return result
 
     def resolve_vars(
         self, declared: dict[str, Any], overrides: dict[str, str], node: yaml.Node | None
@@ -434,20 +496,22 @@ class _Loader:
 
     def check_references(
         self, pipeline: Pipeline, root: yaml.Node, step_nodes: list[yaml.Node]
-    ) -> None:
+    ) -> list[PipelineError]:
         ids = [s.id for s in pipeline.steps]
+        errors: list[PipelineError] = []
         for key in ("env", "workspace"):
             node = _children(root).get(key)
             if node is not None:
-                self.check_strings(node, pipeline, before=0, own=None, allow_rewind=False)
-        errors: list[PipelineError] = []
+                try:
+                    self.check_strings(node, pipeline, before=0, own=None, allow_rewind=False)
+                except PipelineError as exc:
+                    errors.append(exc)
         for step, node in zip(pipeline.steps, step_nodes, strict=True):
             try:
                 self.check_step_references(pipeline, ids, step, node)
             except PipelineError as exc:
                 errors.append(exc)
-        if errors:
-            raise combine(errors)
+        return errors
 
     def check_step_references(
         self, pipeline: Pipeline, ids: list[str], step: Step, node: yaml.Node
@@ -553,7 +617,7 @@ class _Loader:
         if not rest:
             return None
         name = rest[0]
-        if head == "vars" and name not in pipeline.vars:
+        if head == "vars" and name not in pipeline.vars and self.vars_known:
             declared = list(pipeline.vars)
             return (
                 f"unknown var {name!r}{did_you_mean(str(name), declared)} (declare it under vars:)"

@@ -361,6 +361,64 @@ def test_pipeline_errors_are_all_reported_with_hints(tmp_path: Path) -> None:
     assert "command line: --var tsk=" in result.stderr and "did you mean 'task'" in result.stderr
 
 
+def test_every_top_level_error_is_reported_with_the_step_errors_in_file_order(
+    tmp_path: Path,
+) -> None:
+    broken = write_pipeline(
+        tmp_path,
+        "name: x\n"
+        "nmae: y\n"
+        "vars:\n  task: [1, 2]\n"
+        "defaults:\n  modle: x\n  retry: {attempts: two}\n"
+        "budget: {max_tokens: lots}\n"
+        "workspace: {isolation: sideways}\n"
+        "on_failure: explode\n"
+        "steps:\n"
+        "  - {id: a, kind: shel, run: 'true'}\n"
+        "  - {id: b, kind: shell, runn: 'true'}\n"
+        "extra: 1\n",
+        "top",
+    )
+    result = cli("validate", broken)
+    assert result.exit_code == 2, result
+    expected = [
+        "top.yml:2:1: unknown key 'nmae'; did you mean 'name'?",
+        "top.yml:4:9: expected a value, or {required, default, description}, got a list",
+        "top.yml:6:3: unknown key 'modle'; did you mean 'model'?",
+        "top.yml:7:21: expected an integer, got the string 'two'",
+        "top.yml:8:22: expected an integer, got the string 'lots'",
+        "top.yml:9:24: 'sideways' is not one of worktree, branch, none",
+        "top.yml:10:13: 'explode' is not one of stop, rollback",
+        "top.yml:12:19: 'shel' is not one of",
+        "top.yml:13:26: unknown key 'runn'; did you mean 'run'?",
+        "top.yml:14:1: unknown key 'extra'",
+    ]
+    lines = [line.removeprefix("error: ") for line in result.stderr.splitlines()]
+    located = [line.split(str(tmp_path) + "/", 1)[-1] for line in lines if ".yml:" in line]
+    assert len(located) == len(expected), result.stderr
+    for line, start in zip(located, expected, strict=True):
+        assert line.startswith(start), (line, start)
+    assert "(10 problems)" in result.stderr
+    # With the steps sound, their reference errors join the top-level ones; run refuses
+    # alike, before a --var is looked at (the file's errors come first).
+    referencing = write_pipeline(
+        tmp_path,
+        "name: x\nbudget: {max_tokens: lots}\n"
+        "workspace: {repo: '${{ vars.nope }}'}\n"
+        "steps:\n"
+        "  - {id: a, kind: shell, run: 'echo ${{ steps.b.output.stdout }}'}\n"
+        "  - {id: b, kind: shell, run: 'true'}\n",
+        "refs",
+    )
+    for args in (("validate", referencing), ("run", referencing, "--var", "no=1")):
+        result = cli(*args)
+        assert result.exit_code == 2, result
+        assert "refs.yml:2:22: expected an integer" in result.stderr
+        assert "refs.yml:3:24: unknown var 'nope'" in result.stderr
+        assert "refs.yml:5:41: steps.b is a step that runs after 'a'" in result.stderr
+        assert "(3 problems)" in result.stderr
+
+
 # --- 9, 14. the demo tells its story; text fits 80 columns; one summary ------------------------
 
 
