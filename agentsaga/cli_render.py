@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -384,6 +385,7 @@ def explain_pipeline(pipeline: Any, json_mode: bool, models: dict[str, str] | No
         if step.kind == "agent":
             entry["runs"] = list(step.fields.get("commands", [])) or "no command"
             entry["reads"] = ["**  (confined as its edits are)"]
+            entry["allows"] = _agent_allows(pipeline, step)
         if step.kind == "read":
             # Reads are confined like edits (edits.confine_path, in steps/read.py).
             entry["reads"] = [
@@ -414,6 +416,7 @@ def explain_pipeline(pipeline: Any, json_mode: bool, models: dict[str, str] | No
         console.print(f"- {entry['step_id']} ({entry['kind']})".replace("[", "\\["))
         for key in (
             "runs",
+            "allows",
             "reads",
             "writes",
             "commits",
@@ -426,11 +429,36 @@ def explain_pipeline(pipeline: Any, json_mode: bool, models: dict[str, str] | No
                 value = entry[key]
                 if key == "runs" and isinstance(value, list):
                     text = json.dumps(value)  # argv: each element is one argument
+                elif key == "allows":
+                    text = "".join(f"\n      {line}" for line in value)
                 elif isinstance(value, list):
                     text = "; ".join(map(str, value))
                 else:
                     text = str(value)
                 console.print(f"    {key}: {text}".replace("[", "\\["))
+
+
+def _agent_allows(pipeline: Any, step: Any) -> list[str]:
+    """What an agent step's allow-list lets the model run, said plainly per entry."""
+    from agentsaga.allowlist import permits_anything, prefix_of
+
+    lines = []
+    for raw in step.fields.get("commands", []):
+        prefix = prefix_of(raw, pipeline.vars)
+        if not prefix:
+            lines.append(f"{raw!r}: nothing (an empty command)")
+            continue
+        shown = shlex.join(prefix)
+        how = permits_anything(prefix)
+        if how is not None:
+            lines.append(f"{shown} ...: ANY command ({how})")
+        else:
+            lines.append(f"{shown} ...: only argv starting exactly with these words")
+    lines.append(
+        "an allowed command that runs the project's code (tests, scripts, builds) runs "
+        "what the agent wrote in the workspace"
+    )
+    return lines
 
 
 def print_report(doc: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -513,10 +514,38 @@ class _Loader:
                 errors.append(exc)
         return errors
 
+    def warn_about_commands(self, pipeline: Pipeline, node: yaml.Node) -> None:
+        """An allow-list entry that lets the agent run anything (an interpreter, a
+        shell, ``env``, ``find``...) is a warning at the entry: it is legal, and rarely
+        what was meant."""
+        from agentsaga.allowlist import permits_anything, prefix_of
+
+        entries = node.value if isinstance(node, yaml.SequenceNode) else []
+        for item in entries:
+            raw = item.value
+            if isinstance(raw, list):
+                raw = [str(part.value) for part in raw]
+            elif isinstance(raw, str) and "${{" in raw:
+                continue  # known only when the step runs
+            prefix = prefix_of(raw, pipeline.vars)
+            how = permits_anything(prefix)
+            if how is None:
+                continue
+            named = isinstance(raw, str) and raw in pipeline.vars
+            via = f" (var {raw})" if named else ""
+            mark = item.start_mark
+            self.warnings.append(
+                f"{self.path}:{mark.line + 1}:{mark.column + 1}: commands entry "
+                f"{shlex.join(prefix)!r}{via} lets the agent run any command: {how}; "
+                "narrow it to what the agent needs (e.g. [python3, -m, pytest], not python3)"
+            )
+
     def check_step_references(
         self, pipeline: Pipeline, ids: list[str], step: Step, node: yaml.Node
     ) -> None:
         children = _children(node)
+        if step.kind == "agent" and "commands" in children:
+            self.warn_about_commands(pipeline, children["commands"])
         if step.on_failure:
             where = _children(children["on_failure"])["rewind_to"]
             self.check_rewind_target(step.on_failure.rewind_to, where, ids, step)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentsaga.allowlist import prefix_of
 from agentsaga.errors import EditError, EditPathError, StepFailed
 from agentsaga.providers.base import ToolCall, ToolSpec
 from agentsaga.steps import AGENT_TOOLS
@@ -126,21 +127,9 @@ class ToolArgumentError(Exception):
 
 
 def parse_allow_list(entries: list[Any], variables: dict[str, Any]) -> list[list[str]]:
-    """The ``commands:`` allow-list as argv prefixes. An entry is a list (an argv prefix),
-    or a string: the name of a pipeline var holding the command, else the command itself
-    split as a shell would (no shell ever runs it)."""
-    prefixes: list[list[str]] = []
-    for entry in entries:
-        value = entry
-        if isinstance(entry, str) and entry in variables:
-            value = variables[entry]
-        if isinstance(value, list):
-            argv = [str(part) for part in value]
-        else:
-            argv = shlex.split(str(value))
-        if argv:
-            prefixes.append(argv)
-    return prefixes
+    """The ``commands:`` allow-list as argv prefixes (``allowlist.prefix_of``); an entry
+    that comes out empty is dropped: an empty prefix would allow every argv."""
+    return [argv for argv in (prefix_of(entry, variables) for entry in entries) if argv]
 
 
 @dataclass
@@ -310,6 +299,8 @@ class Toolbox:
     # --- commands -------------------------------------------------------------------------
 
     def allows(self, argv: list[str]) -> bool:
+        # Element by element and exact: no basename, PATH or case folding, so
+        # ./python3, /tmp/x/python3 or python3.11 never pass for an entry python3.
         return any(argv[: len(prefix)] == prefix for prefix in self.allowed)
 
     def _run_command(self, args: dict[str, Any], key: str, log_name: str) -> ToolOutcome:
