@@ -503,15 +503,27 @@ def validate(
         bool,
         typer.Option("--explain", help="List every command, compensation and write it may run."),
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Check the file alone: no API keys, no repository (for CI)."
+        ),
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Check a pipeline without running anything. Exit 2 with file:line:col if it is wrong."""
+    """Check a pipeline without running anything: the file (file:line:col), and what a run
+    needs from this machine (API keys, a repository with a commit). Exit 2 on an error."""
     from agentsaga.pipeline import load_file
 
     loaded = load_file(pipeline, _parse_pairs(var, "--var"), require_vars=False)
     repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
     findings = _preflight(
-        loaded, repo_hint, f"{pipeline}: a run", machine_errors=False, prices=explain
+        loaded,
+        repo_hint,
+        f"{pipeline}: a run",
+        prices=explain,
+        machine=not offline,
+        hint="(validate --offline checks the file alone, without keys or a repository)",
     )
     if explain:
         from agentsaga.cli_render import explain_pipeline
@@ -637,20 +649,23 @@ def _preflight(
     what: str,
     machine_errors: bool = True,
     prices: bool = True,
+    machine: bool = True,
+    hint: str = "",
 ) -> list[Any]:
     """Check what a run would meet (providers, keys, prices, the workspace): exit 2 on an
-    error, before anything exists; return the warnings. ``machine_errors=False``
-    (``validate``): a missing key or repository is a warning, being about this machine."""
+    error, before anything exists; return the warnings. ``machine_errors=False`` (a run
+    on Temporal): a missing key or repository is a warning, being the workers' business.
+    ``machine=False`` (``validate --offline``): neither is checked."""
     from agentsaga.config import find_repo_root, load_config
     from agentsaga.preflight import check, refuse_on_errors
 
     root = find_repo_root(repo_hint or Path.cwd())
-    findings = check(pipeline, load_config(root), root, prices=prices)
+    findings = check(pipeline, load_config(root), root, prices=prices, machine=machine)
     if not machine_errors:
         for f in findings:
             if f.about in ("key", "workspace"):
                 f.level = "warning"
-    refuse_on_errors(findings, what)
+    refuse_on_errors(findings, what, hint)
     return findings
 
 

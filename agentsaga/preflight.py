@@ -1,11 +1,13 @@
 """Everything knowable before a run, checked before it creates anything.
 
-``validate`` prints these findings; ``run`` and ``fork`` refuse to start on an error (exit
-2: no run record, no branch, no worktree, nothing to roll back). Checked: each LLM step's
-provider is built in or declared in ``.agentsaga.yml``; its key is in the environment (a
-provider with a base URL, as a local Ollama or vLLM, needs none); the model it will use and
-whether its price is known; the workspace is a git repository with a commit when the
-pipeline needs git. A model's existence cannot be known offline: the first call says.
+``validate``, ``run`` and ``fork`` refuse on an error (exit 2: no run record, no branch, no
+worktree, nothing to roll back), each error listed; ``validate --offline`` checks the file
+alone (providers named, models and prices), not the keys or the repository of this
+machine. Checked: each LLM step's provider is built in or declared in ``.agentsaga.yml``;
+its key is in the environment (a provider with a base URL, as a local Ollama or vLLM,
+needs none); the model it will use and whether its price is known; the workspace is a git
+repository with a commit when the pipeline needs git. A model's existence cannot be known
+offline: the first call says.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class Finding:
     level: str  # error | warning
     step_id: str | None
     message: str
-    #: provider | key | price | workspace. ``validate`` reports key and workspace errors
-    #: as warnings: they are about this machine, not the pipeline.
+    #: provider | key | price | workspace. A run submitted to Temporal reports key and
+    #: workspace errors as warnings (they are the workers'); ``validate --offline`` skips
+    #: them (they are about this machine, not the file).
     about: str = "provider"
 
     def text(self) -> str:
@@ -80,11 +83,14 @@ def check(
     repo_root: Path | None,
     environ: Mapping[str, str] | None = None,
     prices: bool = True,
+    machine: bool = True,
 ) -> list[Finding]:
     """``prices=False`` skips the price lookup (genai-prices takes ~0.4 s to import:
-    plain ``validate`` stays instant; ``validate --explain`` and ``run`` look prices up)."""
+    plain ``validate`` stays instant; ``validate --explain`` and ``run`` look prices up).
+    ``machine=False`` (``validate --offline``) checks the file alone: no API key, no
+    repository (CI validates pipelines without either)."""
     env = os.environ if environ is None else environ
-    findings = _check_workspace(pipeline, config, repo_root)
+    findings = _check_workspace(pipeline, config, repo_root) if machine else []
     providers = config.get("providers") or {}
     seen: set[tuple[str, str]] = set()
     for choice in model_choices(pipeline, config):
@@ -108,7 +114,8 @@ def check(
         if key in seen:
             continue
         seen.add(key)
-        findings += _check_key(choice, providers.get(choice.provider) or {}, env)
+        if machine:
+            findings += _check_key(choice, providers.get(choice.provider) or {}, env)
         if prices:
             findings += _check_price(choice, config)
     return findings
@@ -201,10 +208,13 @@ def _check_workspace(
     return []
 
 
-def refuse_on_errors(findings: list[Finding], what: str) -> None:
-    """Raise :class:`PreflightError` listing every error (not only the first)."""
+def refuse_on_errors(findings: list[Finding], what: str, hint: str = "") -> None:
+    """Raise :class:`PreflightError` listing every error (not only the first); ``hint``
+    is added when one of them is about this machine (a key, the workspace)."""
     from agentsaga.errors import PreflightError
 
     errors = [f.text() for f in findings if f.level == "error"]
+    if hint and any(f.about in ("key", "workspace") for f in findings if f.level == "error"):
+        errors.append(hint)
     if errors:
         raise PreflightError(what, errors)

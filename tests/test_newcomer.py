@@ -312,13 +312,49 @@ def test_a_run_that_cannot_start_exits_2_and_creates_nothing(
     assert "nothing was created" in result.stderr
     assert not (repo / ".agentsaga").exists()
     assert git(repo, "for-each-ref") == refs_before
-    # validate: the unknown provider is an error; the key, about this machine, a warning.
+    # validate: the same errors as run, all listed; --offline checks the file alone.
     checked = cli("validate", pipeline)
-    assert checked.exit_code == 2 and "antrhopic" in checked.stderr
+    assert checked.exit_code == 2, checked
+    assert "error: step plan: provider 'anthropic' needs an API key" in checked.stderr
+    assert "error: step other: unknown provider 'antrhopic'" in checked.stderr
+    assert "validate --offline checks the file alone" in checked.stderr
+    offline = cli("validate", "--offline", pipeline)
+    assert offline.exit_code == 2, offline
+    assert "antrhopic" in offline.stderr and "ANTHROPIC_API_KEY" not in offline.stderr
     pipeline.write_text(pipeline.read_text().replace("antrhopic", "anthropic"))
     checked = cli("validate", pipeline)
+    assert checked.exit_code == 2 and "ANTHROPIC_API_KEY" in checked.stderr, checked
+    checked = cli("validate", "--offline", pipeline)
+    assert checked.exit_code == 0 and checked.stderr == "", checked
+
+
+def test_validate_checks_this_machine_and_offline_the_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No repository here; a key is set; one model has no known price."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    pipeline = write_pipeline(
+        tmp_path,
+        "name: p\nsteps:\n"
+        "  - {id: plan, kind: plan, prompt: hi, provider: anthropic, model: no-such-model-9}\n",
+    )
+    checked = cli("validate", pipeline)
+    assert checked.exit_code == 2, checked
+    assert "error: not inside a git repository" in checked.stderr
+    assert "API key" not in checked.stderr  # the key is set
+    refused = cli("run", pipeline)
+    assert refused.exit_code == 2 and "error: not inside a git repository" in refused.stderr
+    assert not (tmp_path / ".agentsaga").exists()
+    # The file alone: fine; an unknown price is a warning in both modes, never an error.
+    for args in (("--offline",), ("--offline", "--explain")):
+        offline = cli("validate", *args, pipeline)
+        assert offline.exit_code == 0, offline
+    assert "no price known for anthropic/no-such-model-9" in offline.stderr
+    monkeypatch.chdir(make_repo(tmp_path, FILES))
+    checked = cli("validate", "--explain", pipeline)
     assert checked.exit_code == 0, checked
-    assert "warning" in checked.stderr and "ANTHROPIC_API_KEY" in checked.stderr
+    assert "warning: step plan: no price known for anthropic/no-such-model-9" in checked.stderr
 
 
 # --- 16. pipeline errors that help --------------------------------------------------------------
@@ -348,7 +384,7 @@ def test_pipeline_errors_are_all_reported_with_hints(tmp_path: Path) -> None:
     assert "several.yml:6:" in result.stderr and "did you mean 'run'" in result.stderr
     fixed = several.read_text().replace("shel,", "shell,").replace("runn", "run")
     several.write_text(fixed)
-    result = cli("validate", several)
+    result = cli("validate", "--offline", several)
     assert result.exit_code == 0, result
     assert "several.yml:7:" in result.stderr and "'${{ vars.task }}'" in result.stderr
     assert "var 'task' is required" in result.stderr  # validate: a warning

@@ -411,7 +411,7 @@ def test_var_override_of_an_undeclared_var_exits_2(env: Env) -> None:
     result = cli("validate", "p.yml", "--var", "tsak=y")
     assert result.exit_code == 2, result
     assert "tsak" in result.stderr and "did you mean 'task'?" in result.stderr
-    assert cli("validate", "p.yml", "--var", "task=y").exit_code == 0
+    assert cli("validate", "--offline", "p.yml", "--var", "task=y").exit_code == 0
     bad = cli("validate", "p.yml", "--var", "no-equals-sign")
     assert bad.exit_code == 2, bad
 
@@ -477,10 +477,10 @@ def test_top_level_env_cannot_reference_steps(env: Env) -> None:
 
 def test_valid_pipeline_validates(env: Env) -> None:
     env.write("p.yml", DEMO_LIKE)
-    result = cli("validate", "p.yml")
+    result = cli("validate", "--offline", "p.yml")
     assert result.exit_code == 0, result
     assert "plan" in result.stdout and "deploy" in result.stdout
-    as_json = cli("validate", "p.yml", "--json")
+    as_json = cli("validate", "--offline", "p.yml", "--json")
     assert as_json.exit_code == 0, as_json
     assert [s["step_id"] for s in as_json.json()["steps"]] == [
         "plan",
@@ -572,7 +572,7 @@ def schema() -> dict[str, object]:
 @pytest.mark.parametrize("text", [DEMO_LIKE, COMMANDS_ONLY], ids=["demo", "commands"])
 def test_schema_accepts_valid_pipelines(env: Env, schema: dict[str, object], text: str) -> None:
     env.write("p.yml", text)
-    assert cli("validate", "p.yml").exit_code == 0
+    assert cli("validate", "--offline", "p.yml").exit_code == 0
     validator = jsonschema.Draft202012Validator(schema)
     errors = [e.message for e in validator.iter_errors(yaml.safe_load(text))]
     assert errors == []

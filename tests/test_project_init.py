@@ -22,7 +22,7 @@ def init(repo: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict]:  # ty
     result = cli("init")
     assert result.exit_code == 0, result
     pipeline = yaml.safe_load((repo / "pipelines" / "fix.yml").read_text())
-    valid = cli("validate", str(repo / "pipelines" / "fix.yml"))
+    valid = cli("validate", "--offline", str(repo / "pipelines" / "fix.yml"))
     assert valid.exit_code == 0, valid
     return result.stdout, pipeline
 

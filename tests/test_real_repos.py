@@ -623,7 +623,7 @@ def test_validate_explain_lists_the_workspace_setup_and_include(tmp_path: Path) 
         "name: e\nworkspace: {include: ['.env'], setup: make generated}\n"
         "steps:\n  - id: s\n    kind: shell\n    run: 'true'\n"
     )
-    result = cli("validate", "--explain", str(p), "--json")
+    result = cli("validate", "--offline", "--explain", str(p), "--json")
     assert result.exit_code == 0, result
     first = result.json()["steps"][0]
     assert first["step"] == "(workspace)" and first["runs"] == "make generated"
