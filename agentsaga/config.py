@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from agentsaga import yaml_nodes
 from agentsaga.errors import ConfigError
 from agentsaga.schema import BOOL, INT, NUM, STR, Enum, MapOf, Obj, SchemaViolation
+from agentsaga.yaml_nodes import Node, ScalarNode
 
 CONFIG_FILE = ".agentsaga.yml"
 
@@ -22,8 +24,8 @@ CONFIG_FILE = ".agentsaga.yml"
 class _MemoMode(Enum):
     """``memo: off`` unquoted is YAML's boolean false: read it as the user meant it."""
 
-    def check(self, node: yaml.Node) -> str:
-        if isinstance(node, yaml.ScalarNode) and node.value.lower() in ("off", "false", "no"):
+    def check(self, node: Node) -> str:
+        if isinstance(node, ScalarNode) and node.value.lower() in ("off", "false", "no"):
             return "off"
         return super().check(node)
 
@@ -103,7 +105,7 @@ def load_config(repo_root: Path | None) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        node = yaml_nodes.compose(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -113,8 +115,8 @@ def load_config(repo_root: Path | None) -> dict[str, Any]:
     try:
         data: dict[str, Any] = CONFIG.check(node)
     except SchemaViolation as exc:
-        mark = exc.node.start_mark
-        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: {exc.problem}") from None
+        at = exc.node.start_mark
+        raise ConfigError(f"{path}:{at.line + 1}:{at.column + 1}: {exc.problem}") from None
     return data
 
 

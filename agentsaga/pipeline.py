@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from agentsaga import expressions
+from agentsaga import expressions, yaml_nodes
 from agentsaga.errors import ConfigError, ExpressionError, PipelineError, combine
 from agentsaga.pipeline_model import (
     COMMON_STEP_FIELDS,
@@ -54,6 +54,7 @@ from agentsaga.schema import (
     did_you_mean,
 )
 from agentsaga.steps import KINDS
+from agentsaga.yaml_nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 #: ``{{ x }}`` not preceded by ``$`` (nor by another ``{``: ``${{{{`` is no concern here).
 _BARE_BRACES = re.compile(r"(?<![${])\{\{([^{}]*)\}\}")
@@ -65,8 +66,6 @@ _INDENTATION_PROBLEMS = (
     "expected <block end>",
     "could not find expected ':'",
 )
-#: (a 2,000-step pipeline is parsed on every resume).
-_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_file(
@@ -118,11 +117,7 @@ def _load_text(
 
     yaml_aliases.check(text, path)
     try:
-        try:
-            root = yaml.compose(text, Loader=_COMPOSER)
-        except yaml.YAMLError:
-            # Parse again with the pure-Python composer: its messages are the documented ones.
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml_nodes.compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -222,17 +217,17 @@ class _Loader:
         self.vars_known = True
         self.warnings: list[str] = []
 
-    def error(self, node: yaml.Node, problem: str) -> PipelineError:
+    def error(self, node: Node, problem: str) -> PipelineError:
         mark = node.start_mark
         return PipelineError(self.path, mark.line + 1, mark.column + 1, problem)
 
-    def check(self, typ: Type, node: yaml.Node) -> Any:
+    def check(self, typ: Type, node: Node) -> Any:
         try:
             return typ.check(node)
         except SchemaViolation as exc:
             raise self.error(exc.node, exc.problem) from None
 
-    def load(self, root: yaml.Node, overrides: dict[str, str]) -> Pipeline:
+    def load(self, root: Node, overrides: dict[str, str]) -> Pipeline:
         # Every problem in the file is collected, top-level keys and steps alike, and
         # reported at once in file order: one validate shows them all.
         errors: list[PipelineError] = []
@@ -241,13 +236,13 @@ class _Loader:
         defaults = top.get("defaults", {})
         default_retry = RetrySpec.from_raw(defaults.get("retry"))
         steps_node = top_nodes.get("steps")
-        step_values = steps_node.value if isinstance(steps_node, yaml.SequenceNode) else []
+        step_values = steps_node.value if isinstance(steps_node, SequenceNode) else []
         if "steps" in top and not step_values:
             assert steps_node is not None
             errors.append(self.error(steps_node, "a pipeline needs at least one step"))
         steps: list[Step] = []
-        step_nodes: list[yaml.Node] = []
-        seen: dict[str, yaml.Node] = {}
+        step_nodes: list[Node] = []
+        seen: dict[str, Node] = {}
         step_errors = len(errors)
         # Each step is checked on its own, so one validate reports every broken step.
         for index, node in enumerate(step_values):
@@ -304,17 +299,17 @@ class _Loader:
             pipeline = dataclasses.replace(pipeline, warnings=tuple(self.warnings))
         return pipeline
 
-    def check_top(self, root: yaml.Node, errors: list[PipelineError]) -> dict[str, Any]:
+    def check_top(self, root: Node, errors: list[PipelineError]) -> dict[str, Any]:
         """The top-level keys, and the keys of each section (``defaults``, ``vars``,
         ``workspace``...), each checked on its own: a bad key is reported and left out, and
         the others are still checked (``TOP.check`` would stop at the first). A section
         with an error is left out whole."""
-        if not isinstance(root, yaml.MappingNode):
+        if not isinstance(root, MappingNode):
             return dict(self.check(TOP, root))  # not a mapping: one error says it all
         return self.check_each(TOP, root, errors, depth=2)
 
     def check_each(
-        self, typ: Obj | MapOf, node: yaml.MappingNode, errors: list[PipelineError], depth: int
+        self, typ: Obj | MapOf, node: MappingNode, errors: list[PipelineError], depth: int
     ) -> dict[str, Any]:
         result: dict[str, Any] = {}
         seen: set[str] = set()
@@ -331,7 +326,7 @@ class _Loader:
                     hint = did_you_mean(key, known) or f"; expected one of {', '.join(known)}"
                     raise SchemaViolation(key_node, f"unknown key {key!r}{hint}")
                 if depth > 1 and isinstance(field, Obj | MapOf):
-                    if isinstance(value_node, yaml.MappingNode):
+                    if isinstance(value_node, MappingNode):
                         value = self.check_each(field, value_node, errors, depth - 1)
                         if len(errors) == before:
                             result[key] = value
@@ -345,7 +340,7 @@ class _Loader:
         return result
 
     def resolve_vars(
-        self, declared: dict[str, Any], overrides: dict[str, str], node: yaml.Node | None
+        self, declared: dict[str, Any], overrides: dict[str, str], node: Node | None
     ) -> dict[str, Any]:
         """Declared values, then ``--var`` values; a required var must get one. ``--var``
         problems are about the command line, so they say ``--var``, not a file position."""
@@ -394,9 +389,9 @@ class _Loader:
                 )
 
     def load_step(
-        self, node: yaml.Node, index: int, default_retry: RetrySpec, defaults: dict[str, Any]
+        self, node: Node, index: int, default_retry: RetrySpec, defaults: dict[str, Any]
     ) -> Step:
-        if not isinstance(node, yaml.MappingNode):
+        if not isinstance(node, MappingNode):
             raise self.error(node, "a step must be a mapping with at least 'id' and 'kind'")
         children = _children(node)
         if "kind" not in children:
@@ -451,15 +446,13 @@ class _Loader:
             budget=raw.get("budget", {}),
         )
 
-    def check_rewind_target(
-        self, target: str, where: yaml.Node, ids: list[str], step: Step
-    ) -> None:
+    def check_rewind_target(self, target: str, where: Node, ids: list[str], step: Step) -> None:
         if target not in ids:
             raise self.error(where, f"rewind_to: no step {target!r}{did_you_mean(target, ids)}")
         if ids.index(target) >= step.index:
             raise self.error(where, f"rewind_to: {target!r} must be a step before {step.id!r}")
 
-    def check_ranges(self, raw: dict[str, Any], children: dict[str, yaml.Node]) -> None:
+    def check_ranges(self, raw: dict[str, Any], children: dict[str, Node]) -> None:
         """Values the types admit but that make no sense: say so instead of clamping."""
         retry = raw.get("retry") or {}
         if "attempts" in retry and retry["attempts"] < 1:
@@ -496,7 +489,7 @@ class _Loader:
     # --- references -------------------------------------------------------------------
 
     def check_references(
-        self, pipeline: Pipeline, root: yaml.Node, step_nodes: list[yaml.Node]
+        self, pipeline: Pipeline, root: Node, step_nodes: list[Node]
     ) -> list[PipelineError]:
         ids = [s.id for s in pipeline.steps]
         errors: list[PipelineError] = []
@@ -514,13 +507,13 @@ class _Loader:
                 errors.append(exc)
         return errors
 
-    def warn_about_commands(self, pipeline: Pipeline, node: yaml.Node) -> None:
+    def warn_about_commands(self, pipeline: Pipeline, node: Node) -> None:
         """An allow-list entry that lets the agent run anything (an interpreter, a
         shell, ``env``, ``find``...) is a warning at the entry: it is legal, and rarely
         what was meant."""
         from agentsaga.allowlist import permits_anything, prefix_of
 
-        entries = node.value if isinstance(node, yaml.SequenceNode) else []
+        entries = node.value if isinstance(node, SequenceNode) else []
         for item in entries:
             raw = item.value
             if isinstance(raw, list):
@@ -541,7 +534,7 @@ class _Loader:
             )
 
     def check_step_references(
-        self, pipeline: Pipeline, ids: list[str], step: Step, node: yaml.Node
+        self, pipeline: Pipeline, ids: list[str], step: Step, node: Node
     ) -> None:
         children = _children(node)
         if step.kind == "agent" and "commands" in children:
@@ -554,9 +547,7 @@ class _Loader:
             where = _children(children["on_reject"])["rewind_to"]
             self.check_rewind_target(on_reject["rewind_to"], where, ids, step)
         if_node = children.get("if")
-        if isinstance(if_node, yaml.ScalarNode) and not expressions.has_expressions(
-            str(if_node.value)
-        ):
+        if isinstance(if_node, ScalarNode) and not expressions.has_expressions(str(if_node.value)):
             self.check_bare_expression(if_node, pipeline, step.index, step.id)
         if (
             step.compensate is not None
@@ -577,7 +568,7 @@ class _Loader:
             elif key not in ("id", "kind", "replies", "schema"):
                 self.check_strings(child, pipeline, step.index, step.id, True)
 
-    def check_bash_strings(self, children: dict[str, yaml.Node]) -> None:
+    def check_bash_strings(self, children: dict[str, Node]) -> None:
         """A ``run:`` string is for bash: an expression where bash would not take its
         value as text (arithmetic, a quoted heredoc) is refused."""
         from agentsaga.shell import problem
@@ -586,9 +577,7 @@ class _Loader:
         if "compensate" in children:
             nodes.append(_children(children["compensate"]).get("run"))
         for node in nodes:
-            if not isinstance(node, yaml.ScalarNode) or not expressions.has_expressions(
-                str(node.value)
-            ):
+            if not isinstance(node, ScalarNode) or not expressions.has_expressions(str(node.value)):
                 continue
             try:
                 found = problem(str(node.value))
@@ -598,7 +587,7 @@ class _Loader:
                 raise self.error_at(node, *found)
 
     def check_bare_expression(
-        self, node: yaml.ScalarNode, pipeline: Pipeline, before: int, own: str
+        self, node: ScalarNode, pipeline: Pipeline, before: int, own: str
     ) -> None:
         """``if:`` may be written without ``${{ }}``, as in GitHub Actions."""
         try:
@@ -612,19 +601,19 @@ class _Loader:
 
     def check_strings(
         self,
-        node: yaml.Node,
+        node: Node,
         pipeline: Pipeline,
         before: int,
         own: str | None,
         allow_rewind: bool,
     ) -> None:
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, MappingNode):
             for _key, value in node.value:
                 self.check_strings(value, pipeline, before, own, allow_rewind)
-        elif isinstance(node, yaml.SequenceNode):
+        elif isinstance(node, SequenceNode):
             for value in node.value:
                 self.check_strings(value, pipeline, before, own, allow_rewind)
-        elif isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
+        elif isinstance(node, ScalarNode) and isinstance(node.value, str):
             if not expressions.has_expressions(node.value):
                 return
             try:
@@ -690,19 +679,19 @@ class _Loader:
                 )
         return None
 
-    def error_at(self, node: yaml.ScalarNode, offset: int, problem: str) -> PipelineError:
+    def error_at(self, node: ScalarNode, offset: int, problem: str) -> PipelineError:
         """Locate character ``offset`` of a scalar's value in the file."""
         line, col = _locate(node, offset, self.lines)
         return PipelineError(self.path, line, col, problem)
 
 
-def _children(node: yaml.Node) -> dict[str, yaml.Node]:
-    if not isinstance(node, yaml.MappingNode):
+def _children(node: Node) -> dict[str, Node]:
+    if not isinstance(node, MappingNode):
         return {}
     return {str(k.value): v for k, v in node.value}
 
 
-def _locate(node: yaml.ScalarNode, offset: int, lines: list[str]) -> tuple[int, int]:
+def _locate(node: ScalarNode, offset: int, lines: list[str]) -> tuple[int, int]:
     start_line, start_col = node.start_mark.line, node.start_mark.column
     value = node.value
     if node.style in ("|", ">"):

@@ -55,13 +55,14 @@ def model_choices(pipeline: Pipeline, config: Mapping[str, Any]) -> list[ModelCh
     """The provider and model each LLM step will use: the step's, else the pipeline's
     defaults, else the provider's own ``model`` in ``.agentsaga.yml``, else the built-in
     default (the same order as ``llm.LLMGateway.settings``)."""
-    from agentsaga.llm import DEFAULT_MODELS
-
     choices = []
     providers = config.get("providers") or {}
     for step in pipeline.steps:
         if step.kind not in LLM_KINDS:
             continue
+        # Imported for a model step only: ``llm`` brings the store (6 ms of validate).
+        from agentsaga.llm import DEFAULT_MODELS
+
         provider = str(
             step.fields.get("provider") or pipeline.defaults.get("provider") or "scripted"
         )

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from agentsaga.yaml_nodes import STR_TAG, MappingNode, Node, ScalarNode, SequenceNode, to_yaml
+
 _DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,12})?) ?(ms|s|m|h)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -22,7 +24,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 class SchemaViolation(Exception):
     """Raised while validating; carries the offending node so the caller can locate it."""
 
-    def __init__(self, node: yaml.Node, problem: str) -> None:
+    def __init__(self, node: Node, problem: str) -> None:
         super().__init__(problem)
         self.node = node
         self.problem = problem
@@ -43,10 +45,10 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _construct(node: yaml.Node) -> Any:
+def _construct(node: Node) -> Any:
     """Turn a node into a Python value with YAML's safe rules (ints, bools, null...)."""
     try:
-        return _LOADER.construct_object(node, deep=True)
+        return _LOADER.construct_object(to_yaml(node), deep=True)
     except yaml.constructor.ConstructorError as exc:
         # An unknown tag (`!run`, `!!python/...`): the safe loader refuses it.
         raise SchemaViolation(node, exc.problem or "this YAML tag is not allowed") from None
@@ -57,14 +59,11 @@ def _construct(node: yaml.Node) -> Any:
         _LOADER.constructed_objects.clear()
 
 
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-def _scalar_value(node: yaml.Node) -> Any:
+def _scalar_value(node: Node) -> Any:
     """A scalar's Python value. Most scalars of a pipeline are strings, whose value is the
     node's text: taken directly, not through the constructor (a third of a long
     pipeline's load time went there)."""
-    if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
+    if node.tag == STR_TAG and isinstance(node, ScalarNode):
         return node.value
     return _construct(node)
 
@@ -75,8 +74,12 @@ _LOADER = yaml.SafeLoader("")
 
 class Type:
     description: str = ""
+    #: The node class this type can accept (``None``: any): ``OneOf`` skips an
+    #: alternative of another shape without raising (an exception per value, each with
+    #: its traceback, was most of a long pipeline's load).
+    shape: type[Node] | None = None
 
-    def check(self, node: yaml.Node) -> Any:
+    def check(self, node: Node) -> Any:
         raise NotImplementedError
 
     def json_schema(self) -> dict[str, Any]:
@@ -87,11 +90,13 @@ class Type:
 
 
 class Scalar(Type):
+    shape = ScalarNode
+
     def __init__(self, py_types: tuple[type, ...], json_type: str | list[str], label: str):
         self.py_types, self.json_type, self.label = py_types, json_type, label
 
-    def check(self, node: yaml.Node) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
+    def check(self, node: Node) -> Any:
+        if not isinstance(node, ScalarNode):
             raise SchemaViolation(node, f"expected {self.label}, got {_kind(node)}")
         value = _scalar_value(node)
         if isinstance(value, bool) and bool not in self.py_types:
@@ -117,8 +122,10 @@ SCALAR = Scalar((str, int, float, bool), ["string", "number", "boolean"], "a str
 
 
 class Duration(Type):
-    def check(self, node: yaml.Node) -> float:
-        if isinstance(node, yaml.ScalarNode):
+    shape = ScalarNode
+
+    def check(self, node: Node) -> float:
+        if isinstance(node, ScalarNode):
             value = _scalar_value(node)
             if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
                 return float(value)
@@ -138,10 +145,12 @@ class Duration(Type):
 
 
 class Enum(Type):
+    shape = ScalarNode
+
     def __init__(self, *choices: str):
         self.choices = list(choices)
 
-    def check(self, node: yaml.Node) -> str:
+    def check(self, node: Node) -> str:
         value = STR.check(node)
         if value not in self.choices:
             expected = ", ".join(self.choices)
@@ -155,11 +164,13 @@ class Enum(Type):
 
 
 class ListOf(Type):
+    shape = SequenceNode
+
     def __init__(self, item: Type):
         self.item = item
 
-    def check(self, node: yaml.Node) -> list[Any]:
-        if not isinstance(node, yaml.SequenceNode):
+    def check(self, node: Node) -> list[Any]:
+        if not isinstance(node, SequenceNode):
             raise SchemaViolation(node, f"expected a list, got {_kind(node)}")
         return [self.item.check(child) for child in node.value]
 
@@ -168,11 +179,13 @@ class ListOf(Type):
 
 
 class MapOf(Type):
+    shape = MappingNode
+
     def __init__(self, value: Type):
         self.value = value
 
-    def check(self, node: yaml.Node) -> dict[str, Any]:
-        if not isinstance(node, yaml.MappingNode):
+    def check(self, node: Node) -> dict[str, Any]:
+        if not isinstance(node, MappingNode):
             raise SchemaViolation(node, f"expected a mapping, got {_kind(node)}")
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -187,7 +200,7 @@ class MapOf(Type):
 
 
 class AnyValue(Type):
-    def check(self, node: yaml.Node) -> Any:
+    def check(self, node: Node) -> Any:
         return _construct(node)
 
     def json_schema(self) -> dict[str, Any]:
@@ -198,7 +211,7 @@ class Deferred(AnyValue):
     """A value checked later by its own rules (a step, against its kind's fields): the
     node is passed through as it is, not constructed twice."""
 
-    def check(self, node: yaml.Node) -> Any:
+    def check(self, node: Node) -> Any:
         return node
 
 
@@ -208,16 +221,16 @@ class OneOf(Type):
     def __init__(self, *alternatives: Type, label: str):
         self.alternatives, self.label = alternatives, label
 
-    def check(self, node: yaml.Node) -> Any:
-        first_error: SchemaViolation | None = None
+    def check(self, node: Node) -> Any:
         for alternative in self.alternatives:
+            if alternative.shape is not None and not isinstance(node, alternative.shape):
+                continue  # it would say "expected <its shape>" about this very node
             try:
                 return alternative.check(node)
             except SchemaViolation as exc:
                 # An error deeper inside the node is more useful than "expected X".
                 if exc.node is not node:
                     raise
-                first_error = first_error or exc
         raise SchemaViolation(node, f"expected {self.label}, got {_kind(node)}")
 
     def json_schema(self) -> dict[str, Any]:
@@ -230,9 +243,10 @@ class Obj(Type):
     required: tuple[str, ...] = ()
     description: str = ""
     docs: dict[str, str] = field(default_factory=dict)
+    shape = MappingNode
 
-    def check(self, node: yaml.Node) -> dict[str, Any]:
-        if not isinstance(node, yaml.MappingNode):
+    def check(self, node: Node) -> dict[str, Any]:
+        if not isinstance(node, MappingNode):
             raise SchemaViolation(node, f"expected a mapping, got {_kind(node)}")
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -268,10 +282,10 @@ class Obj(Type):
         return schema
 
 
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
         return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
+    if isinstance(node, SequenceNode):
         return "a list"
     return _describe(_scalar_value(node))
 

@@ -27,7 +27,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from agentsaga import schema
+from agentsaga import schema, yaml_nodes
 from agentsaga.errors import PipelineError
 from agentsaga.pipeline import COMPENSATE, ON_FAILURE, RETRY, TOP, Pipeline, load_text
 from agentsaga.steps import COMMAND
@@ -379,7 +379,7 @@ def test_schema_types_return_a_value_or_a_violation() -> None:
     def one(named: tuple[str, schema.Type], value: Any) -> None:
         text = value if isinstance(value, str) else yaml.safe_dump(value, allow_unicode=True)
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml_nodes.compose(text)
         except yaml.YAMLError:
             count(name, "not YAML")
             return
