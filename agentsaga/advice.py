@@ -18,7 +18,8 @@ from agentsaga.store import RunRecord, Store
 
 def _failed_step(doc: dict[str, Any]) -> str | None:
     for step in doc["steps"]:
-        if step["status"] in ("failed", "compensated", "compensation_failed") and step["attempts"]:
+        stopped = ("failed", "interrupted", "compensated", "compensation_failed")
+        if step["status"] in stopped and step["attempts"]:
             last = step["attempts"][-1]
             if last["error"] is not None:
                 return str(step["step_id"])

@@ -90,7 +90,10 @@ def run_attempt(
     try:
         output = _effect(rt, run, pipeline, step, ws, attempt, base, params, env, ns)
     except Interrupted as exc:
-        rt.store.finish_attempt(attempt.id, status=StepStatus.FAILED, error=exc.to_json())
+        # Not the step's failure: a status of its own, undone on resume like a failed
+        # attempt, and not counted toward the step's retries (docs/design.md).
+        rt.store.finish_attempt(attempt.id, status=StepStatus.INTERRUPTED, error=exc.to_json())
+        rt.emit(Event("step", run_id, step.id, StepStatus.INTERRUPTED, attempt.attempt))
         raise
     except AgentsagaError as exc:
         rt.emit(Event("step", run_id, step.id, StepStatus.FAILED, attempt.attempt, exc.message))

@@ -129,11 +129,8 @@ def group_by_step(
 
 
 def status(a: AttemptRecord) -> str:
-    """An attempt's status as shown: one stopped by Ctrl-C is stored ``failed`` (its error
-    of type ``Interrupted``: no schema change for a status the saga treats as a failure)
-    and shown ``interrupted``."""
-    if a.status == "failed" and (a.error or {}).get("type") == "Interrupted":
-        return "interrupted"
+    """An attempt's status as shown: as stored (one stopped by Ctrl-C is ``interrupted``
+    since m006; older rows were moved over by that migration)."""
     return str(a.status)
 
 

@@ -627,6 +627,12 @@ class Engine:
                 self.store.update_run(
                     run_id, status=RunStatus.INTERRUPTED, error=Interrupted().to_json()
                 )
+            with contextlib.suppress(Exception):
+                for attempt in self.rt.current(run_id).values():
+                    if attempt.status == StepStatus.RUNNING:
+                        self.store.finish_attempt(
+                            attempt.id, status=StepStatus.INTERRUPTED, error=Interrupted().to_json()
+                        )
             message += f"; the run stays resumable: agentsaga resume {run_id}"
         with contextlib.suppress(OSError):
             os.write(2, f"\nerror: {message}\n".encode())

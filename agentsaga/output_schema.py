@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentsaga.states import RunStatus, StepStatus
+
 #: Which definition each command's ``--json`` output follows.
 COMMANDS = {
     "run": "run",
@@ -62,32 +64,9 @@ TIME = {"type": "string", "format": "date-time", "description": "ISO-8601, UTC"}
 MS = {"type": "integer", "minimum": 0, "description": "milliseconds"}
 COST = {"type": "number", "minimum": 0, "description": "US dollars, 6 decimals at most"}
 ATTEMPT_NO = {"type": "integer", "minimum": 1, "description": "the attempt's number in its step"}
-RUN_STATUS = {
-    "enum": [
-        "running",
-        "succeeded",
-        "failed",
-        "interrupted",
-        "rolling_back",
-        "rolled_back",
-        "rollback_failed",
-        "waiting",
-    ]
-}
-STEP_STATUS = {
-    "enum": [
-        "pending",
-        "running",
-        "completed",
-        "failed",
-        "skipped",
-        "compensating",
-        "compensated",
-        "compensation_failed",
-        "interrupted",
-        "waiting",
-    ]
-}
+# One definition of the statuses (states.py), as for the database CHECKs.
+RUN_STATUS = {"enum": [str(s) for s in RunStatus]}
+STEP_STATUS = {"enum": [str(s) for s in StepStatus]}
 
 
 def _defs() -> dict[str, Any]:

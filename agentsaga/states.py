@@ -30,6 +30,9 @@ class StepStatus(StrEnum):
     COMPENSATION_FAILED = "compensation_failed"
     #: A gate's visit awaiting a decision: nothing to undo, not done.
     WAITING = "waiting"
+    #: Stopped by Ctrl-C or SIGTERM: not the step's failure. Its side effects may remain
+    #: (undone on resume, as a failed attempt's are); it does not count toward ``retry``.
+    INTERRUPTED = "interrupted"
 
 
 class CompensationStatus(StrEnum):
@@ -45,6 +48,7 @@ LIVE_ATTEMPT = frozenset(
         StepStatus.RUNNING,
         StepStatus.COMPLETED,
         StepStatus.FAILED,
+        StepStatus.INTERRUPTED,
         StepStatus.COMPENSATING,
         StepStatus.COMPENSATION_FAILED,
     }

@@ -567,29 +567,85 @@ def test_a_second_ctrl_c_says_so_and_leaves_the_run_interrupted(env: Env) -> Non
     wait_until(lambda: not process_running(pid), what="the command to be stopped too")
     shown = json.loads(cli("show", rid, "--json").stdout)
     assert shown["status"] == "interrupted"
+    # The attempt too, not left running for a resume to find as a crash.
+    assert [a["status"] for a in shown["steps"][0]["attempts"]] == ["interrupted"]
 
 
-def test_an_attempt_stopped_by_ctrl_c_shows_as_interrupted(env: Env) -> None:
-    from agentsaga.errors import Interrupted
+INTERRUPTIBLE = """\
+name: i
+workspace: {isolation: none}
+steps:
+  - {id: a, kind: shell, run: "echo a >> ledger"}
+  - id: b
+    kind: shell
+    retry: {attempts: 2, backoff: 0s}
+    run: |
+      if [ ! -f stopped_once ]; then
+        touch stopped_once; echo $$ > b.pid
+        for i in $(seq 1200); do sleep 0.05; done
+      fi
+      if [ ! -f failed_once ]; then touch failed_once; echo b-fails >> ledger; exit 1; fi
+      echo b-done >> ledger
+    compensate: {run: 'echo "undo $AGENTSAGA_IDEMPOTENCY_KEY" >> ledger'}
+"""
 
-    rid = cli(
-        "run",
-        env.write(
-            "p.yml",
-            "name: i\nworkspace: {isolation: none}\nsteps:\n"
-            "  - {id: a, kind: shell, run: 'true'}\n",
-        ),
-        "--json",
-    ).json()
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_an_attempt_stopped_by_a_signal_is_stored_interrupted_and_resumes(
+    env: Env, signame: str
+) -> None:
+    """A real run, stopped during a long command: the attempt is stored ``interrupted``
+    (not ``failed``), shown so everywhere, undone on resume, and not counted toward the
+    step's retries: after it, the step still gets its two tries (the first fails)."""
+    import signal
+
+    from tests.conftest import kill_group_from_pidfile, wait_until
+
+    proc = env.spawn("run", env.write("p.yml", INTERRUPTIBLE))
+    try:
+        wait_until(lambda: (env.path / "b.pid").exists(), what="step b to start")
+        proc.signal(getattr(signal, signame))
+        stopped = proc.wait()
+    finally:
+        kill_group_from_pidfile(env.path / "b.pid")
+    assert stopped.exit_code == 130, stopped
+    rid = env.newest_run_id()
     store = env.store()
     try:
-        (attempt,) = store.attempts(rid["run_id"])
-        store.finish_attempt(attempt.id, status="failed", error=Interrupted().to_json())
+        (a, b) = store.attempts(rid)
     finally:
         store.close()
-    shown = cli("show", rid["run_id"], "--json").json()
-    assert shown["steps"][0]["status"] == "interrupted"
-    assert shown["steps"][0]["attempts"][0]["status"] == "interrupted"
+    assert (a.status, b.status) == ("completed", "interrupted")
+    assert b.error is not None and b.error["type"] == "Interrupted"
+    shown = _valid(cli("show", rid, "--json"), "show")
+    assert shown["status"] == "interrupted"
+    steps = shown["steps"]
+    assert isinstance(steps, list)
+    assert steps[1]["status"] == "interrupted"
+    assert [x["status"] for x in steps[1]["attempts"]] == ["interrupted"]
+    rows = [line.split()[:3] for line in cli("show", rid).stdout.splitlines()]
+    assert ["b", "1", "interrupted"] in rows
+    assert "stopped at b (interrupted)" in stopped.stdout
+    listed = cli("runs", "--json").json()["runs"]
+    assert [r["status"] for r in listed if r["run_id"] == rid] == ["interrupted"]
+
+    resumed = cli("resume", rid, "--json")
+    assert resumed.exit_code == 0, resumed
+    assert resumed.json()["status"] == "succeeded"
+    assert env.ledger.lines() == [
+        "a",
+        f"undo {rid}:b:1",  # the interrupted attempt undone before b runs again
+        "b-fails",
+        f"undo {rid}:b:2",  # the retry's own compensation
+        "b-done",
+    ]
+    store = env.store()
+    try:
+        history = [(x.attempt, x.status) for x in store.attempts(rid) if x.step_id == "b"]
+    finally:
+        store.close()
+    assert history == [(1, "compensated"), (2, "compensated"), (3, "completed")]
 
 
 # --- 8. a step in full; several model calls are several rows -----------------------------------

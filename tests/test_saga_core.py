@@ -65,6 +65,8 @@ DONE = StepStatus.COMPLETED
         ([("plan", DONE)], {}, 0, "run write"),
         ([("plan", DONE), ("write", StepStatus.SKIPPED)], {}, 0, "run test"),
         ([("plan", DONE), ("write", StepStatus.FAILED)], {}, 0, "run write"),
+        # Stopped by Ctrl-C: not done, so the step runs again (after its recovery).
+        ([("plan", DONE), ("write", StepStatus.INTERRUPTED)], {}, 0, "run write"),
         # Crashed mid-flight: the step runs again (after its recovery).
         ([("plan", DONE), ("write", StepStatus.RUNNING)], {}, 0, "run write"),
         ([("plan", DONE), ("write", StepStatus.COMPENSATED)], {}, 0, "run write"),
@@ -317,6 +319,13 @@ def test_restart_and_recovery_targets() -> None:
     assert plans.recovery_target(current, "test", set()) == attempts[3]
     assert plans.recovery_target(current, "test", {4}) is None
     assert plans.recovery_target(current, "plan", set()) is None
+    # An interrupted attempt's side effects may remain: it is recovered, rolled back and
+    # undone at a restart like a failed one.
+    stopped = fact(6, "test", StepStatus.INTERRUPTED, attempt=3)
+    assert stopped.live and not stopped.done
+    assert plans.recovery_target({"test": stopped}, "test", set()) == stopped
+    undo, _ = plans.restart_targets([*attempts[:3], stopped], {"plan"}, {2})
+    assert [a.id for a in undo] == [6]
 
 
 def test_believed_tip_replays_commits_and_resets(pipe: Pipeline) -> None:

@@ -426,6 +426,53 @@ def test_compensations_move_the_attempt_status(store: SqlStore) -> None:
     assert all(x.finished_at for x in comps) and comps[0].id < comps[1].id < comps[2].id
 
 
+def test_a_store_of_the_previous_version_moves_interrupted_attempts_to_their_status(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """m006: a store made before it (m001..m005) wrote an interrupted attempt as
+    ``failed`` with an ``Interrupted`` error. Opened by this version, those rows (and only
+    those) become ``interrupted``, and the CHECK takes the new status."""
+    import agentsaga.store.sql as sql_module
+
+    before = [m for m in MIGRATIONS if m[0] != "m006_interrupted_attempts"]
+    assert len(before) == len(MIGRATIONS) - 1
+    monkeypatch.setattr(sql_module, "MIGRATIONS", before)
+    old = backend.open()
+    rid = _run(old)
+    stopped = _start(old, rid, "a")
+    old.finish_attempt(stopped.id, status="failed", error={"type": "Interrupted", "message": "^C"})
+    failed = _start(old, rid, "b", 1)
+    # The word in the message alone is no interrupt.
+    failed.error = {"type": "StepFailed", "message": "Interrupted: 1 error during collection"}
+    old.finish_attempt(failed.id, status="failed", error=failed.error)
+    undone = _start(old, rid, "c", 2)
+    old.finish_attempt(undone.id, status="failed", error={"type": "Interrupted", "message": "^C"})
+    comp = old.start_compensation(rid, undone.id, "c", "recovery")
+    old.finish_compensation(comp, undone.id, status="succeeded", tries=1)
+    with pytest.raises(StoreError):
+        old.finish_attempt(_start(old, rid, "d", 3).id, status="interrupted")
+    old.close()
+
+    monkeypatch.setattr(sql_module, "MIGRATIONS", MIGRATIONS)
+    new = backend.open()
+    assert [(x.step_id, x.status) for x in new.attempts(rid)] == [
+        ("a", "interrupted"),
+        ("b", "failed"),
+        ("c", "compensated"),
+        ("d", "running"),
+    ]
+    assert new.attempts(rid)[0].error == {"type": "Interrupted", "message": "^C"}
+    fresh = _start(new, rid, "e", 4)
+    new.finish_attempt(fresh.id, status="interrupted", error={"type": "Interrupted"})
+    assert new.attempts(rid)[-1].status == "interrupted"
+    with pytest.raises(StoreError):
+        new.finish_attempt(fresh.id, status="bogus")
+    rows = new._query("SELECT name FROM migrations ORDER BY name")
+    assert [r[0] for r in rows] == [name for name, _ in MIGRATIONS]
+    if backend.name == "sqlite":
+        assert new._query("PRAGMA integrity_check") == [("ok",)]
+
+
 # --- LLM calls -------------------------------------------------------------------------
 
 

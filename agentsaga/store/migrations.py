@@ -41,6 +41,7 @@ M001_STEP_STATUSES = (
 )
 M005_RUN_STATUSES = (*M001_RUN_STATUSES, "waiting")
 M005_STEP_STATUSES = (*M001_STEP_STATUSES, "waiting")
+M006_STEP_STATUSES = (*M005_STEP_STATUSES, "interrupted")
 #: A statement that the SQLite store carries out itself: the schema version is read
 #: and incremented, which plain SQL cannot do (see _gates).
 BUMP_SCHEMA_VERSION = "-- bump schema_version"
@@ -261,6 +262,37 @@ def _widen_checks(dialect: str) -> list[str]:
     ]
 
 
+def _interrupted_attempts(dialect: str) -> list[str]:
+    """Give an attempt stopped by Ctrl-C (or SIGTERM) a status of its own, ``interrupted``:
+    until now it was stored ``failed`` with an error of type ``Interrupted``. The CHECK is
+    widened as m005 did it; then the rows written the old way are moved over. (The error's
+    type is read with each dialect's JSON function; the LIKE spares the others a parse.)"""
+    old, new = (
+        check_constraint("status", M005_STEP_STATUSES),
+        check_constraint("status", M006_STEP_STATUSES),
+    )
+    if dialect == "postgres":
+        widen = [
+            "ALTER TABLE step_attempts DROP CONSTRAINT step_attempts_status_check, "
+            f"ADD CONSTRAINT step_attempts_status_check {new}"
+        ]
+        error_type = "(error_json::json ->> 'type')"
+    else:
+        widen = [
+            "PRAGMA writable_schema = ON",
+            f"UPDATE sqlite_schema SET sql = replace(sql, {_quote(old)}, {_quote(new)}) "
+            "WHERE type = 'table' AND name = 'step_attempts'",
+            BUMP_SCHEMA_VERSION,
+            "PRAGMA writable_schema = OFF",
+        ]
+        error_type = "json_extract(error_json, '$.type')"
+    move = (
+        "UPDATE step_attempts SET status = 'interrupted' WHERE status = 'failed' "
+        f"AND error_json LIKE '%Interrupted%' AND {error_type} = 'Interrupted'"
+    )
+    return [*widen, move]
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -271,10 +303,14 @@ MIGRATIONS: list[tuple[str, Callable[[], list[str]]]] = [
     ("m003_agent_turns", _agent_turns),
     ("m004_attempt_process", _attempt_process),
     ("m005_gates", _gate_decisions),
+    ("m006_interrupted_attempts", list),
 ]
 
 #: Statements that differ by dialect, run before the migration's own.
-BY_DIALECT: dict[str, Callable[[str], list[str]]] = {"m005_gates": _widen_checks}
+BY_DIALECT: dict[str, Callable[[str], list[str]]] = {
+    "m005_gates": _widen_checks,
+    "m006_interrupted_attempts": _interrupted_attempts,
+}
 
 
 def statements(name: str, dialect: str) -> list[str]:

@@ -9,6 +9,7 @@
   const COLORS = {
     completed: "#2da44e",
     failed: "#cf222e",
+    interrupted: "#99286e",
     running: "#d4a72c",
     waiting: "#54aeff",
     undone: "#8c959f",
@@ -20,6 +21,7 @@
     if (a.status === "running" || a.status === "compensating") return "running";
     if (a.status === "completed") return "completed";
     if (a.status === "waiting") return "waiting";
+    if (a.status === "interrupted") return "interrupted";
     if (a.status === "failed" || (a.error && a.status !== "compensated")) return "failed";
     if (a.status === "compensated" || a.status === "compensation_failed") {
       return a.error ? "failed" : "undone";
@@ -141,6 +143,7 @@
     const datasets = [
       dataset("completed", "completed", model.bars),
       dataset("failed", "failed", model.bars),
+      dataset("interrupted", "interrupted (Ctrl-C)", model.bars),
       dataset("running", "running", model.bars),
       dataset("waiting", "waiting for a person", model.bars),
       dataset("undone", "undone later", model.bars),
