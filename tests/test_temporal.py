@@ -781,7 +781,7 @@ def test_ctrl_c_interrupts_a_temporal_run_and_leaves_it_resumable(
     assert status_of(tmp_path, run_id) == "interrupted"
     assert [(a.step_id, a.status) for a in attempts_of(tmp_path, run_id)] == [
         ("first", "completed"),
-        ("wait", "failed"),  # stopped and recorded, as a local Ctrl-C records it
+        ("wait", "interrupted"),  # stopped and recorded, as a local Ctrl-C records it
     ]
 
     gate.write_text("")

@@ -422,6 +422,48 @@ def test_timeline_has_a_bar_per_attempt_rewinds_and_compensations(
     assert_no_js_errors(browser)
 
 
+def test_an_interrupted_attempt_is_drawn_and_labelled_interrupted(
+    tmp_path: Path,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A real run stopped by Ctrl-C during a command: its attempt, stored ``interrupted``,
+    has its own bar colour and badge (not a failure's)."""
+    store = str(tmp_path / "state.db")
+    (tmp_path / "p.yml").write_text(
+        "name: i\nworkspace: {isolation: none}\nsteps:\n"
+        "  - {id: a, kind: shell, run: 'true'}\n"
+        "  - {id: b, kind: shell, run: 'echo $$ > b.pid; for i in $(seq 1200); do sleep 0.05;"
+        " done'}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentsaga", "--store", store, "run", "p.yml"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: (tmp_path / "b.pid").exists(), what="step b to start")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    (run,) = cli_json(store, "runs")["runs"]
+    ui = UIServer(store, tmp_path)
+    try:
+        browser.get(f"{ui.url}#/runs/{run['run_id']}")
+        browser.wait_for("return document.getElementById('timeline')?.dataset.attempts")
+        drawn = browser.js(
+            "const c = Chart.getChart('timeline');"
+            "return c.data.datasets.map((d, i) => [d.label, c.getDatasetMeta(i).data.length]);"
+        )
+        assert dict(drawn) == {"completed": 1, "interrupted (Ctrl-C)": 1}
+        badges = browser.js(
+            "return [...document.querySelectorAll('#attempts tr.attempt-row .badge')]"
+            ".map(b => b.textContent)"
+        )
+        assert badges == ["completed", "interrupted"]
+        assert_no_js_errors(browser)
+    finally:
+        ui.stop()
+
+
 def test_step_detail_shows_the_prompt_reply_and_a_highlighted_diff(
     saga: Saga,
     server: UIServer,
