@@ -38,6 +38,14 @@ PlanOpt = Annotated[bool, typer.Option("--plan", help="Print what would happen; 
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Act even where a branch moved or a step is irreversible.")
 ]
+DiscardEditsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--discard-edits",
+        help="Go on where a person changed files in a waiting run's worktree "
+        "(they are saved to a ref first).",
+    ),
+]
 BudgetOpt = Annotated[
     list[str] | None,
     typer.Option("--budget", help="Budget override: max_tokens=N or max_cost_usd=X (repeatable)."),
@@ -273,6 +281,7 @@ def resume(
     budget: BudgetOpt = None,
     temporal: TemporalOpt = None,
     detach: DetachOpt = False,
+    discard_edits: DiscardEditsOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Continue a failed or interrupted run from its first unfinished step."""
@@ -289,14 +298,18 @@ def resume(
         declared = load_file(pipeline)
         stored = {k: str(v) for k, v in record.vars.items() if k in declared.vars}
         new = load_text(declared.text, declared.path, stored)
-    engine = session.engine(json_mode, force=force)
+    engine = session.engine(json_mode, force=force, discard_edits=discard_edits)
     if from_step is not None:
         _check_step(from_step, new or engine._pipeline_of(record))
     if plan:
         _emit_plan(rid, "resume", engine.plan_resume(rid, new, from_step), json_mode)
         return
     if target := _temporal_target(temporal, session, detach, record):
+        from agentsaga import gates
         from agentsaga.cli_temporal import submit_resume
+
+        if new is not None or from_step is not None:
+            gates.check_edits(session.store, rid, "resume", discard_edits)
 
         submit_resume(
             session, rid, new, from_step, _parse_budget(budget), target, detach, json_mode, force
@@ -321,17 +334,23 @@ def rollback(
     ] = False,
     temporal: TemporalOpt = None,
     detach: DetachOpt = False,
+    discard_edits: DiscardEditsOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Undo a run: every step's compensation, newest first, then its branch. Exit 3 if not."""
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
-    engine = session.engine(json_mode, force=force, keep_refs=keep_refs)
+    engine = session.engine(
+        json_mode, force=force, keep_refs=keep_refs, discard_edits=discard_edits
+    )
     if plan:
         _emit_plan(rid, "rollback", engine.plan_rollback(rid), json_mode)
         return
     if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
+        from agentsaga import gates
         from agentsaga.cli_temporal import submit_rollback
+
+        gates.check_edits(session.store, rid, "rollback", discard_edits)
 
         submit_rollback(session, rid, target, detach, json_mode, force, keep_refs)
     _emit_result(session, engine.rollback(rid), json_mode, "rollback")

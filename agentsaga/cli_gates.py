@@ -14,7 +14,15 @@ from typing import Annotated
 
 import typer
 
-from agentsaga.cli import JsonOpt, RunArg, _emit_result, _reporting_interrupts, _Session, app
+from agentsaga.cli import (
+    DiscardEditsOpt,
+    JsonOpt,
+    RunArg,
+    _emit_result,
+    _reporting_interrupts,
+    _Session,
+    app,
+)
 
 DetachOpt = Annotated[
     bool,
@@ -51,9 +59,12 @@ def reject(
         ),
     ],
     detach: DetachOpt = False,
+    discard_edits: DiscardEditsOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Reject the gate RUN waits at: rewind to its on_reject step (or roll back)."""
+    """Reject the gate RUN waits at: rewind to its on_reject step (or roll back). Exit 2
+    if a person changed files in the run's worktree meanwhile (saved to a ref), unless
+    --discard-edits."""
     from agentsaga import gates
     from agentsaga.errors import ConfigError
 
@@ -61,8 +72,12 @@ def reject(
         raise ConfigError("--comment: say what is wrong; the agent reads it when it rewinds")
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
-    _on_temporal(session, rid, "reject", comment, detach, json_mode)
-    record = gates.reject(session.store, rid, decider(session.repo_root), comment)
+    # Checked here too: a Temporal worker's worktree may be on another host.
+    gates.check_edits(session.store, rid, "reject", discard_edits)
+    _on_temporal(session, rid, "reject", comment, detach, json_mode, discard_edits)
+    record = gates.reject(
+        session.store, rid, decider(session.repo_root), comment, discard_edits=discard_edits
+    )
     _continue(session, rid, record, detach, json_mode)
 
 
@@ -81,13 +96,19 @@ def _continue(session: _Session, rid: str, record: object, detach: bool, json_mo
 
 
 def _on_temporal(
-    session: _Session, rid: str, decision: str, comment: str, detach: bool, json_mode: bool
+    session: _Session,
+    rid: str,
+    decision: str,
+    comment: str,
+    detach: bool,
+    json_mode: bool,
+    discard_edits: bool = False,
 ) -> None:
     """A run submitted to Temporal: its workflow records the decision and goes on (the
     call then exits); a local run returns here."""
     from agentsaga.cli_temporal import decide_on_temporal
 
-    decide_on_temporal(session, rid, decision, comment, detach, json_mode)
+    decide_on_temporal(session, rid, decision, comment, detach, json_mode, discard_edits)
 
 
 def decider(repo_root: Path | None) -> str:

@@ -211,7 +211,13 @@ def submit_rollback(
 
 
 def decide_on_temporal(
-    session: Any, rid: str, decision: str, comment: str, detach: bool, json_mode: bool
+    session: Any,
+    rid: str,
+    decision: str,
+    comment: str,
+    detach: bool,
+    json_mode: bool,
+    discard_edits: bool = False,
 ) -> None:
     """``approve``/``reject`` of a run submitted to Temporal: the workflow waiting at the
     gate records the decision (its ``decide`` update) and goes on; this command follows it
@@ -234,14 +240,20 @@ def decide_on_temporal(
             typer.echo(f"run {rid}: {record['decision']} by {record['decided_by']}", err=True)
 
     verdict = {"decision": decision, "who": who, "comment": comment}
+    if discard_edits:
+        verdict["discard_edits"] = "yes"
     on_event = None if detach else session.renderer.on_event
     try:
         record = decide_and_follow(target, rid, verdict, session.store, on_event, Event, announce)
         if record is None:
             # No workflow waits there any more (it was closed): record the decision in
             # the store, and resume the run on Temporal, where the gate applies it.
-            decide = gates.approve if decision == "approve" else gates.reject
-            recorded = decide(session.store, rid, who, comment)
+            if decision == "approve":
+                recorded = gates.approve(session.store, rid, who, comment)
+            else:
+                recorded = gates.reject(
+                    session.store, rid, who, comment, discard_edits=discard_edits
+                )
             announce({"decision": recorded.decision, "decided_by": recorded.decided_by})
             if not detach:
                 submit_resume(session, rid, None, None, {}, target, False, json_mode, False)

@@ -149,7 +149,13 @@ class Decider:
         self.store_location = store_location
 
     def __call__(
-        self, store: Any, run_id: str, verdict: str, comment: str, who: str
+        self,
+        store: Any,
+        run_id: str,
+        verdict: str,
+        comment: str,
+        who: str,
+        discard_edits: bool = False,
     ) -> dict[str, Any]:
         from agentsaga import gates
         from agentsaga.cli_gates import decider
@@ -157,11 +163,16 @@ class Decider:
         who = who.strip() or f"{decider(self.repo_root)} (web view)"
         if verdict == "reject" and not comment.strip():
             raise ConfigError("say what is wrong: the agent reads it when it rewinds")
-        remote = self.on_temporal(store, run_id, verdict, comment, who)
+        if verdict == "reject":
+            # As `agentsaga reject`: a person's edits in the worktree refuse it (409).
+            gates.check_edits(store, run_id, "reject", discard_edits)
+        remote = self.on_temporal(store, run_id, verdict, comment, who, discard_edits)
         if remote is not None:
             return _answer(run_id, remote, "on Temporal")
-        decide = gates.approve if verdict == "approve" else gates.reject
-        record = decide(store, run_id, who, comment)
+        if verdict == "approve":
+            record = gates.approve(store, run_id, who, comment)
+        else:
+            record = gates.reject(store, run_id, who, comment, discard_edits=discard_edits)
         log = self.resume_in_background(store, run_id)
         recorded = {
             "decision": record.decision,
@@ -172,7 +183,13 @@ class Decider:
         return {**_answer(run_id, recorded, f"log: {log}"), "log": str(log)}
 
     def on_temporal(
-        self, store: Any, run_id: str, verdict: str, comment: str, who: str
+        self,
+        store: Any,
+        run_id: str,
+        verdict: str,
+        comment: str,
+        who: str,
+        discard_edits: bool = False,
     ) -> dict[str, Any] | None:
         """The workflow's own record of the decision; None for a local run, or a Temporal
         run with no open workflow (recorded here, its resume goes to Temporal)."""
@@ -185,6 +202,8 @@ class Decider:
         from agentsaga.runtime import Event
 
         verdict_doc = {"decision": verdict, "who": who, "comment": comment}
+        if discard_edits:
+            verdict_doc["discard_edits"] = "yes"
         return decide_and_follow(target, run_id, verdict_doc, store, None, Event, lambda r: None)
 
     def resume_in_background(self, store: Any, run_id: str) -> Path:

@@ -117,6 +117,9 @@ class Engine:
                     # Resume never skips a gate: it says what the run waits for.
                     self._emit(Event("note", run_id, gate.step_id, message=_waiting(gate)))
                     return self.result(run_id)
+            elif run.status == RunStatus.WAITING:
+                # --from or a changed pipeline may restart before the gate: a reset.
+                gates.check_edits(self.store, run_id, "resume", self.options.discard_edits)
             new, old = self._prepare_resume(run_id, pipeline, from_step, budget)
             self._warm_up(new)
             return self._drive(run_id, new, old)
@@ -192,6 +195,15 @@ class Engine:
     def rollback(self, run_id: str) -> RunResult:
         with self._owning(run_id):
             takeover.take_over(self.rt, run_id)
+            edits = gates.check_edits(self.store, run_id, "rollback", self.options.discard_edits)
+            if edits is not None:
+                self._emit(
+                    Event(
+                        "note",
+                        run_id,
+                        message=f"discarding {edits.shown()}: saved as {edits.saved}",
+                    )
+                )
             return self._rollback(run_id)
 
     def fork(

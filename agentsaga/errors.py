@@ -15,7 +15,8 @@ translated where they enter, most specific first, chained with ``raise ... from 
     │   ├── NoStore                     a read-only command found no store
     │   ├── RunNotFound                 unknown or ambiguous run id
     │   ├── NotWaiting                  approve/reject of a run not at a gate
-    │   └── GateDecided                 a decision came second (or after the deadline)
+    │   ├── GateDecided                 a decision came second (or after the deadline)
+    │   └── EditsInWorktree             a waiting run's worktree holds a person's edits
     ├── StepFailed                      a step failed (exit 1, run resumable)
     │   ├── BudgetExceeded              a call would cross the budget; never retried
     │   ├── EditError                   edit blocks that do not parse or apply
@@ -120,6 +121,24 @@ class GateDecided(UserInputError):
     def __init__(self, run_id: str, step_id: str, detail: str) -> None:
         self.run_id, self.step_id = run_id, step_id
         super().__init__(f"run {run_id}, gate {step_id}: {detail}")
+
+
+class EditsInWorktree(UserInputError):
+    """A reject, rollback or ``resume --from`` that would reset a waiting run's worktree
+    where a person changed files while it waited. The changes are saved at ``saved``
+    before this is raised."""
+
+    def __init__(
+        self, run_id: str, path: str, files: list[str], saved: str, pinned: str, doing: str
+    ) -> None:
+        self.run_id, self.path, self.files, self.saved = run_id, path, files, saved
+        shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+        super().__init__(
+            f"run {run_id}: files were changed in its worktree {path} while it waited at "
+            f"the gate ({shown}); {doing} would discard them. They are saved as {saved} "
+            f"(see them: git diff {pinned} {saved}; keep them: git branch NAME {saved}). "
+            f"Rerun with --discard-edits to {doing} anyway"
+        )
 
 
 class PreflightError(UserInputError):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agentsaga import attempts, faults, undo
+from agentsaga import attempts, faults, review_edits, undo
 from agentsaga.errors import AgentsagaError, GateDecided, NotWaiting, StepFailed
 from agentsaga.pipeline import Pipeline, Step
 from agentsaga.report import gate_commands
@@ -39,6 +39,7 @@ from agentsaga.saga import gate as rules
 from agentsaga.states import RunStatus, StepStatus
 from agentsaga.store import AttemptRecord, GateDecisionRecord, RunRecord, Store
 from agentsaga.workspace import RunWorkspace
+from agentsaga.workspace import from_json as workspace_from_json
 
 
 @dataclass
@@ -114,14 +115,44 @@ def approve(
 
 
 def reject(
-    store: Store, run_id: str, who: str, comment: str, now_s: float | None = None
+    store: Store,
+    run_id: str,
+    who: str,
+    comment: str,
+    now_s: float | None = None,
+    discard_edits: bool = False,
 ) -> GateDecisionRecord:
-    """Record that ``who`` rejects it; ``comment`` reaches ``${{ rewind.error }}``."""
-    return _decide(store, run_id, rules.REJECTED, who, comment, now_s)
+    """Record that ``who`` rejects it; ``comment`` reaches ``${{ rewind.error }}``.
+    ``EditsInWorktree`` when a person changed files in the run's worktree while it
+    waited (saved to a ref first), unless ``discard_edits``."""
+    return _decide(store, run_id, rules.REJECTED, who, comment, now_s, discard_edits)
+
+
+def check_edits(
+    store: Store, run_id: str, doing: str, discard_edits: bool = False
+) -> review_edits.ReviewEdits | None:
+    """Before ``doing`` resets a waiting run's worktree: the files a person changed there
+    while it waited, saved to a ref; ``EditsInWorktree`` unless ``discard_edits``. None
+    when the run is not waiting or nothing changed."""
+    run = store.get_run(run_id)
+    gate = waiting_gate(store, run_id) if run.status == RunStatus.WAITING else None
+    if gate is None or not run.workspace:
+        return None
+    ws = workspace_from_json(run.workspace, run_id)
+    edits = review_edits.find(ws, run_id, gate.step_id, gate.visit)
+    if edits is not None and not discard_edits:
+        raise edits.refusal(doing)
+    return edits
 
 
 def _decide(
-    store: Store, run_id: str, decision: str, who: str, comment: str, now_s: float | None
+    store: Store,
+    run_id: str,
+    decision: str,
+    who: str,
+    comment: str,
+    now_s: float | None,
+    discard_edits: bool = False,
 ) -> GateDecisionRecord:
     run = store.get_run(run_id)
     gate = waiting_gate(store, run_id) if run.status == RunStatus.WAITING else None
@@ -138,6 +169,8 @@ def _decide(
                 f"the time to decide ran out at {_iso(gate.deadline_s)}; on_timeout: "
                 f"{action.policy} applies at 'agentsaga resume {run_id}'",
             )
+    if decision == rules.REJECTED:
+        check_edits(store, run_id, "reject", discard_edits)
     record, won = store.record_gate_decision(
         run_id, gate.attempt_id, gate.step_id, decision, who, comment
     )
@@ -199,8 +232,43 @@ def drive_gate(
         if isinstance(action, rules.Wait):
             _wait(rt, run.id, visit)
             return WAITING
-        return _apply(rt, run, step, visit, verdict, action)
+        kept = _settle_edits(rt, run, step, visit, verdict, action, ws)
+        return _apply(rt, run, step, visit, verdict, action, kept)
     raise AssertionError("a gate settles within three turns")  # pragma: no cover
+
+
+def _settle_edits(
+    rt: Runtime,
+    run: RunRecord,
+    step: Step,
+    visit: AttemptRecord,
+    verdict: rules.Verdict | None,
+    action: rules.GateAction,
+    ws: RunWorkspace,
+) -> dict[str, Any]:
+    """Before a verdict applies: a person's edits in the worktree are saved to a ref; an
+    approval commits them as a commit of their own. Returns what the visit records."""
+    edits = review_edits.find(ws, run.id, step.id, visit.attempt)
+    if edits is None or verdict is None:
+        return {}
+    record: dict[str, Any] = edits.to_json()
+    if isinstance(action, rules.Pass):
+        sha = review_edits.keep(ws, edits, verdict.by)
+        record["commit"] = sha
+        what = (
+            f"committed as {sha[:12]} (a person's commit: a rollback stops there, exit 3, "
+            "unless --force)"
+            if sha
+            else "already committed on the run branch"
+        )
+        message = f"kept the files changed while the run waited ({edits.shown()}): {what}"
+    else:
+        message = (
+            f"files were changed while the run waited ({edits.shown()}); the "
+            f"{verdict.decision} verdict applies"
+        )
+    rt.emit(Event("note", run.id, step.id, message=f"{message}; saved as {edits.saved}"))
+    return {"edits": record}
 
 
 def _apply(
@@ -210,10 +278,11 @@ def _apply(
     visit: AttemptRecord,
     verdict: rules.Verdict | None,
     action: rules.GateAction,
+    kept: dict[str, Any],
 ) -> GateRejected | None:
     assert verdict is not None
     if isinstance(action, rules.Pass):
-        output = {**(visit.output or {}), **action.output}
+        output = {**(visit.output or {}), **action.output, **kept}
         rt.store.finish_attempt(visit.id, status=StepStatus.COMPLETED, output=output)
         rt.set_current(run.id, rt.store.get_attempt(visit.id))
         rt.emit(Event("step", run.id, step.id, StepStatus.COMPLETED, visit.attempt, _by(verdict)))
@@ -226,7 +295,7 @@ def _apply(
     rt.store.finish_attempt(
         visit.id,
         status=StepStatus.FAILED,
-        output=visit.output,
+        output={**(visit.output or {}), **kept} if kept else visit.output,
         error=error.to_json(),
         state=(run.id, action.state) if isinstance(action, decide.Rewind) else None,
     )

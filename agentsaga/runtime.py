@@ -42,6 +42,8 @@ class EngineOptions:
     rollback_on_failure: bool | None = None  # None: the pipeline's top-level on_failure
     force: bool = False
     keep_refs: bool = False
+    #: Reset a waiting run's worktree even where a person changed files (saved first).
+    discard_edits: bool = False
     allow_dirty: bool = False
     #: A new worktree run over a checkout with uncommitted changes: "head" or "worktree"
     #: (None: the pipeline's workspace.start, else HEAD with a note naming the files).

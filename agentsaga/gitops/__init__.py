@@ -52,8 +52,14 @@ from agentsaga.gitops.repo import (
     ref_exists,
     tracked,
 )
-from agentsaga.gitops.runner import REF_ROOT, STATE_DIR, user_name
-from agentsaga.gitops.snapshots import commit_all, is_step_commit, snapshot, snapshot_checkout
+from agentsaga.gitops.runner import REF_ROOT, SAVED_EDITS, STATE_DIR, user_name
+from agentsaga.gitops.snapshots import (
+    changes_since,
+    commit_all,
+    is_step_commit,
+    snapshot,
+    snapshot_checkout,
+)
 from agentsaga.gitops.worktrees import (
     Workspace,
     create_workspace,
@@ -67,10 +73,12 @@ from agentsaga.gitops.worktrees import (
 __all__ = [
     "REF_ROOT",
     "RepoInfo",
+    "SAVED_EDITS",
     "STATE_DIR",
     "Workspace",
     "branches_containing",
     "changed_files",
+    "changes_since",
     "commit_all",
     "create_workspace",
     "delete_refs",

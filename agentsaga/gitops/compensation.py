@@ -16,6 +16,7 @@ from agentsaga.gitops.repo import delete_refs
 from agentsaga.gitops.runner import (
     _SNAPSHOT_INDEX,
     REF_ROOT,
+    SAVED_EDITS,
     STATE_DIR,
     _commit,
     _describe,
@@ -210,7 +211,8 @@ def delete_workspace(
         # The old value makes git itself refuse if the branch moved since we looked.
         _git(root, "update-ref", "-m", "agentsaga: delete", "-d", f"refs/heads/{ws.branch}", tip)
     if not keep_refs:
-        delete_refs(root, f"{REF_ROOT}/{run_id}")
+        # A person's edits saved from a waiting run's worktree outlive the run.
+        delete_refs(root, f"{REF_ROOT}/{run_id}", keep=SAVED_EDITS)
     _intent_file(root, run_id).unlink(missing_ok=True)
     if ws.isolation == "branch":
         _release_checkout(root, run_id)

@@ -98,8 +98,9 @@ def ref_exists(repo_root: Path, ref: str) -> bool:
     return status == 0
 
 
-def delete_refs(repo_root: Path, prefix: str) -> None:
-    """Delete every ref under ``prefix``, which must lie inside ``refs/agentsaga/``."""
+def delete_refs(repo_root: Path, prefix: str, keep: str | None = None) -> None:
+    """Delete every ref under ``prefix``, which must lie inside ``refs/agentsaga/``, except
+    those whose name contains ``keep``."""
     prefix = prefix.rstrip("/")
     if not prefix.startswith(REF_ROOT + "/") or ".." in prefix:
         # The one guard between a typo and deleting a user's branches.
@@ -108,6 +109,8 @@ def delete_refs(repo_root: Path, prefix: str) -> None:
     refs = _git(root, "for-each-ref", "--format=%(refname) %(objectname)", prefix + "/")
     for line in refs.splitlines():
         name, sha = line.split()
+        if keep is not None and keep in name:
+            continue
         # With the old value, a ref re-pointed meanwhile fails instead of vanishing.
         _git(root, "update-ref", "-d", name, sha)
 

@@ -19,6 +19,9 @@ STATE_DIR = ".agentsaga"
 
 
 REF_ROOT = "refs/agentsaga"
+#: In the name of a ref that holds a person's edits saved from a run's worktree
+#: (``review_edits.py``): deleting the run's refs keeps them.
+SAVED_EDITS = "/reviewer-edits-"
 
 
 # Ghost commits are private bookkeeping: a fixed identity means they work in a repository

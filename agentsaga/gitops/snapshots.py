@@ -89,7 +89,7 @@ _STEP_SUBJECT = re.compile(
 )
 
 
-def _describe_commit(cwd: Path, subject: str) -> str:
+def _describe_commit(cwd: Path, subject: str, trailers: dict[str, str] | None = None) -> str:
     """A step commit's message: the subject names the step and what it changed, the body
     lists each file, and trailers (``git log --grep``, ``git interpret-trailers``) name
     the run and the step, so a commit found in ``git log`` leads back to its run."""
@@ -106,25 +106,36 @@ def _describe_commit(cwd: Path, subject: str) -> str:
     if len(files) > 50:
         body += f"\n  ... and {len(files) - 50} more files"
     match = _STEP_SUBJECT.match(subject)
-    trailers = ""
+    lines = dict(trailers or {})
     if match:
-        trailers = f"\n\nAgentsaga-Run: {match['run']}\nAgentsaga-Step: {match['step']}"
+        lines = {"Agentsaga-Run": match["run"], "Agentsaga-Step": match["step"]}
         if match["attempt"]:
-            trailers += f"\nAgentsaga-Attempt: {match['attempt']}"
-    return f"{subject}: {shown}\n\nChanged:\n{body}{trailers}\n"
+            lines["Agentsaga-Attempt"] = match["attempt"]
+    tail = "\n".join(f"{key}: {value}" for key, value in lines.items())
+    return f"{subject}: {shown}\n\nChanged:\n{body}" + (f"\n\n{tail}" if tail else "") + "\n"
 
 
-def commit_all(ws: Workspace, message: str) -> str | None:
+def commit_all(
+    ws: Workspace,
+    message: str,
+    trailers: dict[str, str] | None = None,
+    paths: list[str] | None = None,
+) -> str | None:
     """Commit every change in the workspace on the run branch; ``None`` if nothing changed.
 
     Hooks are skipped (``--no-verify``): a user's pre-commit hook that reformats or rejects
     files would make a step fail, or change its output, for reasons outside the pipeline.
+    ``trailers`` end the message of a commit that is not a step's; ``paths``: only these
+    files' changes (names taken literally, never as patterns).
     """
     _require_on_branch(ws)
-    _git(ws.path, "add", "-A")
+    if paths is None:
+        _git(ws.path, "add", "-A")
+    else:
+        _git(ws.path, "add", "-A", "--", *paths, env={"GIT_LITERAL_PATHSPECS": "1"})
     if _git_status(ws.path, "diff", "--cached", "--quiet")[0] == 0:
         return None
-    message = _describe_commit(ws.path, message)
+    message = _describe_commit(ws.path, message, trailers)
     faults.point("git.in_commit")
     return _commit(ws.path, message)
 
@@ -154,3 +165,31 @@ def snapshot_checkout(repo_root: Path, ref: str) -> str:
     finally:
         if not existed:
             seed.unlink(missing_ok=True)
+
+
+def changes_since(ws: Workspace, pinned_ref: str, save_prefix: str) -> tuple[str, list[str]] | None:
+    """Whether the working tree changed since the ghost commit at ``pinned_ref``; if so,
+    the change is pinned first, as a ghost commit at ``<save_prefix><n>`` (the newest such
+    ref when it already holds the same tree, else the next number), and returned as (that
+    ref, the files that differ). None when nothing changed or nothing was pinned."""
+    pinned = _resolve(ws.path, pinned_ref)
+    if pinned is None:
+        return None
+    taken = _git(ws.path, "for-each-ref", "--format=%(refname)", save_prefix + "*").split()
+    numbers = sorted(
+        int(r.removeprefix(save_prefix)) for r in taken if r[len(save_prefix) :].isdigit()
+    )
+    ref = f"{save_prefix}{(numbers[-1] if numbers else 0) + 1}"
+    sha = snapshot(ws, ref)
+    # -z: names as they are (no quoting), so they can be given back to `git add`.
+    out = _git(ws.path, "diff", "--name-only", "-z", "--no-renames", pinned, sha)
+    files = [name for name in out.split("\0") if name]
+    newest = f"{save_prefix}{numbers[-1]}" if numbers else None
+    same = newest is not None and _git(ws.path, "rev-parse", f"{newest}^{{tree}}") == _git(
+        ws.path, "rev-parse", f"{sha}^{{tree}}"
+    )
+    if not files or same:
+        _git(ws.path, "update-ref", "-d", ref, sha)
+    if not files:
+        return None
+    return (newest if same and newest else ref), files

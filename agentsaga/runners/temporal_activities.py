@@ -283,8 +283,12 @@ class Activities:
         """Record a person's decision (the workflow's ``decide`` update calls this, then
         wakes): ``gates.approve`` / ``gates.reject``, as the CLI and the web view do."""
         with self._session(run_id) as (rt, _run):
-            record_of = gates.approve if verdict["decision"] == "approve" else gates.reject
-            record = record_of(rt.store, run_id, verdict["who"], verdict.get("comment", ""))
+            who, comment = verdict["who"], verdict.get("comment", "")
+            if verdict["decision"] == "approve":
+                record = gates.approve(rt.store, run_id, who, comment)
+            else:
+                discard = bool(verdict.get("discard_edits"))
+                record = gates.reject(rt.store, run_id, who, comment, discard_edits=discard)
             return {
                 "decision": record.decision,
                 "decided_by": record.decided_by,

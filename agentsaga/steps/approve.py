@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentsaga import review_edits
 from agentsaga.context import StepContext
 from agentsaga.workspace import GitWorkspace
 
@@ -17,6 +18,9 @@ SHOW_LIMIT = 20_000
 
 
 def execute(ctx: StepContext) -> dict[str, Any]:
+    # The worktree as the run leaves it for review: a person's edits are told from the
+    # run's own files by comparing with this (review_edits.py).
+    review_edits.pin(ctx.workspace, ctx.run_id, ctx.step.id, ctx.attempt)
     message = str(ctx.params.get("message") or f"review run {ctx.run_id} before it continues")
     show = ctx.params.get("show")
     text = str(show) if show is not None else _diff_so_far(ctx)

@@ -9,7 +9,10 @@ Routes (every ``/api/`` document is what the CLI prints with ``--json``):
     GET  /api/runs/<run>/report             agentsaga report RUN --json
     GET  /api/runs/<run>/steps/<step>       one step's attempts in full (the step panel)
     GET  /api/runs/<run>/gate               what a waiting run waits for (gates.waiting_gate)
-    POST /api/runs/<run>/approve|reject     a waiting run's decision, {"comment": "..."}
+    POST /api/runs/<run>/approve|reject     a waiting run's decision, {"comment": "..."};
+                                            a reject refused for a person's edits in the
+                                            worktree (409 with "files", "saved") goes on
+                                            with {"discard_edits": true}
 
 ``ThreadingHTTPServer`` is enough here: one user, a handful of routes, JSON and files; a
 request thread reads the store through the same connection the CLI would use (the stores
@@ -28,13 +31,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from agentsaga.errors import AgentsagaError, RunNotFound, UserInputError
+from agentsaga.errors import AgentsagaError, EditsInWorktree, RunNotFound, UserInputError
 from agentsaga.store import Store
 from agentsaga.ui import page
 from agentsaga.ui.security import COOKIE, Access
 
 #: A decision: (store, run_id, verdict, comment, who) -> the document to answer with.
-Decide = Callable[[Store, str, str, str, str], dict[str, Any]]
+#: (store, run id, verdict, comment, who, discard_edits) -> the recorded decision.
+Decide = Callable[[Store, str, str, str, str, bool], dict[str, Any]]
 
 
 @dataclass
@@ -198,14 +202,24 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_json()
             comment = body.get("comment") or ""
             who = body.get("who") or ""
+            discard = body.get("discard_edits", False)
             if not isinstance(comment, str) or not isinstance(who, str):
                 raise BadRequest("comment and who are strings")
+            if not isinstance(discard, bool):
+                raise BadRequest("discard_edits is true or false")
             run_id = self.app.store.resolve_run_id(match["run"])
-            result = self.app.decide(self.app.store, run_id, match["verdict"], comment, who)
+            result = self.app.decide(
+                self.app.store, run_id, match["verdict"], comment, who, discard
+            )
         except RunNotFound as exc:
             self._error(404, exc.message)
         except BadRequest as exc:
             self._error(400, str(exc))
+        except EditsInWorktree as exc:
+            # The page offers to go on anyway: the edits are saved at exc.saved.
+            self._json(
+                409, {"error": exc.message, "status": 409, "files": exc.files, "saved": exc.saved}
+            )
         except AgentsagaError as exc:
             # Not waiting, decided already by someone else, a rejection without a reason.
             self._error(409, exc.message)

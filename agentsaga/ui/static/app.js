@@ -31,7 +31,7 @@
     if (STATIC) return fromEmbedded(path);
     const response = await fetch(path, { headers: { Accept: "application/json" } });
     const data = await response.json();
-    if (!response.ok) throw new Error(data.error || response.statusText);
+    if (!response.ok) throw Object.assign(new Error(data.error || response.statusText), { data });
     return data;
   }
 
@@ -61,7 +61,7 @@
       body: JSON.stringify(body),
     });
     const data = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(data.error || response.statusText);
+    if (!response.ok) throw Object.assign(new Error(data.error || response.statusText), { data });
     return data;
   }
 
@@ -517,13 +517,13 @@
       placeholder: "why (a rejection's comment reaches the model in ${{ rewind.error }})" });
     const message = el("p", { class: "decision-result", id: "decision-result" });
     const buttons = [];
-    const decide = async (verdict) => {
+    const decide = async (verdict, discardEdits = false) => {
       buttons.forEach((b) => (b.disabled = true));
       message.className = "decision-result";
       message.textContent = "sending…";
       try {
         const result = await post("/api/runs/" + encodeURIComponent(rid) + "/" + verdict,
-          { comment: comment.value });
+          { comment: comment.value, discard_edits: discardEdits });
         message.textContent = result.message || verdict;
         message.dataset.decision = result.decision;
         stopPolling();
@@ -532,6 +532,13 @@
         message.textContent = err.message;
         message.className = "decision-result error";
         buttons.forEach((b) => (b.disabled = false));
+        if (err.data && err.data.files) {
+          // A person's edits in the worktree refused the rejection; they are saved at
+          // err.data.saved. Going on discards them from the worktree, never from the ref.
+          message.append(el("button", { id: "reject-discarding", class: "reject",
+            onclick: () => decide(verdict, true),
+            text: `Reject anyway, discarding ${err.data.files.length} edited file(s) (kept at ${err.data.saved})` }));
+        }
       }
     };
     buttons.push(
