@@ -215,7 +215,7 @@ steps:
 """,
     )
 
-    result = cli("validate", path, "--json")
+    result = cli("validate", path, "--offline", "--json")
 
     assert result.exit_code == 0, result
     warnings = [w for w in result.json()["warnings"] if "commands entry" in w]
@@ -227,7 +227,7 @@ steps:
     assert warnings[2].startswith(f"warning: {path}:15:9: commands entry 'find .'")
     assert "-exec" in warnings[2]
 
-    explained = cli("validate", "--explain", path, "--json")
+    explained = cli("validate", "--explain", "--offline", path, "--json")
     assert explained.exit_code == 0, explained
     [step] = explained.json()["steps"]
     allows: list[Any] = step["allows"]
@@ -235,6 +235,6 @@ steps:
     assert allows[1].startswith("bash ...: ANY command (bash -c SCRIPT")
     assert allows[3].startswith("python3 ...: ANY command")
     assert "runs what the agent wrote" in allows[-1]
-    text = cli("validate", "--explain", path)
+    text = cli("validate", "--explain", "--offline", path)
     assert "python3 ...: ANY command (python3 -c CODE runs any code)" in text.stdout
     assert "p.yml:14:9: commands entry 'python3'" in text.stderr
