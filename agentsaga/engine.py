@@ -195,15 +195,9 @@ class Engine:
     def rollback(self, run_id: str) -> RunResult:
         with self._owning(run_id):
             takeover.take_over(self.rt, run_id)
-            edits = gates.check_edits(self.store, run_id, "rollback", self.options.discard_edits)
-            if edits is not None:
-                self._emit(
-                    Event(
-                        "note",
-                        run_id,
-                        message=f"discarding {edits.shown()}: saved as {edits.saved}",
-                    )
-                )
+            # Refused where a person changed files while the run waited (they are saved
+            # either way, by the rollback itself), unless --discard-edits.
+            gates.check_edits(self.store, run_id, "rollback", self.options.discard_edits)
             return self._rollback(run_id)
 
     def fork(

@@ -231,6 +231,8 @@ def rollback(rt: Runtime, run_id: str) -> None:
     pipeline = rt.pipeline_of(run)
     ws = rt.workspace(run)
     halt = decide.rollback_halts(run.state, pipeline)
+    if run.status == RunStatus.WAITING:
+        _save_review_edits(rt, run_id, ws)
     rt.store.update_run(run_id, status=RunStatus.ROLLING_BACK)
     rt.emit(Event("run", run_id, status=RunStatus.ROLLING_BACK))
     records = rt.store.attempts(run_id)
@@ -288,6 +290,28 @@ def rollback(rt: Runtime, run_id: str) -> None:
         )
         return
     _teardown(rt, run_id, ws)
+
+
+def _save_review_edits(rt: Runtime, run_id: str, ws: RunWorkspace) -> None:
+    """A waiting run's worktree may hold a person's edits: whoever allowed the rollback
+    (``--discard-edits``, or a host that could not see the worktree), they are saved to
+    a ref first and named."""
+    from agentsaga import review_edits
+
+    visit = next(
+        (a for a in reversed(rt.store.attempts(run_id)) if a.status == StepStatus.WAITING), None
+    )
+    edits = visit and review_edits.find(ws, run_id, visit.step_id, visit.attempt)
+    if edits:
+        rt.emit(
+            Event(
+                "note",
+                run_id,
+                visit.step_id if visit else None,
+                message=f"files changed while the run waited ({edits.shown()}) are saved as "
+                f"{edits.saved}",
+            )
+        )
 
 
 def _teardown(rt: Runtime, run_id: str, ws: RunWorkspace) -> None:

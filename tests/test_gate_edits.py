@@ -149,6 +149,7 @@ def test_rollback_refuses_then_discard_edits_rolls_back_and_keeps_the_saved_ref(
     rolled = cli("rollback", rid, "--discard-edits")
 
     assert rolled.exit_code == 0, rolled
+    assert named_ref(rolled.stderr) == named_ref(refused.stderr)  # said again, not a new one
     assert cli("show", rid, "--json").json()["status"] == "rolled_back"
     assert not work.exists()
     # The run's refs are gone, except the person's edits.
@@ -303,3 +304,49 @@ def test_the_web_views_reject_is_refused_then_goes_on_when_told(
 def gate_visit(rid: str) -> int:
     gate = cli("show", rid, "--json").json().get("gate") or {}
     return int(gate.get("visit") or 0)
+
+
+def test_a_rewind_back_past_the_gate_stops_at_the_persons_commit(
+    repo: Path, tmp_path: Path
+) -> None:
+    path = gated(tmp_path)
+    path.write_text(
+        path.read_text()
+        + "  - id: check\n    kind: shell\n    run: test -f never\n"
+        + "    on_failure: {rewind_to: write, max_rewinds: 1}\n"
+    )
+    started = cli("run", path, "--json")
+    assert started.exit_code == 5, started
+    rid = str(started.json()["run_id"])
+    work = repo / ".agentsaga" / "worktrees" / rid
+    edit(work)
+
+    approved = cli("approve", rid)
+
+    # check fails, the rewind undoes write: its reset finds the person's commit on top.
+    assert approved.exit_code == 1, approved
+    assert "edits made at gate review" in " ".join(approved.output.split())
+    assert (work / "notes.md").read_text() == "my review notes\n"
+    assert git(repo, "log", "-1", "--format=%s", f"agentsaga/{rid}").startswith(
+        f"agentsaga {rid}: edits made at gate review"
+    )
+
+
+def test_a_timeout_that_rolls_back_saves_the_edits_first(repo: Path, tmp_path: Path) -> None:
+    path = gated(tmp_path, on_reject="rollback")
+    path.write_text(
+        path.read_text().replace(
+            "    on_reject: rollback\n",
+            "    on_reject: rollback\n    timeout: 0s\n    on_timeout: rollback\n",
+        )
+    )
+    started = cli("run", path, "--json")
+    assert started.exit_code == 5, started
+    rid = str(started.json()["run_id"])
+    edit(repo / ".agentsaga" / "worktrees" / rid)
+
+    resumed = cli("resume", rid)
+
+    assert cli("show", rid, "--json").json()["status"] == "rolled_back", resumed
+    ref = named_ref(" ".join(resumed.stderr.split()))
+    assert git(repo, "show", f"{ref}:notes.md") == "my review notes\n"

@@ -655,6 +655,52 @@ def test_a_gate_waits_in_the_workflow_for_a_decision(
     assert [d["decision"] for d in shown["decisions"]] == ["rejected", "approved"]
 
 
+def test_a_persons_edits_at_a_gate_on_temporal_refuse_a_reject_and_approve_commits_them(
+    tmp_path: Path,
+    temporal_address: str,
+    temporal_queue: str,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's gate activity pins the worktree and applies the approval, as locally."""
+    repo = make_repo(tmp_path, {"app.txt": "v1\n"})
+    pipeline = write(
+        tmp_path / "p.yml",
+        """
+        name: gated
+        steps:
+          - {id: write, kind: shell, run: "echo w >> app.txt", commit: true}
+          - {id: review, kind: approve, on_reject: {rewind_to: write}}
+          - {id: deploy, kind: shell, run: "cat app.txt > deployed"}
+        """,
+    )
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal_address)
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    workers.append(Worker(repo, temporal_address, temporal_queue))
+    started = agentsaga(repo, "run", pipeline, "--json")
+    assert started.exit_code == 5, started
+    run_id = started.json()["run_id"]
+    work = repo / ".agentsaga" / "worktrees" / run_id
+    (work / "app.txt").write_text("v1\nw\nby hand\n")
+
+    refused = agentsaga(repo, "reject", run_id, "--comment", "no")
+    assert refused.exit_code == 2, refused
+    assert "app.txt" in refused.stderr and "reviewer-edits-1-1" in refused.stderr
+
+    approved = agentsaga(repo, "approve", run_id)
+    assert approved.exit_code == 0, approved
+    wait_for_status(tmp_path, run_id, "succeeded")
+    assert (work / "deployed").read_text() == "v1\nw\nby hand\n"
+    message = subprocess.run(
+        ["git", "log", "-1", "--format=%B", f"agentsaga/{run_id}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Agentsaga-Reviewer-Edits: review (visit 1)" in message
+
+
 def test_a_gate_deadline_is_a_workflow_timer(
     tmp_path: Path,
     temporal_address: str,
