@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,14 @@ def run_once(comp: Compensation, ci: CompensationInput) -> None:
         return
     assert comp.run is not None
     ns = dict(ci.namespace)
-    steps = dict(ns.get("steps", {}))
+    steps = ns.get("steps", {})
     own = dict(steps.get(ci.step.id, {}))
     own["output"] = step_output(ci.attempt)
     own["status"] = ci.attempt.status
     own["attempt"] = ci.attempt.attempt
-    steps[ci.step.id] = own
-    ns["steps"] = steps
+    # Over the run's steps, not a copy of them: the namespace reads a step's record
+    # only when an expression names it.
+    ns["steps"] = ChainMap({ci.step.id: own}, steps)
     command, values = render_command(comp.run, ns)
     env = dict(ci.base_env)
     env.update({k: expressions.to_text(render_any(v, ns)) for k, v in comp.env.items()})

@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -602,7 +602,7 @@ class Engine:
         return self.rt.pipeline_of(run)
 
     def _namespace(
-        self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
+        self, run: RunRecord, pipeline: Pipeline, current: Mapping[str, AttemptRecord]
     ) -> dict[str, Any]:
         return self.rt.namespace(run, pipeline, current)
 

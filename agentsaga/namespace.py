@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from agentsaga import compensations, expressions
@@ -27,7 +28,9 @@ _FINGERPRINT_RUN = {k: f"<{k}>" for k in ("id", "branch", "base", "workspace", "
 _LLM_DEFAULTS = ("provider", "model", "max_tokens", "temperature")
 
 
-def build(run: RunRecord, pipeline: Pipeline, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def build(
+    run: RunRecord, pipeline: Pipeline, steps: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "vars": run.vars,
         "run": run_namespace(run),

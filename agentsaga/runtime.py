@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from agentsaga import namespace, pipeline_cache, pyenv
+from agentsaga.checkpoints import CurrentAttempts, StepsNamespace
 from agentsaga.errors import AgentsagaError
 from agentsaga.pipeline import Pipeline, Step, load_text
 from agentsaga.saga.view import AttemptFact, RunView, current_of
@@ -103,28 +104,28 @@ class Runtime:
         self.options = options
         self.cancel = cancel
         self.emit = emit
-        self._cache: dict[str, AttemptRecord] | None = None
         self._facts: dict[str, AttemptFact] = {}
+        self._current: CurrentAttempts | None = None
         self._cache_run: str | None = None
-        self._ns_steps: dict[str, dict[str, Any]] = {}
         self._steps_key: tuple[Any, ...] | None = None
         self._steps_value: dict[str, Step] = {}
 
-    # --- each step's current attempt, kept in memory ----------------------------------
+    # --- each step's current attempt ------------------------------------------------
 
-    def current(self, run_id: str) -> dict[str, AttemptRecord]:
-        """Each step's current attempt, kept in memory while this process owns the run
-        (the lease makes it the only writer): reading every attempt back for every step
-        would make a long run quadratic."""
-        if self._cache_run != run_id or self._cache is None:
+    def current(self, run_id: str) -> Mapping[str, AttemptRecord]:
+        """Each step's current attempt while this process owns the run (the lease makes
+        it the only writer): its fact kept in memory (reading every attempt back for
+        every step would make a long run quadratic), its record read back when asked
+        (``checkpoints.py``: keeping them all made memory grow with the run)."""
+        if self._cache_run != run_id or self._current is None:
             self.seed(run_id, current_attempts(self.store.attempts(run_id)))
-        assert self._cache is not None
-        return self._cache
+        assert self._current is not None
+        return self._current
 
-    def seed(self, run_id: str, current: dict[str, AttemptRecord]) -> None:
-        self._cache, self._cache_run = current, run_id
+    def seed(self, run_id: str, current: Mapping[str, AttemptRecord]) -> None:
+        self._cache_run = run_id
         self._facts = {k: AttemptFact.of(a) for k, a in current.items()}
-        self._ns_steps = {k: namespace.step_namespace(a) for k, a in current.items()}
+        self._current = CurrentAttempts(self.store, self._facts)
 
     def view(self, run: RunRecord) -> RunView:
         """The run as the decisions see it: a read-only window on the facts kept here,
@@ -134,31 +135,29 @@ class Runtime:
 
     def forget(self, run_id: str) -> None:
         if self._cache_run == run_id:
-            self._cache = None
+            self._current = None
 
     def set_current(self, run_id: str, attempt: AttemptRecord) -> None:
-        self.current(run_id)[attempt.step_id] = attempt
+        current = self.current(run_id)
+        assert isinstance(current, CurrentAttempts)
         self._facts[attempt.step_id] = AttemptFact.of(attempt)
-        self._ns_steps[attempt.step_id] = namespace.step_namespace(attempt)
+        current.keep(attempt)
 
     def mark(self, run_id: str, attempt_id: int, status: str) -> None:
-        """Keep the in-memory view true after a compensation changed one attempt."""
-        if self._cache_run != run_id or self._cache is None:
+        """Keep the in-memory view true after a compensation changed one attempt (its
+        new status is in the store)."""
+        if self._cache_run != run_id or self._current is None:
             return
-        for attempt in self._cache.values():
-            if attempt.id == attempt_id:
-                attempt.status = status
-                self._facts[attempt.step_id] = AttemptFact.of(attempt)
-                self._ns_steps[attempt.step_id] = namespace.step_namespace(attempt)
+        self._current.drop(attempt_id)
+        record = self.store.get_attempt(attempt_id)
+        fact = self._facts.get(record.step_id)
+        if fact is not None and fact.id == attempt_id:
+            self._facts[record.step_id] = AttemptFact.of(record)
 
     def namespace(
-        self, run: RunRecord, pipeline: Pipeline, current: dict[str, AttemptRecord]
+        self, run: RunRecord, pipeline: Pipeline, current: Mapping[str, AttemptRecord]
     ) -> dict[str, Any]:
-        if current is self._cache:
-            steps = self._ns_steps  # kept up to date attempt by attempt
-        else:
-            steps = {step_id: namespace.step_namespace(a) for step_id, a in current.items()}
-        return namespace.build(run, pipeline, steps)
+        return namespace.build(run, pipeline, StepsNamespace(current))
 
     # --- definitions and places -------------------------------------------------------
 

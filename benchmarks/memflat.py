@@ -71,16 +71,19 @@ def _completed(db: Path) -> int:
 #: fork (Linux records the old address space's peak at exec), and this script's own heap
 #: grows with what it measures in process.
 _PROBE = """
-import os, subprocess, sys, time
+import os, subprocess, sys, tempfile, time
+# stderr to a file, not a pipe: a long run's progress lines would fill a pipe nobody reads
+# until the end, and the run would block on it.
+err = tempfile.TemporaryFile()
 start = time.perf_counter()
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=err)
 print(proc.pid, flush=True)
 _, status, usage = os.wait4(proc.pid, 0)
 wall = time.perf_counter() - start
-err = proc.stderr.read().decode(errors="replace")[-2000:]
 code = os.waitstatus_to_exitcode(status)
 print(code, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, flush=True)
-sys.stderr.write(err)
+err.seek(0)
+sys.stderr.write(err.read()[-2000:].decode(errors="replace"))
 """
 
 
