@@ -47,6 +47,8 @@ CONFIG = Obj(
         "memo": _MemoMode("run", "global", "off"),
         "lease_ttl": NUM,
         "isolation": Enum("worktree", "branch", "none"),
+        # workspace.pool's default for every pipeline (gitops/pool.py).
+        "pool": BOOL,
         "providers": MapOf(PROVIDER),
         "prices": MapOf(MapOf(NUM)),
         "redact_env": BOOL,

@@ -559,6 +559,7 @@ class Engine:
                 isolation,
                 self.options.allow_dirty,
                 start_point=start,
+                pool=bool(spec.get("pool", self.options.config.get("pool", True))),
             )
         data = ws.to_json()
         data["python"] = _python_record(repo_root or ws.path, ws.path)

@@ -106,6 +106,8 @@ TOP = Obj(
                 "setup": OneOf(STR, ListOf(STR), label="a command: a string or a list (argv)"),
                 # Where a run over a checkout with uncommitted changes starts from.
                 "start": Enum("head", "worktree"),
+                # Recycle rolled-back worktrees for later runs (gitops/pool.py).
+                "pool": BOOL,
             }
         ),
         "on_failure": Enum("stop", "rollback"),

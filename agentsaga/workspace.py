@@ -78,12 +78,19 @@ class GitWorkspace:
         isolation: str,
         allow_dirty: bool,
         start_point: str | None = None,
+        pool: bool = True,
     ) -> GitWorkspace:
         from agentsaga import gitops
 
         return cls(
             gitops.create_workspace(
-                repo_root, run_id, branch, isolation, allow_dirty, start_point=start_point
+                repo_root,
+                run_id,
+                branch,
+                isolation,
+                allow_dirty,
+                start_point=start_point,
+                pool=pool,
             )
         )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from agentsaga import faults
 from agentsaga import trash as trash_mod
 from agentsaga.errors import GitError, GitUnsafe
+from agentsaga.gitops import pool as worktree_pool
 from agentsaga.gitops.repo import delete_refs
 from agentsaga.gitops.runner import (
     _SNAPSHOT_INDEX,
@@ -261,6 +262,10 @@ def _restore_user(ws: Workspace, on_run_branch: bool, run_id: str) -> None:
 def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
     root = ws.repo_root
     registered = ws.path.resolve() in worktrees
+    poolable = ws.pool and registered and _is_run_folder(ws) and not _locked(ws.path)
+    if poolable and worktree_pool.release(root, ws.path):
+        # Kept for the repository's next run, which recycles it (gitops/pool.py).
+        registered = False
     if ws.path.exists() and _is_run_folder(ws) and not (registered and _locked(ws.path)):
         # Deleting thousands of files took most of a rollback: the folder is moved into
         # the trash (instant) and deleted by a background process; the registration,

@@ -16,6 +16,7 @@ from typing import Any
 
 from agentsaga import faults
 from agentsaga.errors import GitError, GitUnsafe
+from agentsaga.gitops import pool as worktree_pool
 from agentsaga.gitops.repo import ensure_excluded, inspect_repo
 from agentsaga.gitops.runner import (
     _SNAPSHOT_INDEX,
@@ -46,6 +47,9 @@ class Workspace:
     user_branch: str | None
     user_head: str
     stash_commit: str | None = None
+    #: Whether the worktree may come from, and go back to, the repository's pool
+    #: (``workspace.pool``; records made before the pool existed read as False).
+    pool: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -163,6 +167,7 @@ def create_workspace(
     isolation: str = "worktree",
     allow_dirty: bool = False,
     start_point: str | None = None,
+    pool: bool = True,
 ) -> Workspace:
     """Create the run branch at the user's HEAD (or ``start_point``: a fork starts where
     its parent's reused steps left the branch) and the place where the run's steps work.
@@ -204,6 +209,7 @@ def create_workspace(
             isolation=isolation,
             user_branch=info.head_branch,
             user_head=info.head_commit,
+            pool=pool and isolation == "worktree",
         )
         if isolation == "branch" and _is_dirty(root) and not allow_dirty:
             raise GitUnsafe(
@@ -234,6 +240,8 @@ def _is_run_folder(ws: Workspace) -> bool:
 
 
 def _ensure_worktree(ws: Workspace, create_branch: bool) -> None:
+    # A pooled worktree whose recycling a crash cut short is never used: it goes first.
+    worktree_pool.abandon_claim(ws.repo_root, ws.path, ws.path.name)
     registered = _registered_worktrees(ws.repo_root)
     if ws.path.resolve() in registered and (ws.path / ".git").exists():
         if not _add_interrupted(ws):
@@ -245,6 +253,12 @@ def _ensure_worktree(ws: Workspace, create_branch: bool) -> None:
     if ws.path.exists() and _is_run_folder(ws):
         shutil.rmtree(ws.path)  # our own half-made folder under .agentsaga/worktrees
     ws.path.parent.mkdir(parents=True, exist_ok=True)
+    if ws.pool and worktree_pool.claim(
+        ws.repo_root, ws.path, ws.branch, ws.base_commit, create_branch
+    ):
+        return
+    # A claim that failed after creating the branch left it at the base: use it.
+    create_branch = create_branch and _resolve(ws.repo_root, f"refs/heads/{ws.branch}") is None
     if create_branch:
         _git(ws.repo_root, "worktree", "add", "-q", "-b", ws.branch, str(ws.path), ws.base_commit)
     else:
