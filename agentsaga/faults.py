@@ -19,6 +19,10 @@ would. Unset (always, outside tests), ``point()`` is one dictionary lookup. The 
     workspace.after_intent a run's workspace is recorded as intended, nothing created yet
     workspace.after_stash  --allow-dirty: the user's changes stashed, the stash not recorded
     git.in_commit         files staged on the run branch, the commit not made
+    pool.release_after_move  a worktree's folder moved into the pool, its index not yet
+    pool.claim_after_intent  a claim of a pooled worktree recorded, nothing moved yet
+    pool.claim_after_move    the pooled folder at the run's path, not yet cleaned
+    pool.claim_before_done   cleaned and proven clean, the claim not yet cleared
     git.in_reset          a reset half done: the tree restored, the branch not moved
     comp.before           a compensation is recorded as running, not yet run
     comp.after_effect     the compensation ran, its success not yet recorded
