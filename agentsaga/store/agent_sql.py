@@ -1,19 +1,18 @@
 """The agent step's record in SQL both dialects accept: its turns and its tool calls.
 
-A mixin of ``SqlStore`` (which supplies ``transaction``, ``_exec`` and ``_query``), kept
+A mixin of ``SqlStore`` (``sql_base.SqlMixin`` declares what it calls), kept
 apart so the store's main module stays about runs, attempts and the call log.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from agentsaga.errors import StoreError
 from agentsaga.store import AgentTurnRecord, ToolCallRecord, utcnow
+from agentsaga.store.sql_base import SqlMixin
 
 
 def _dumps(value: Any) -> str:
@@ -28,16 +27,7 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class AgentTurnsSql:
-    def transaction(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
+class AgentTurnsSql(SqlMixin):
     # --- the agent step's turns ----------------------------------------------------------
 
     def start_tool_call(

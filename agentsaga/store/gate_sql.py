@@ -1,28 +1,19 @@
 """Human gates' decisions in SQL both dialects accept (``INSERT ... ON CONFLICT``).
 
-A mixin of ``SqlStore`` (which supplies ``transaction``, ``_exec`` and ``_query``), as
+A mixin of ``SqlStore`` (``sql_base.SqlMixin`` declares what it calls), as
 ``agent_sql.py`` is for the agent step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from agentsaga.store import GateDecisionRecord, utcnow
+from agentsaga.store.sql_base import SqlMixin
 
 
-class GateDecisionsSql:
-    def transaction(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
+class GateDecisionsSql(SqlMixin):
     def record_gate_decision(
         self,
         run_id: str,
