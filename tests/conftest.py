@@ -220,6 +220,17 @@ def env(tmp_path: Path) -> Iterator[Env]:
     yield Env(tmp_path, Ledger(tmp_path / "ledger"))
 
 
+@pytest.fixture(scope="module")
+def fork_server() -> Iterator[None]:
+    """For the module's tests, ``zygote.launch`` forks each ``agentsaga`` from one
+    pre-imported process instead of starting an interpreter (tests/zygote.py): for the
+    tests that launch it dozens of times, to kill it at every point."""
+    from tests import zygote
+
+    with zygote.serving():
+        yield
+
+
 pytest_plugins = [
     "tests.procguard",
     "tests.pg_server",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 import pytest
 
 from agentsaga.store import LLMCallRecord, open_store
-from tests.conftest import Result, agentsaga_argv, cli
+from tests import zygote
+from tests.conftest import Result, cli
 from tests.gitstate import make_repo
 from tests.llm_server import FakeLLMServer, RecordedRequest
 
@@ -66,15 +66,8 @@ class Project:
         env = dict(os.environ)
         if fault:
             env["AGENTSAGA_FAULT"] = fault
-        proc = subprocess.run(
-            agentsaga_argv(*args),
-            cwd=self.repo,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        # Forked from a pre-imported server where the test module starts one (tests/zygote.py).
+        proc = zygote.launch([str(a) for a in args], self.repo, env, timeout=60)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def report(self, run_id: str) -> dict[str, Any]:

@@ -22,8 +22,8 @@ import pytest
 
 from agentsaga.agent.transcript import agent_transcript, format_transcript
 from agentsaga.store import open_store
-from tests import gitstate
-from tests.conftest import Result, agentsaga_argv, cli
+from tests import gitstate, zygote
+from tests.conftest import Result, cli
 from tests.llm_project import MODELS, Project, make_project
 from tests.llm_server import Behaviour, FakeLLMServer, RecordedRequest
 
@@ -346,6 +346,7 @@ CASES = [
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.usefixtures("fork_server")  # the seven processes of a case fork, pre-imported
 @pytest.mark.parametrize(("point", "provider"), CASES)
 def test_killed_in_every_turn_then_resumed(
     project: Project, server: FakeLLMServer, provider: str, point: str
@@ -482,12 +483,11 @@ def _agentsaga(cwd: Path, *args: str | Path, fault: str | None = None) -> Result
     env = {k: v for k, v in os.environ.items() if k != "AGENTSAGA_FAULT"}
     if fault:
         env["AGENTSAGA_FAULT"] = fault
-    proc = subprocess.run(
-        agentsaga_argv(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = zygote.launch([str(a) for a in args], cwd, env, timeout=120)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+@pytest.mark.usefixtures("fork_server")
 def test_demo_agent_killed_mid_run_resumes_at_its_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

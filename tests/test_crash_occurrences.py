@@ -14,24 +14,16 @@ and byte for byte; a rollback killed at any occurrence must finish on the next
 
 from __future__ import annotations
 
-import json
 import shutil
-import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests import zygote
 from tests.gitstate import capture
 from tests.test_crash_sweep import (
-    DEPLOY,
-    DO,
-    EDIT_REPLY,
     TRACER,
-    UNDO,
     RoutingLLM,
     World,
     branch_problems,
@@ -40,49 +32,9 @@ from tests.test_crash_sweep import (
     snapshot,
 )
 
-pytestmark = pytest.mark.slow
-
-
-def small_pipeline(ledger: Path, calls: Path) -> str:
-    q = json.dumps
-    plan = q(["Change hello to hello world."] * 2)  # a replay after a kill gets one too
-    edit = q([EDIT_REPLY] * 2)
-    return textwrap.dedent(f"""\
-        name: crash-occurrences
-        defaults: {{provider: scripted}}
-        env: {{LEDGER: {q(str(ledger))}, CALLS: {q(str(calls))}}}
-        steps:
-          - id: setup
-            kind: shell
-            commit: true
-            run: {q(DO)}
-            compensate: {{run: {q(UNDO)}}}
-          - id: plan
-            kind: plan
-            prompt: "PLAN-STEP: change hello to hello world"
-            replies: {plan}
-          - id: write
-            kind: write
-            prompt: "WRITE-STEP: ${{{{ steps.plan.output.text }}}}"
-            replies: {edit}
-          - id: format
-            kind: shell
-            commit: true
-            run: "echo formatted > fmt.txt"
-            compensate: {{git: reset}}
-          - id: deploy
-            kind: deploy
-            run: {q(DEPLOY)}
-            compensate:
-              run: {q(UNDO)}
-              env: {{DEPLOYED_VERSION: "${{{{ steps.deploy.output.json.version }}}}"}}
-        """)
-
-
-class SmallWorld(World):
-    def create(self) -> None:
-        super().create()
-        self.pipeline.write_text(small_pipeline(self.ledger, self.calls))
+#: ``World.agentsaga`` forks from one pre-imported process (``tests/zygote.py``): hundreds of
+#: launches without an interpreter start and the imports each.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]
 
 
 def occurrences(trace: list[str]) -> list[tuple[str, str]]:
@@ -102,11 +54,11 @@ def traced(world: World, tracer: Path, trace: Path, *args: str) -> list[str]:
     return trace.read_text().split()
 
 
-def fresh(root: Path, server: RoutingLLM) -> SmallWorld:
+def fresh(root: Path, server: RoutingLLM) -> World:
     """A new world at ``root``: created once (git init, commits), then copied from that
     template, byte for byte and at the same absolute path, for every later case."""
     template = root.with_name(root.name + "-template")
-    world = SmallWorld(root, server)
+    world = World(root, server, scripted=True)
     if template.exists():
         restore(template, root)
     else:
@@ -147,14 +99,6 @@ def report(title: str, rows: list[tuple[str, str, list[str]]]) -> str:
     lines = [f"\n{title}: {len(rows)} occurrences"]
     lines += [f"  {fault:<24}{label:<52}{'; '.join(p) or 'ok'}" for fault, label, p in rows]
     return "\n".join(lines)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fork_server() -> Iterator[None]:
-    """``World.agentsaga`` forks from one pre-imported process (``tests/zygote.py``): ~260
-    launches without an interpreter start and the imports each."""
-    with zygote.serving():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,9 @@ from tests import zygote
 from tests.gitstate import capture, git, make_repo
 from tests.llm_server import Behaviour, FakeLLMServer, RecordedRequest
 
-pytestmark = pytest.mark.slow
+#: ``World.agentsaga`` forks from one pre-imported process (``tests/zygote.py``): hundreds of
+#: launches without an interpreter start and the imports each.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]
 
 KEY = "$AGENTSAGA_IDEMPOTENCY_KEY"
 DO = (
@@ -70,36 +72,51 @@ TIMEOUT_S = 60
 DEPLOY = DO + '; echo \'{"version": "v1"}\''
 
 
-def pipeline_text(ledger: Path, calls: Path) -> str:
+PLAN_REPLY = "Change hello to hello world."
+
+
+def pipeline_text(ledger: Path, calls: Path, *, scripted: bool = False) -> str:
+    """The five steps. ``scripted``: the LLM steps play their replies from the pipeline (the
+    scripted provider: no SDK, no server), two each, since a replay after a kill asks again
+    (test_crash_occurrences.py)."""
     q = json.dumps
-    return textwrap.dedent(f"""\
-        name: crash-sweep
-        defaults: {{provider: anthropic, model: claude-sonnet-4-6, max_tokens: 256}}
-        env: {{LEDGER: {q(str(ledger))}, CALLS: {q(str(calls))}}}
-        steps:
-          - id: setup
-            kind: shell
-            commit: true
-            run: {q(DO)}
-            compensate: {{run: {q(UNDO)}}}
-          - id: plan
-            kind: plan
-            prompt: "PLAN-STEP: change hello to hello world"
-          - id: write
-            kind: write
-            prompt: "WRITE-STEP: ${{{{ steps.plan.output.text }}}}"
-          - id: format
-            kind: shell
-            commit: true
-            run: "echo formatted > fmt.txt"
-            compensate: {{git: reset}}
-          - id: deploy
-            kind: deploy
-            run: {q(DEPLOY)}
-            compensate:
-              run: {q(UNDO)}
-              env: {{DEPLOYED_VERSION: "${{{{ steps.deploy.output.json.version }}}}"}}
-        """)
+    if scripted:
+        name, defaults = "crash-occurrences", "{provider: scripted}"
+    else:
+        name = "crash-sweep"
+        defaults = "{provider: anthropic, model: claude-sonnet-4-6, max_tokens: 256}"
+
+    def replies(text: str) -> str:
+        return f"\n    replies: {q([text] * 2)}" if scripted else ""
+
+    return f"""\
+name: {name}
+defaults: {defaults}
+env: {{LEDGER: {q(str(ledger))}, CALLS: {q(str(calls))}}}
+steps:
+  - id: setup
+    kind: shell
+    commit: true
+    run: {q(DO)}
+    compensate: {{run: {q(UNDO)}}}
+  - id: plan
+    kind: plan
+    prompt: "PLAN-STEP: change hello to hello world"{replies(PLAN_REPLY)}
+  - id: write
+    kind: write
+    prompt: "WRITE-STEP: ${{{{ steps.plan.output.text }}}}"{replies(EDIT_REPLY)}
+  - id: format
+    kind: shell
+    commit: true
+    run: "echo formatted > fmt.txt"
+    compensate: {{git: reset}}
+  - id: deploy
+    kind: deploy
+    run: {q(DEPLOY)}
+    compensate:
+      run: {q(UNDO)}
+      env: {{DEPLOYED_VERSION: "${{{{ steps.deploy.output.json.version }}}}"}}
+"""
 
 
 class RoutingLLM(FakeLLMServer):
@@ -111,9 +128,7 @@ class RoutingLLM(FakeLLMServer):
             self.requests.append(request)
         if "WRITE-STEP" in json.dumps(request.body):
             return Behaviour("reply", text=EDIT_REPLY, usage={"input": 40, "output": 20})
-        return Behaviour(
-            "reply", text="Change hello to hello world.", usage={"input": 30, "output": 8}
-        )
+        return Behaviour("reply", text=PLAN_REPLY, usage={"input": 30, "output": 8})
 
     def per_step(self, since: int = 0) -> dict[str, int]:
         with self._lock:
@@ -131,6 +146,7 @@ class RoutingLLM(FakeLLMServer):
 class World:
     root: Path
     server: RoutingLLM
+    scripted: bool = False  # the LLM steps' replies in the pipeline (``pipeline_text``)
 
     @property
     def repo(self) -> Path:
@@ -155,7 +171,7 @@ class World:
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         make_repo(self.root, {"notes.txt": "hello\n", "README.md": "demo\n"})
-        self.pipeline.write_text(pipeline_text(self.ledger, self.calls))
+        self.pipeline.write_text(pipeline_text(self.ledger, self.calls, scripted=self.scripted))
 
     def env(self, fault: str | None = None) -> dict[str, str]:
         env = {
@@ -179,12 +195,10 @@ class World:
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {**self.env(fault), **(extra_env or {})}
-        server = zygote.current()
-        if server is not None and wrapper is None:
-            return server.run(list(args), self.repo, env, TIMEOUT_S)
-        head = [sys.executable, str(wrapper)] if wrapper else [sys.executable, "-m", "agentsaga"]
+        if wrapper is None:
+            return zygote.launch(list(args), self.repo, env, TIMEOUT_S)
         return subprocess.run(
-            [*head, *args],
+            [sys.executable, str(wrapper), *args],
             cwd=self.repo,
             env=env,
             capture_output=True,
@@ -368,13 +382,6 @@ class Baseline:
     snap: Path
     live: Path
     notes: list[str] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fork_server() -> Iterator[None]:
-    """``World.agentsaga`` forks from one pre-imported process (``tests/zygote.py``)."""
-    with zygote.serving():
-        yield
 
 
 @pytest.fixture(scope="module")

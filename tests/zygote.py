@@ -14,8 +14,8 @@ thread, no socket (it checks). For each request it forks a child that
 
 A fault point's ``os.kill(getpid(), SIGKILL)`` kills that child, the process doing the
 work, exactly as it kills a ``python -m agentsaga`` process: the server reports the wait
-status as ``subprocess`` does (-9). The caller (``launch``) gives up after its timeout
-and SIGKILLs the child, like ``subprocess.run(timeout=...)``.
+status as ``subprocess`` does (-9). The caller (``Zygote.run``, through ``launch``) gives
+up after its timeout and SIGKILLs the child, like ``subprocess.run(timeout=...)``.
 
 Protocol: one JSON line per request on the server's stdin; it answers ``{"pid": n}``
 when the child is forked and ``{"rc": n}`` when it is reaped. One request at a time.
@@ -231,6 +231,25 @@ def serving() -> Iterator[Zygote]:
 
 def current() -> Zygote | None:
     return _current[-1] if _current else None
+
+
+def launch(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``python -m agentsaga ARGS`` with output captured: forked from the module's server
+    when one serves (``serving``), else a new interpreter, as before."""
+    server = current()
+    if server is not None:
+        return server.run(args, cwd, env, timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agentsaga", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 if __name__ == "__main__":
