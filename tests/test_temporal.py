@@ -13,6 +13,7 @@ import signal
 import subprocess
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,40 @@ class Worker:
                 self.kill()
 
 
+@dataclass
+class Temporal:
+    """What a test on Temporal works with: the session's server, the test's own task queue
+    (also in ``AGENTSAGA_TEMPORAL_QUEUE``, so every command the test runs submits there),
+    and the workers it started, stopped after the test."""
+
+    address: str
+    queue: str
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, cwd: Path, *extra: str, env: Any = None) -> Worker:
+        started = Worker(cwd, self.address, self.queue, *extra, env=env)
+        self.workers.append(started)
+        return started
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
 @pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.stop()
+def temporal(
+    temporal_address: str, temporal_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Temporal]:
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
+    cluster = Temporal(temporal_address, temporal_queue)
+    yield cluster
+    cluster.stop_workers()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository with one committed README."""
+    return make_repo(tmp_path, {"README.md": "hello\n"})
 
 
 def agentsaga(cwd: Path, *args: str | Path, timeout: float = 120) -> Result:
@@ -113,9 +142,7 @@ def write(path: Path, text: str) -> Path:
 # --- the demo ------------------------------------------------------------------------------
 
 
-def test_demo_pipeline_on_temporal_matches_a_local_run(
-    tmp_path: Path, temporal_address: str, temporal_queue: str, workers: list[Worker]
-) -> None:
+def test_demo_pipeline_on_temporal_matches_a_local_run(tmp_path: Path, temporal: Temporal) -> None:
     from agentsaga.demo import setup_demo_repo
 
     results = {}
@@ -124,10 +151,10 @@ def test_demo_pipeline_on_temporal_matches_a_local_run(
         args: list[str | Path] = ["run", "pipeline.yml", "--json"]
         args += ["--var", f"deploy_dir={tmp_path / where / 'deployments'}"]
         if where == "temporal":
-            workers.append(Worker(repo, temporal_address, temporal_queue))
+            temporal.worker(repo)
             # The address from .agentsaga.yml, as a team would configure it.
-            (repo / ".agentsaga.yml").write_text(f"temporal: {{address: {temporal_address}}}\n")
-        env_queue = {"AGENTSAGA_TEMPORAL_QUEUE": temporal_queue}
+            (repo / ".agentsaga.yml").write_text(f"temporal: {{address: {temporal.address}}}\n")
+        env_queue = {"AGENTSAGA_TEMPORAL_QUEUE": temporal.queue}
         proc = subprocess.run(
             agentsaga_argv(*args),
             cwd=repo,
@@ -156,18 +183,15 @@ def test_demo_pipeline_on_temporal_matches_a_local_run(
 
 def test_killed_worker_another_finishes_without_repeating_steps_or_paid_replies(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
+    temporal: Temporal,
+    repo: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     with FakeLLMServer() as server:
         server.reply("a plan", usage={"input": 10, "output": 5})
         server.reply("a second thought", usage={"input": 12, "output": 7})
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
-        monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
         ledger = tmp_path / "ledger"
         pipeline = write(
             repo / "p.yml",
@@ -188,11 +212,8 @@ def test_killed_worker_another_finishes_without_repeating_steps_or_paid_replies(
         )
         # Worker A dies (SIGKILL) right after the second reply reached the call log,
         # before its step is checkpointed: mid-step.
-        first = Worker(
-            repo, temporal_address, temporal_queue, env={"AGENTSAGA_FAULT": "llm.after_reply:2"}
-        )
-        workers.append(first)
-        submitted = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--detach")
+        first = temporal.worker(repo, env={"AGENTSAGA_FAULT": "llm.after_reply:2"})
+        submitted = agentsaga(repo, "run", pipeline, "--temporal", temporal.address, "--detach")
         assert submitted.exit_code == 0, submitted
         run_id = submitted.stdout.strip()
         first.proc.wait(timeout=120)
@@ -200,7 +221,7 @@ def test_killed_worker_another_finishes_without_repeating_steps_or_paid_replies(
         assert status_of(tmp_path, run_id) == "running"
         assert server.count == 2
 
-        workers.append(Worker(repo, temporal_address, temporal_queue))
+        temporal.worker(repo)
         wait_for_status(tmp_path, run_id, "succeeded", "failed")
         assert status_of(tmp_path, run_id) == "succeeded"
         assert server.count == 2  # the reply received before the kill was not paid again
@@ -243,22 +264,18 @@ steps:
 
 def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
 ) -> None:
     repo = make_repo(tmp_path, {"README.md": "hello\n", "src/a.py": "x = 1\n"})
     (repo / "untracked.txt").write_text("mine\n")
     flag = tmp_path / "flag"
     pipeline = write(tmp_path / "p.yml", EDITS.replace("{flag}", str(flag)))
     before = capture(repo)
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
+    temporal.worker(repo)
 
     # The gate fails twice: the run fails on Temporal, resumable. The live display shows
     # what a local run shows, the runner's notes included.
-    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal_address)
+    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal.address)
     assert failed.exit_code == 1, failed
     for line in (
         "gate (attempt 1): failed - command exited with 1",
@@ -279,8 +296,7 @@ def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
     assert git(repo, "show", f"{branch}:d/y") == "x\n"
 
     # show and report read the store: no worker needed.
-    for w in workers:
-        w.stop()
+    temporal.stop_workers()
     shown = agentsaga(repo, "show", run_id, "--json")
     assert shown.exit_code == 0, shown
     detail = shown.json()
@@ -301,7 +317,7 @@ def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
     assert "did-add" in agentsaga(repo, "logs", run_id, "add").stdout
     assert "new.txt" in agentsaga(repo, "diff", run_id, "add", "--stat").stdout
 
-    workers.append(Worker(repo, temporal_address, temporal_queue))
+    temporal.worker(repo)
     rolled = agentsaga(repo, "rollback", run_id)
     assert rolled.exit_code == 0, rolled
     # The live display, as for a local rollback, and no event of the run shown twice.
@@ -314,12 +330,10 @@ def test_rollback_of_a_temporal_run_restores_the_repository_exactly(
 
 def test_a_second_start_of_a_running_run_is_refused(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
+    temporal: Temporal,
+    repo: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     gate = tmp_path / "go"
     pipeline = write(
         tmp_path / "p.yml",
@@ -331,9 +345,8 @@ def test_a_second_start_of_a_running_run_is_refused(
             run: ["bash", "-c", "while [ ! -f {gate} ]; do sleep 0.05; done"]
         """,
     )
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal_address)
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal.address)
+    temporal.worker(repo)
     submitted = agentsaga(repo, "run", pipeline, "--detach")
     assert submitted.exit_code == 0, submitted
     run_id = submitted.stdout.strip()
@@ -349,8 +362,7 @@ def test_a_second_start_of_a_running_run_is_refused(
     wait_for_status(tmp_path, run_id, "succeeded")
 
 
-def test_an_unreachable_server_changes_nothing(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
+def test_an_unreachable_server_changes_nothing(tmp_path: Path, repo: Path) -> None:
     pipeline = write(tmp_path / "p.yml", 'name: p\nsteps:\n  - {id: a, kind: shell, run: "true"}\n')
     before = capture(repo)
     result = agentsaga(repo, "run", pipeline, "--temporal", "127.0.0.1:9")
@@ -378,9 +390,7 @@ def test_a_bad_address_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
+    temporal: Temporal,
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
     store: str,
@@ -411,14 +421,12 @@ def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
     )
     # The submitting checkout: its config says how long a lost host is waited for.
     (origin / ".agentsaga.yml").write_text("temporal: {host_timeout: 3}\n")
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
     host_a = tmp_path / "host-a"
     host_b = tmp_path / "host-b"
     for home in (host_a, host_b):
         home.mkdir()
-    a = Worker(host_a, temporal_address, temporal_queue, "--host-id", "a", "--home", str(host_a))
-    workers.append(a)
-    submitted = agentsaga(origin, "run", pipeline, "--temporal", temporal_address, "--detach")
+    a = temporal.worker(host_a, "--host-id", "a", "--home", str(host_a))
+    submitted = agentsaga(origin, "run", pipeline, "--temporal", temporal.address, "--detach")
     assert submitted.exit_code == 0, submitted
     run_id = submitted.stdout.strip()
     branch = f"agentsaga/{run_id}"
@@ -435,8 +443,7 @@ def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
     assert git(remote, "for-each-ref", f"refs/agentsaga/{run_id}/second/")
 
     a.kill()  # the host is lost with its worktree
-    b = Worker(host_b, temporal_address, temporal_queue, "--host-id", "b", "--home", str(host_b))
-    workers.append(b)
+    temporal.worker(host_b, "--host-id", "b", "--home", str(host_b))
     gate.write_text("")
     wait_for_status(tmp_path, run_id, "succeeded", "failed", timeout=180)
     assert status_of(tmp_path, run_id) == "succeeded"
@@ -460,10 +467,7 @@ def test_two_workers_on_two_clones_of_one_remote_continue_after_a_lost_host(
 
 def test_a_long_run_continues_as_new_workflow_runs_from_the_store(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
 ) -> None:
     from tests.temporal_server import find_temporal
 
@@ -476,9 +480,8 @@ def test_a_long_run_continues_as_new_workflow_runs_from_the_store(
     pipeline = write(
         tmp_path / "p.yml", "name: long\nworkspace: {isolation: none}\nsteps:\n" + steps
     )
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
-    done = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    temporal.worker(repo)
+    done = agentsaga(repo, "run", pipeline, "--temporal", temporal.address, "--json")
     assert done.exit_code == 0, done
     run_id = done.json()["run_id"]
     assert [len(s["attempts"]) for s in done.json()["steps"]] == [1] * 14
@@ -491,7 +494,7 @@ def test_a_long_run_continues_as_new_workflow_runs_from_the_store(
             "workflow",
             "list",
             "--address",
-            temporal_address,
+            temporal.address,
             "-o",
             "json",
             "--query",
@@ -508,12 +511,9 @@ def test_a_long_run_continues_as_new_workflow_runs_from_the_store(
 
 def test_a_failed_attempt_is_compensated_before_its_retry(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
+    repo: Path,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     ledger = tmp_path / "ledger"
     # Fails on its first attempt only; its compensation writes to the ledger too.
     pipeline = write(
@@ -530,26 +530,21 @@ def test_a_failed_attempt_is_compensated_before_its_retry(
               run: ["bash", "-c", "echo undo-${{AGENTSAGA_IDEMPOTENCY_KEY##*:}} >> {ledger}"]
         """,
     )
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
-    done = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    temporal.worker(repo)
+    done = agentsaga(repo, "run", pipeline, "--temporal", temporal.address, "--json")
     assert done.exit_code == 0, done
     assert ledger.read_text().split() == ["try-1", "undo-1", "try-2"]
 
 
 def test_a_refusal_in_an_activity_fails_the_run_with_its_reason(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
+    repo: Path,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     flag = tmp_path / "flag"
     pipeline = write(tmp_path / "p.yml", EDITS.replace("{flag}", str(flag)))
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
-    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    temporal.worker(repo)
+    failed = agentsaga(repo, "run", pipeline, "--temporal", temporal.address, "--json")
     assert failed.exit_code == 1, failed
     run_id = failed.json()["run_id"]
     # Someone deletes the run branch: the resume is refused (not retried), with the reason.
@@ -565,26 +560,22 @@ def test_a_refusal_in_an_activity_fails_the_run_with_its_reason(
 
 def test_a_run_submitted_before_any_worker_waits_for_one_and_says_so(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
+    repo: Path,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     pipeline = write(tmp_path / "p.yml", 'name: p\nsteps:\n  - {id: a, kind: shell, run: "true"}\n')
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
     err = tmp_path / "follow.err"
     with err.open("wb") as sink:
         follower = subprocess.Popen(
-            agentsaga_argv("run", pipeline, "--temporal", temporal_address),
+            agentsaga_argv("run", pipeline, "--temporal", temporal.address),
             cwd=repo,
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )
     try:
         wait_until(lambda: "is a worker running" in err.read_text(), timeout=90)
-        assert f"'{temporal_queue}'" in err.read_text()
-        workers.append(Worker(repo, temporal_address, temporal_queue))
+        assert f"'{temporal.queue}'" in err.read_text()
+        temporal.worker(repo)
         assert follower.wait(timeout=120) == 0, err.read_text()
     finally:
         if follower.poll() is None:
@@ -597,12 +588,10 @@ def test_a_run_submitted_before_any_worker_waits_for_one_and_says_so(
 
 def test_a_gate_waits_in_the_workflow_for_a_decision(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
+    temporal: Temporal,
+    repo: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     ledger = tmp_path / "ledger"
     pipeline = write(
         tmp_path / "p.yml",
@@ -622,9 +611,8 @@ def test_a_gate_waits_in_the_workflow_for_a_decision(
             run: 'echo deploy >> {ledger}'
         """,
     )
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal_address)
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal.address)
+    temporal.worker(repo)
 
     # The run reaches the gate: the command returns (exit 5), the workflow waits.
     started = agentsaga(repo, "run", pipeline, "--json")
@@ -703,14 +691,11 @@ def test_a_persons_edits_at_a_gate_on_temporal_refuse_a_reject_and_approve_commi
 
 def test_a_gate_deadline_is_a_workflow_timer(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
+    repo: Path,
 ) -> None:
     """Locally a gate's timeout applies when the run is next driven; on Temporal the
     waiting workflow's timer applies it when it falls due, with no one running a command."""
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     before = capture(repo)
     pipeline = write(
         tmp_path / "p.yml",
@@ -728,9 +713,8 @@ def test_a_gate_deadline_is_a_workflow_timer(
             on_timeout: rollback
         """,
     )
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
-    started = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--detach")
+    temporal.worker(repo)
+    started = agentsaga(repo, "run", pipeline, "--temporal", temporal.address, "--detach")
     assert started.exit_code == 0, started
     run_id = started.stdout.strip()
     wait_for_status(tmp_path, run_id, "rolled_back", "rollback_failed")
@@ -742,19 +726,15 @@ def test_a_gate_deadline_is_a_workflow_timer(
 
 def test_a_fork_of_a_temporal_run_runs_on_temporal_reusing_the_parents_checkpoints(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
+    repo: Path,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     flag = tmp_path / "flag"
     flag.write_text("")
     pipeline = write(tmp_path / "p.yml", EDITS.replace("{flag}", str(flag)))
     before = capture(repo)
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
-    parent = agentsaga(repo, "run", pipeline, "--temporal", temporal_address, "--json")
+    temporal.worker(repo)
+    parent = agentsaga(repo, "run", pipeline, "--temporal", temporal.address, "--json")
     assert parent.exit_code == 0, parent
     parent_id = parent.json()["run_id"]
 
@@ -765,7 +745,7 @@ def test_a_fork_of_a_temporal_run_runs_on_temporal_reusing_the_parents_checkpoin
     assert fork_id != parent_id and forked.json()["status"] == "succeeded"
     opened = store_of(tmp_path)
     try:
-        assert opened.get_run(fork_id).state["temporal"]["task_queue"] == temporal_queue
+        assert opened.get_run(fork_id).state["temporal"]["task_queue"] == temporal.queue
     finally:
         opened.close()
     fork_attempts = attempts_of(tmp_path, fork_id)
@@ -783,12 +763,9 @@ def test_a_fork_of_a_temporal_run_runs_on_temporal_reusing_the_parents_checkpoin
 
 def test_ctrl_c_interrupts_a_temporal_run_and_leaves_it_resumable(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    temporal: Temporal,
+    repo: Path,
 ) -> None:
-    repo = make_repo(tmp_path, {"README.md": "hello\n"})
     gate, ledger = tmp_path / "go", tmp_path / "ledger"
     pipeline = write(
         tmp_path / "p.yml",
@@ -804,12 +781,11 @@ def test_ctrl_c_interrupts_a_temporal_run_and_leaves_it_resumable(
             run: "echo wait >> {ledger}; while [ ! -f {gate} ]; do sleep 0.05; done"
         """,
     )
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
+    temporal.worker(repo)
     err = tmp_path / "follow.err"
     with err.open("wb") as sink:
         follower = subprocess.Popen(
-            agentsaga_argv("run", pipeline, "--temporal", temporal_address),
+            agentsaga_argv("run", pipeline, "--temporal", temporal.address),
             cwd=repo,
             stdout=subprocess.DEVNULL,
             stderr=sink,
