@@ -162,8 +162,15 @@ def test_another_hosts_lease_is_respected_until_it_expires(env: Env) -> None:
 
 
 def _repo_pipeline(tag: str, ledger: Path) -> str:
-    body = f"sleep 1; echo {tag} > {tag}.txt; echo {tag} >> {ledger}"
     other = "b" if tag == "a" else "a"
+    # A rendezvous, not a sleep: each run's edit waits until the other's has started, so the
+    # two steps certainly overlap, each in its own worktree (the bound is a safety net).
+    meet = ledger.parent
+    body = (
+        f"touch {meet}/{tag}.started; "
+        f"for i in $(seq 3000); do [ -f {meet}/{other}.started ] && break; sleep 0.02; done; "
+        f"echo {tag} > {tag}.txt; echo {tag} >> {ledger}"
+    )
     return (
         f"name: {tag}\n"
         "steps:\n"
