@@ -183,6 +183,21 @@ def test_a_plain_resume_of_a_waiting_run_changes_nothing(repo: Path, tmp_path: P
 # --- approve keeps them -------------------------------------------------------------------------
 
 
+def test_approve_with_the_runs_own_leftover_deleted_commits_the_rest(
+    repo: Path, tmp_path: Path
+) -> None:
+    rid, work = start(tmp_path)
+    (work / "build.log").unlink()  # the run's untracked leftover: nothing to commit
+    (work / "app.txt").write_text("by hand\n")
+
+    approved = cli("approve", rid)
+
+    assert approved.exit_code == 0, approved
+    tip = git(repo, "rev-parse", f"agentsaga/{rid}").strip()
+    assert git(repo, "show", "--name-only", "--format=", tip).split() == ["app.txt"]
+    assert (tmp_path / "deployed.txt").read_text() == "by hand\n"
+
+
 def test_approve_commits_the_edits_as_a_persons_commit_where_rollback_stops(
     repo: Path, tmp_path: Path
 ) -> None:

@@ -131,8 +131,14 @@ def commit_all(
     _require_on_branch(ws)
     if paths is None:
         _git(ws.path, "add", "-A")
-    else:
-        _git(ws.path, "add", "-A", "--", *paths, env={"GIT_LITERAL_PATHSPECS": "1"})
+    elif paths:
+        literal = {"GIT_LITERAL_PATHSPECS": "1"}
+        # A path that is neither on disk nor in the index (an untracked file deleted
+        # since) has nothing to commit, and `git add` would refuse the whole call for it.
+        known = set(_git(ws.path, "ls-files", "-z", "--", *paths, env=literal).split("\0"))
+        present = [p for p in paths if p in known or os.path.lexists(ws.path / p)]
+        if present:
+            _git(ws.path, "add", "-A", "--", *present, env=literal)
     if _git_status(ws.path, "diff", "--cached", "--quiet")[0] == 0:
         return None
     message = _describe_commit(ws.path, message, trailers)
