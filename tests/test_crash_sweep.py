@@ -650,6 +650,10 @@ SWEPT_ELSEWHERE = {
     "command.recorded": "test_takeover.py",
     "workspace.after_intent": "test_git_workspace.py",
     "workspace.after_stash": "test_git_workspace.py",
+    "pool.release_after_move": "test_worktree_pool.py",
+    "pool.claim_after_intent": "test_worktree_pool.py",
+    "pool.claim_after_move": "test_worktree_pool.py",
+    "pool.claim_before_done": "test_worktree_pool.py",
 }
 
 
