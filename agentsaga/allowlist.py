@@ -99,8 +99,6 @@ _RUNNERS = {
     "pnpm": ("exec", "dlx"),
     "yarn": ("exec", "dlx"),
     "nix": ("run", "shell", "develop"),
-    "go": ("run",),
-    "cargo": ("run",),
     "docker": ("run", "exec"),
     "podman": ("run", "exec"),
     "kubectl": ("exec",),
@@ -128,6 +126,8 @@ _EXEC_OPTIONS = {
     "nvim": "nvim -c '!CMD'",
     "ex": "ex -c '!CMD'",
     "emacs": "emacs --eval CODE",
+    "go": "go run FILE, go test -exec CMD or go build -toolexec CMD",
+    "cargo": "cargo run, or --config target.<triple>.runner=CMD on any subcommand",
 }
 #: git: before the subcommand, ``-c`` sets any configuration (an alias ``!CMD``, a
 #: pager); ``git config`` makes every later git command run what it sets.
