@@ -6,7 +6,10 @@ approval panel):
 * ``waiting_gate(store, run_id) -> Gate | None`` — what a run waits on: the gate's step,
   its message, what to review (``show``), when it arrived and its deadline.
 * ``approve(store, run_id, who, comment="") -> GateDecisionRecord``
-* ``reject(store, run_id, who, comment) -> GateDecisionRecord``
+* ``reject(store, run_id, who, comment, discard_edits=False) -> GateDecisionRecord``
+* ``check_edits(store, run_id, doing, discard_edits=False)`` — before anything resets a
+  waiting run's worktree: a person's edits there, saved to a ref; ``EditsInWorktree``
+  (exit 2) unless ``discard_edits`` (``review_edits.py``; ``reject`` calls it)
 
 Both only *record* the decision (one per visit of the gate: of two deciders, exactly one
 wins; the other gets ``GateDecided`` naming the winner) and return it. The run goes on
