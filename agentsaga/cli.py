@@ -166,9 +166,12 @@ def _emit_result(session: _Session, result: Any, json_mode: bool, command: str) 
 
 def _show_result(session: Any, result: Any, json_mode: bool, command: str) -> None:
     """The run's document (the same as ``show --json``), or its one closing summary."""
-    from agentsaga.documents import run_document
+    from agentsaga.documents import closing_document, run_document
 
-    doc = run_document(session.store, result.run_id, result.notes)
+    if json_mode or command == "rollback":
+        doc = run_document(session.store, result.run_id, result.notes)
+    else:
+        doc = closing_document(session.store, result.run_id, result.notes)
     if command == "rollback":
         from agentsaga.report import mark_merged
 

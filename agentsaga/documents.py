@@ -197,6 +197,54 @@ def run_document(store: Store, run_id: str, notes: list[str] | None = None) -> d
     return doc
 
 
+def closing_document(store: Store, run_id: str, notes: list[str] | None = None) -> dict[str, Any]:
+    """What the closing summary of ``run``, ``resume`` and ``fork`` reads (``--json``
+    prints the run document): the run document's fields, but a finished step lists no
+    attempt (the summary counts it) and an unfinished one only its last (why it
+    stopped). The attempts are read a page at a time: the whole run document of a
+    10,000-step run cost more memory at its end than the run itself."""
+    import sys
+
+    from agentsaga.report import step_ids
+
+    run = store.get_run(run_id)
+    statuses: dict[str, str] = {}
+    latest: dict[str, int] = {}
+    total = Usage()
+    for a in store.iter_attempts(run_id):
+        if a.reused_from is None:
+            total = _add(total, a.usage)
+        latest[a.step_id] = a.id
+        if not a.superseded:
+            statuses[a.step_id] = sys.intern(status(a))
+    comps = store.compensations(run_id) if statuses else []
+    steps = []
+    for step_id in step_ids(store, run_id, latest):
+        shown = statuses.get(step_id, "pending")
+        rows = []
+        if shown not in ("completed", "skipped") and step_id in latest:
+            a = store.get_attempt(latest[step_id])
+            rows.append(attempt_brief(a, [c for c in comps if c.attempt_id == a.id]))
+        steps.append({"step_id": step_id, "status": shown, "attempts": rows})
+    ws = run.workspace or {}
+    doc = {
+        "run_id": run.id,
+        "pipeline": run.pipeline_name,
+        "status": run.status,
+        "branch": ws.get("branch"),
+        "workspace": ws.get("path"),
+        "error": error(run.error),
+        "usage": usage(total),
+        "notes": list(notes or []),
+        "steps": steps,
+        "gate": _gate(store, run, store.attempts(run_id) if run.status == "waiting" else []),
+    }
+    from agentsaga.advice import next_commands
+
+    doc["next"] = next_commands(store, doc)
+    return doc
+
+
 def _gate(store: Store, run: Any, attempts: list[AttemptRecord]) -> dict[str, Any] | None:
     """What a waiting run waits for: the gate, its deadline, what to review, the commands."""
     if run.status != "waiting":

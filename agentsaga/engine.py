@@ -347,13 +347,14 @@ class Engine:
                     position = action.step.index
                     error = self._execute(run, pipeline, action.step, ws)
                     if isinstance(error, gates.Waiting):
-                        return self.result(run_id)  # stopped at a gate; the lease goes
+                        # Stopped at a gate; the lease goes.
+                        return self.result(run_id, pipeline)
                     if error is not None:
-                        return self._fail(run_id, error)
+                        return self._fail(run_id, error, pipeline)
         except CompensationFailed as exc:
             # A failed attempt could not be undone: the run stops here, failed and
             # resumable; resume retries the compensation before the step runs again.
-            return self._fail(run_id, exc)
+            return self._fail(run_id, exc, pipeline)
         except Interrupted as exc:
             self.store.update_run(run_id, status=RunStatus.INTERRUPTED, error=exc.to_json())
             self._emit(Event("run", run_id, status=RunStatus.INTERRUPTED, message=exc.message))
@@ -363,7 +364,9 @@ class Engine:
         self._emit(Event("run", run_id, status=RunStatus.SUCCEEDED))
         return self.result(run_id, pipeline)
 
-    def _fail(self, run_id: str, error: AgentsagaError) -> RunResult:
+    def _fail(
+        self, run_id: str, error: AgentsagaError, pipeline: Pipeline | None = None
+    ) -> RunResult:
         self.store.update_run(run_id, status=RunStatus.FAILED, error=error.to_json(), finished=True)
         self._emit(Event("run", run_id, status=RunStatus.FAILED, message=error.message))
         run = self.store.get_run(run_id)
@@ -372,7 +375,7 @@ class Engine:
         ):
             self._emit(Event("note", run_id, message="rolling back (rollback on failure)"))
             return self._rollback(run_id)
-        return self.result(run_id)
+        return self.result(run_id, pipeline)
 
     def _execute(
         self, run: RunRecord, pipeline: Pipeline, step: Step, ws: RunWorkspace
@@ -409,16 +412,19 @@ class Engine:
         run = self.store.get_run(run_id)
         if pipeline is None or pipeline.hash != run.pipeline_hash:
             pipeline = self._pipeline_of(run)
-        attempts = self.store.attempts(run_id)
-        current = current_attempts(attempts)
-        counts = collections.Counter(a.step_id for a in attempts if a.reused_from is None)
-        views = []
-        for step in pipeline.steps:
-            count = counts[step.id]
-            attempt = current.get(step.id)
-            views.append(
-                StepView(step.id, attempt.status if attempt else StepStatus.PENDING, count)
-            )
+        # A page of attempts at a time, each step's status and count kept: a long run's
+        # records all at once were the peak of its memory.
+        statuses: dict[str, str] = {}
+        counts: collections.Counter[str] = collections.Counter()
+        for a in self.store.iter_attempts(run_id):
+            if a.reused_from is None:
+                counts[a.step_id] += 1
+            if not a.superseded:
+                statuses[a.step_id] = a.status
+        views = [
+            StepView(step.id, statuses.get(step.id, StepStatus.PENDING), counts[step.id])
+            for step in pipeline.steps
+        ]
         result = RunResult(run_id, run.status, views, run.error)
         if run.status == RunStatus.WAITING:
             gate = gates.waiting_gate(self.store, run_id)

@@ -4,6 +4,7 @@ step detail in :mod:`agentsaga.step_detail`; the web view serves them all unchan
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from agentsaga.agent.record import continued_tokens
@@ -11,30 +12,67 @@ from agentsaga.errors import UserInputError
 from agentsaga.store import AttemptRecord, Store
 
 
-def stored_steps(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """The step definitions of a run's stored pipeline, as YAML gives them."""
-    import yaml
+def stored_steps(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
+    """The step definitions of a run's stored pipeline, as YAML gives them, one at a time
+    (the stored text of a 10,000-step run made a 40 MB tree when loaded whole)."""
+    from agentsaga.schema import AnyValue, SchemaViolation
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        data = yaml.load(store.get_run(run_id).pipeline_text, Loader=loader)  # noqa: S506
-        return [s for s in data.get("steps") or [] if isinstance(s, dict) and "id" in s]
-    except (yaml.YAMLError, AttributeError, TypeError):
-        return []  # a stored pipeline always loaded once; the attempts still name its steps
+    for node in _step_nodes(store, run_id):
+        try:
+            step = AnyValue().check(node)
+        except SchemaViolation:
+            continue
+        if isinstance(step, dict) and "id" in step:
+            yield step
 
 
 def step_kinds(store: Store, run_id: str) -> dict[str, str]:
-    return {str(s["id"]): str(s.get("kind")) for s in stored_steps(store, run_id)}
+    return {step_id: kind for step_id, kind in _step_heads(store, run_id)}
 
 
-def step_ids(store: Store, run_id: str) -> list[str]:
+def step_ids(store: Store, run_id: str, attempted: Iterable[str] | None = None) -> list[str]:
     """The steps a run knows: its pipeline's, in order, then any that only its attempts
-    name (a step a resume with a changed pipeline dropped)."""
-    ids = [str(s["id"]) for s in stored_steps(store, run_id)]
-    for attempt in store.attempts(run_id):
-        if attempt.step_id not in ids:
-            ids.append(attempt.step_id)
+    name (a step a resume with a changed pipeline dropped). ``attempted``: the steps the
+    attempts name, when the caller has them (else they are read)."""
+    ids = [step_id for step_id, _ in _step_heads(store, run_id)]
+    known = set(ids)
+    if attempted is None:
+        attempted = (a.step_id for a in store.iter_attempts(run_id))
+    for step_id in attempted:
+        if step_id not in known:
+            known.add(step_id)
+            ids.append(step_id)
     return ids
+
+
+def _step_heads(store: Store, run_id: str) -> Iterator[tuple[str, str]]:
+    """Each stored step's id and kind, read off its node (nothing constructed)."""
+    from agentsaga.yaml_nodes import MappingNode, ScalarNode
+
+    for node in _step_nodes(store, run_id):
+        if not isinstance(node, MappingNode):
+            continue
+        heads = {
+            str(k.value): str(v.value)
+            for k, v in node.value
+            if isinstance(k, ScalarNode) and k.value in ("id", "kind") and isinstance(v, ScalarNode)
+        }
+        if "id" in heads:
+            yield heads["id"], heads.get("kind", "None")
+
+
+def _step_nodes(store: Store, run_id: str) -> Iterator[Any]:
+    """The stored pipeline's step nodes, composed one at a time: a stored pipeline always
+    loaded once, so a text that no longer parses yields none (the attempts still name
+    its steps)."""
+    import yaml
+
+    from agentsaga.yaml_nodes import iter_list
+
+    try:
+        yield from iter_list(store.get_run(run_id).pipeline_text, "steps")
+    except yaml.YAMLError:
+        return
 
 
 def require_step(store: Store, run_id: str, step: str) -> None:

@@ -18,12 +18,14 @@ A document PyYAML refuses raises the same ``yaml.YAMLError``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
 from yaml.events import (
     AliasEvent,
+    DocumentStartEvent,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -133,6 +135,28 @@ class _Composer:
             )
         return root
 
+    def list_items(self, key: str) -> Iterator[Node]:
+        get = self.get
+        get()  # stream start
+        if type(get()) is not DocumentStartEvent:
+            return
+        event = get()
+        if type(event) is not MappingStartEvent:
+            return
+        while type(event := get()) is not MappingEndEvent:
+            name = self._compose(event)
+            event = get()
+            if not (isinstance(name, ScalarNode) and name.value == key):
+                self._compose(event)
+            elif type(event) is SequenceStartEvent:
+                self._collection(event, SequenceNode(SEQ_TAG, [], 0))  # its anchor, if any
+                while type(event := get()) is not SequenceEndEvent:
+                    yield (
+                        self._scalar(event) if type(event) is ScalarEvent else self._compose(event)
+                    )
+            else:
+                self._compose(event)
+
     def _scalar(self, event: Any) -> ScalarNode:
         value = event.value
         tag = event.tag
@@ -208,6 +232,18 @@ def _mark(node: Node | None) -> yaml.Mark | None:
         return None
     where = node.start_mark
     return yaml.Mark("<pipeline>", 0, where.line, where.column, None, None)  # type: ignore[arg-type]
+
+
+def iter_list(text: str, key: str) -> Iterator[Node]:
+    """The items of the root mapping's list ``key`` (a pipeline's ``steps``), composed
+    and handed over one at a time: the rest of the document is composed and dropped,
+    and no item outlives the caller's use of it (a long pipeline's tree is never whole).
+    Nothing for a document without that list; a document PyYAML refuses raises."""
+    composer = _Composer(text)
+    try:
+        yield from composer.list_items(key)
+    finally:
+        composer.parser.dispose()
 
 
 def compose(text: str) -> Node | None:

@@ -184,6 +184,26 @@ def test_a_run_round_trips_and_updates(store: SqlStore) -> None:
     assert (run.pipeline_path, run.pipeline_text, run.pipeline_hash) == ("q.yml", "name: q\n", "h2")
 
 
+def test_iter_attempts_reads_every_attempt_a_page_at_a_time(store: SqlStore) -> None:
+    """The same attempts as ``attempts``, in start order, across page boundaries."""
+    from agentsaga.store import sql
+
+    rid = _run(store)
+    other = _run(store)
+    n = sql._PAGE * 2 + 3
+    for i in range(n):
+        a = store.start_attempt(rid, f"s{i}", i, fingerprint=None, base_commit=None, snapshot=None)
+        store.finish_attempt(a.id, status="completed", output={"i": i})
+        if i % 100 == 0:  # another run's attempts interleave
+            store.start_attempt(other, "x", 0, fingerprint=None, base_commit=None, snapshot=None)
+    streamed = list(store.iter_attempts(rid))
+    assert [(a.id, a.seq, a.output) for a in streamed] == [
+        (a.id, a.seq, a.output) for a in store.attempts(rid)
+    ]
+    assert len(streamed) == n and [a.output for a in streamed][-1] == {"i": n - 1}
+    assert list(store.iter_attempts("no-such-run")) == []
+
+
 def test_get_run_sends_the_pipeline_text_only_when_it_changed(backend: Backend) -> None:
     """get_run keeps the last run's text and asks for it only when the stored hash
     differs: a change made by another process (another store) still shows."""

@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -43,6 +43,8 @@ _ATTEMPT_COLUMNS = (
     "tokens_input, tokens_output, tokens_cache_read, tokens_cache_write, tokens_estimated, "
     "cost_usd, started_at, finished_at, duration_ms, process_json"
 )
+#: Attempts per page of ``iter_attempts``.
+_PAGE = 500
 _CALL_COLUMNS = (
     "id, run_id, attempt_id, step_id, provider, model, request_hash, request_json, "
     "response_json, error_json, status, judged, http_attempt, served_from, tokens_input, "
@@ -440,6 +442,21 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
             (run_id,),
         )
         return [_attempt(r) for r in rows]
+
+    def iter_attempts(self, run_id: str) -> Iterator[AttemptRecord]:
+        """``attempts``, read a page at a time (each page its own short read: no lock or
+        cursor is held between pages): a long run's records need not all be in memory."""
+        after = -1
+        while True:
+            rows = self._query(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (run_id, after, _PAGE),
+            )
+            yield from (_attempt(r) for r in rows)
+            if len(rows) < _PAGE:
+                return
+            after = int(rows[-1][4])  # seq
 
     def supersede(self, run_id: str, step_ids: list[str]) -> None:
         if not step_ids:
