@@ -18,6 +18,11 @@ Behaviours are consumed in order, one per request. When the queue is empty the s
 answers **500** with a message saying so: an unplanned request must be loud, and the
 request counter (``server.count``) still shows it.
 ``server.always(...)`` sets a behaviour served instead once the queue is empty.
+``server.prompt_cache()`` turns on a real prompt cache (tests/prompt_cache.py): the usage
+of every reply is then computed from what the request sent (Anthropic's ``cache_control``
+breakpoints, OpenAI's automatic prefix caching, their minimum lengths, a TTL) instead of
+declared; a declared ``output`` is kept, else the reply's own length counts. Each
+request's computed usage is kept on ``server.requests[i].usage``.
 
 Paths: Anthropic's SDK posts ``{base_url}/v1/messages``; OpenAI's posts
 ``{base_url}/chat/completions`` with a base URL that conventionally ends in ``/v1``. Both
@@ -31,12 +36,15 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.prompt_cache import PromptCache, tokens
 
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -78,6 +86,8 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON, or the raw text when it was not JSON
     api: str  # "anthropic" or "openai"
+    #: The usage the prompt cache computed for this request (``prompt_cache()`` only).
+    usage: dict[str, int] | None = None
 
 
 class FakeLLMServer:
@@ -89,6 +99,7 @@ class FakeLLMServer:
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
         self.requests: list[RecordedRequest] = []
+        self.cache: PromptCache | None = None
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         # Handler threads must not keep the test process alive, nor stop() wait on a slow one.
         self._httpd.daemon_threads = True
@@ -213,6 +224,13 @@ class FakeLLMServer:
         self._script = answer
         return self
 
+    def prompt_cache(
+        self, ttl_s: float = 300.0, clock: Callable[[], float] | None = None
+    ) -> FakeLLMServer:
+        """Cache prompts for real from now on (see tests/prompt_cache.py)."""
+        self.cache = PromptCache(ttl_s, clock or time.monotonic)
+        return self
+
     def always(self, text: str = "ok", usage: dict[str, int] | None = None) -> FakeLLMServer:
         """Serve this reply whenever the queue is empty (instead of a 500)."""
         self._default = Behaviour("reply", text=text, usage=usage)
@@ -236,6 +254,19 @@ class FakeLLMServer:
         return Behaviour(
             "status", status=500, message="fake LLM server: no scripted behaviour left"
         )
+
+    def _cached_usage(self, request: RecordedRequest, behaviour: Behaviour) -> Behaviour:
+        """The behaviour with the usage the prompt cache computes for ``request``."""
+        if self.cache is None or behaviour.kind != "reply" or not isinstance(request.body, dict):
+            return behaviour
+        if request.api == "anthropic":
+            computed = self.cache.anthropic_usage(request.body)
+        else:
+            computed = self.cache.openai_usage(request.body)
+        declared = behaviour.usage or {}
+        output = declared.get("output", tokens(behaviour.text) if behaviour.text else 1)
+        request.usage = {"cache_write": 0, **computed, "output": output}
+        return replace(behaviour, usage=request.usage)
 
     def render(
         self, api: str, behaviour: Behaviour, request_body: Any
@@ -363,7 +394,8 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"content-type": "text/plain"}, b"unknown path")
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
-            behaviour = server._next(RecordedRequest("POST", self.path, headers, body, api))
+            request = RecordedRequest("POST", self.path, headers, body, api)
+            behaviour = server._cached_usage(request, server._next(request))
             if behaviour.delay_s and server._stopping.wait(behaviour.delay_s):
                 return  # the server is stopping; drop the slow reply
             status, out_headers, payload = server.render(api, behaviour, body)
