@@ -645,9 +645,7 @@ def test_a_gate_waits_in_the_workflow_for_a_decision(
 
 def test_a_persons_edits_at_a_gate_on_temporal_refuse_a_reject_and_approve_commits_them(
     tmp_path: Path,
-    temporal_address: str,
-    temporal_queue: str,
-    workers: list[Worker],
+    temporal: Temporal,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker's gate activity pins the worktree and applies the approval, as locally."""
@@ -662,9 +660,8 @@ def test_a_persons_edits_at_a_gate_on_temporal_refuse_a_reject_and_approve_commi
           - {id: deploy, kind: shell, run: "cat app.txt > deployed"}
         """,
     )
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal_address)
-    monkeypatch.setenv("AGENTSAGA_TEMPORAL_QUEUE", temporal_queue)
-    workers.append(Worker(repo, temporal_address, temporal_queue))
+    monkeypatch.setenv("AGENTSAGA_TEMPORAL", temporal.address)
+    temporal.worker(repo)
     started = agentsaga(repo, "run", pipeline, "--json")
     assert started.exit_code == 5, started
     run_id = started.json()["run_id"]
