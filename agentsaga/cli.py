@@ -8,7 +8,6 @@ them, so ``agentsaga --help`` starts in about a tenth of a second.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -148,7 +147,10 @@ def _reporting_interrupts(engine: Any, drive: Any) -> Any:
 
 
 def _echo_json(data: Any) -> None:
+    from agentsaga.cli_errors import mark_printed
+
     typer.echo(json.dumps(data, indent=2, default=str))
+    mark_printed()
 
 
 def _emit_view(data: dict[str, Any], json_mode: bool, printer: Any) -> None:
@@ -751,6 +753,11 @@ def main() -> None:
 
 
 def _run_app() -> None:
+    """Every failure ends here: its message on stderr and, with --json, an error document
+    on stdout (cli_errors.py: one rule for every command)."""
+    from agentsaga.cli_errors import mark_printed, report
+
+    mark_printed(False)  # main() may run more than once in a process (an embedding program)
     debug = "--debug" in sys.argv[1:]
     try:
         # Without standalone mode click returns typer.Exit's code instead of exiting.
@@ -761,30 +768,34 @@ def _run_app() -> None:
     except AgentsagaError as exc:
         if debug:
             traceback.print_exc()
-        _print_error(exc.message)
+        report(exc.message, exc.exit_code, type(exc).__name__, exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _print_error("interrupted")
+        report("interrupted", 130, "Interrupted")
         sys.exit(130)
     except Exception as exc:  # usage errors and our bugs
         # typer vendors its own click; find its exception classes through the instance.
         names = {cls.__name__ for cls in type(exc).__mro__}
         if "Abort" in names:
-            _print_error("aborted")
+            report("aborted", 130, "Interrupted")
             sys.exit(130)
         if "ClickException" in names:
             exc.show()  # type: ignore[attr-defined]
-            sys.exit(2 if "UsageError" in names else getattr(exc, "exit_code", 2))
+            code = 2 if "UsageError" in names else getattr(exc, "exit_code", 2)
+            kind = "UsageError" if "UsageError" in names else "ClickException"
+            report(exc.format_message(), code, kind, text=False)  # type: ignore[attr-defined]
+            sys.exit(code)
         if debug:
             traceback.print_exc()
-        _print_error(
+        message = (
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for the "
             "traceback; the run's state is kept and it can be resumed)"
         )
+        report(message, 1, "InternalError")
         sys.exit(1)
 
 
 def _print_error(message: str) -> None:
-    color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
-    prefix = "\033[31merror:\033[0m " if color else "error: "
-    sys.stderr.write(prefix + message + "\n")
+    from agentsaga.cli_errors import print_error
+
+    print_error(message)

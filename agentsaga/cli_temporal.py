@@ -226,7 +226,8 @@ def decide_on_temporal(
     if target is None:
         return
     from agentsaga import gates
-    from agentsaga.cli import _exit_code, _print_error, _show_result
+    from agentsaga.cli import _exit_code, _show_result
+    from agentsaga.cli_errors import report
     from agentsaga.cli_gates import decider
     from agentsaga.errors import AgentsagaError
     from agentsaga.runners.temporal_client import decide_and_follow
@@ -258,7 +259,7 @@ def decide_on_temporal(
             if not detach:
                 submit_resume(session, rid, None, None, {}, target, False, json_mode, False)
     except AgentsagaError as exc:
-        _print_error(exc.message)
+        report(exc.message, exc.exit_code, type(exc).__name__, exc)
         _leave(exc.exit_code)
     result = engine.result(rid)
     command = "decide --detach" if detach else "resume"
@@ -299,6 +300,7 @@ def _submit(
     before_start: Any,
 ) -> None:
     from agentsaga.cli import _exit_code, _print_error, _show_result
+    from agentsaga.cli_errors import report
     from agentsaga.errors import AgentsagaError
     from agentsaga.runners.temporal_client import submit_and_follow
     from agentsaga.runtime import Event
@@ -307,7 +309,7 @@ def _submit(
     try:
         submit_and_follow(target, run_input, session.store, on_event, Event, before_start)
     except AgentsagaError as exc:
-        _print_error(exc.message)
+        report(exc.message, exc.exit_code, type(exc).__name__, exc)
         _leave(exc.exit_code)
     if detach:
         if json_mode:

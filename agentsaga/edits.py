@@ -200,8 +200,10 @@ def _is_git_dir_name(part: str) -> bool:
     return part.casefold().rstrip(". ") == ".git"
 
 
-def confine_path(root: Path, rel: str) -> Path:
-    """Resolve ``rel`` inside ``root``, or raise ``EditPathError`` saying why not."""
+def confine_path(root: Path, rel: str, reading: bool = False) -> Path:
+    """Resolve ``rel`` inside ``root``, or raise ``EditPathError`` saying why not (in a
+    read's words when ``reading``: the agent's ``read_file`` is confined alike)."""
+    done = "read" if reading else "edited"
     if "\x00" in rel:
         raise EditPathError(rel, "the path contains a NUL byte")
     if not rel.strip():
@@ -215,13 +217,14 @@ def confine_path(root: Path, rel: str) -> Path:
         )
     for part in pure.parts:
         if part == "..":
-            raise EditPathError(rel, "'..' is not allowed in edit paths")
+            where = "paths to read" if reading else "edit paths"
+            raise EditPathError(rel, f"'..' is not allowed in {where}")
         if len(part.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES:
             raise EditPathError(
                 rel[:80] + "...", f"a path component is longer than {_MAX_COMPONENT_BYTES} bytes"
             )
         if _is_git_dir_name(part):
-            raise EditPathError(rel, "files inside .git are not edited")
+            raise EditPathError(rel, f"files inside .git are not {done}")
     base = root.resolve()
     try:
         resolved = (base / pure).resolve()
@@ -239,7 +242,7 @@ def confine_path(root: Path, rel: str) -> Path:
     # next command's provider (and its key) elsewhere, or forge the run's records.
     first = inner.parts[0].casefold().rstrip(". ")
     if first in (".agentsaga", ".agentsaga.yml", ".agentsaga.yaml"):
-        raise EditPathError(rel, "agentsaga's own state and configuration are not edited")
+        raise EditPathError(rel, f"agentsaga's own state and configuration are not {done}")
     return resolved
 
 

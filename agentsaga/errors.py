@@ -145,9 +145,9 @@ class PreflightError(UserInputError):
     """What a run would meet and cannot get past (an unknown provider, a missing key, no
     repository), found before anything was created."""
 
-    def __init__(self, what: str, problems: list[str]) -> None:
+    def __init__(self, what: str, problems: list[str], hint: str = "") -> None:
         self.problems = problems
-        listed = "\n".join(f"  {p}" for p in problems)
+        listed = "\n".join(f"  {p}" for p in [*problems, *([hint] if hint else [])])
         super().__init__(f"{what} cannot start; nothing was created:\n{listed}")
 
 

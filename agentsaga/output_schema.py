@@ -328,6 +328,14 @@ def _defs() -> dict[str, Any]:
     )
     # The demo's run document, with its token report and where its repository is.
     demo = _obj({**run["properties"], "report": _ref("report"), "repo": STR})
+    problem = _obj({"message": STR}, {"file": STR, "line": INT, "col": INT})
+    error_document = _obj(
+        {
+            "error": _obj(
+                {"type": STR, "message": STR, "exit_code": INT}, {"problems": _list(problem)}
+            )
+        }
+    )
     return {
         "usage": usage,
         "error": error,
@@ -345,6 +353,7 @@ def _defs() -> dict[str, Any]:
         "validate": validate,
         "explain": explain,
         "demo": demo,
+        "error_document": error_document,
     }
 
 
@@ -356,8 +365,12 @@ def output_schema() -> dict[str, Any]:
         "$id": "https://agentsaga.invalid/output.schema.json",
         "title": "agentsaga --json documents",
         "description": "What each command prints with --json; x-commands maps a command to "
-        "its document under $defs.",
+        "its document under $defs. A command that fails prints error_document instead "
+        "(x-on-error), its message also on stderr.",
         "x-commands": COMMANDS,
-        "oneOf": [_ref(name) for name in documents],
+        # Any command that fails before its document prints this one instead
+        # (cli_errors.py): the message on stderr, this on stdout.
+        "x-on-error": "error_document",
+        "oneOf": [_ref(name) for name in [*documents, "error_document"]],
         "$defs": defs,
     }

@@ -215,7 +215,6 @@ def refuse_on_errors(findings: list[Finding], what: str, hint: str = "") -> None
     from agentsaga.errors import PreflightError
 
     errors = [f.text() for f in findings if f.level == "error"]
-    if hint and any(f.about in ("key", "workspace") for f in findings if f.level == "error"):
-        errors.append(hint)
+    machine = any(f.about in ("key", "workspace") for f in findings if f.level == "error")
     if errors:
-        raise PreflightError(what, errors)
+        raise PreflightError(what, errors, hint if machine else "")

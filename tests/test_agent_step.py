@@ -159,16 +159,25 @@ def test_disallowed_command_and_outside_edit_are_refused_and_reported(
     server.tool_call("edit_file", path="../outside.txt", old_text="untouched", new_text="owned")
     server.tool_call("create_file", path=str(outside), content="owned")
     server.tool_call("read_file", path="../outside.txt")
+    server.tool_call("read_file", path=".git/config")
     server.tool_call("finish", summary="gave up")
     code, run_id = run_pipeline(project, pipeline(provider))
     assert code == 0
-    results = tool_messages(provider, server.requests[5].body)
+    results = tool_messages(provider, server.requests[6].body)
     assert results[0]["content"].startswith("refused: rm -rf calc.py is not allowed here")
     assert shlex.join([PY, "-m", "pytest", "-q"]) in results[0]["content"]
     assert results[1]["content"].startswith("refused:")  # a prefix of python, not pytest
     assert "path refused: '..' is not allowed" in results[2]["content"]
     assert "path refused: absolute paths are not allowed" in results[3]["content"]
-    assert "path refused" in results[4]["content"]
+    assert "editable: any text file of the workspace" in results[2]["content"]
+    # A read is refused in a read's words, and told what it may read.
+    read = results[4]["content"]
+    assert read.startswith("read_file: path refused: '..' is not allowed in paths to read")
+    assert "readable: any file of the workspace, by a path relative to" in read
+    assert "edit" not in read
+    assert results[5]["content"].startswith(
+        "read_file: path refused: files inside .git are not read; readable:"
+    )
     if provider == "anthropic":
         assert all(r["is_error"] for r in results)
     assert outside.read_text() == "untouched\n"

@@ -254,6 +254,61 @@ def test_every_commands_json_follows_the_output_schema(tmp_path: Path) -> None:
     _valid(cli("run", failing, "--json"), "run")
 
 
+def test_with_json_a_failure_is_an_error_document_on_stdout_and_text_on_stderr(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for every command: the message on stderr, and with --json one document on
+    stdout, ``{"error": {type, message, exit_code[, problems]}}`` (``schema --output``:
+    ``error_document``); a command that printed its own document prints no second one."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    check = _validator("error_document")
+    assert json.loads(cli("schema", "--output").stdout)["x-on-error"] == "error_document"
+    broken = write_pipeline(tmp_path, "name: x\nnmae: 1\nsteps: []\n", "broken")
+    keyless = write_pipeline(
+        tmp_path, "name: k\nsteps:\n  - {id: p, kind: plan, prompt: hi, provider: anthropic}\n"
+    )
+    rid = cli("run", write_pipeline(tmp_path, EDITING, "editing"), "--json").json()["run_id"]
+    cases = {
+        ("validate", broken): ("PipelineErrors", 2),
+        ("run", keyless): ("PreflightError", 2),
+        ("show", "nosuchrun"): ("RunNotFound", 2),
+        ("diff", rid, "wirte"): ("UserInputError", 2),
+        ("runs", "--bogus"): ("UsageError", 2),
+    }
+    for args, (kind, code) in cases.items():
+        text = cli(*args)
+        assert text.exit_code == code and text.stdout == "", text  # no --json: text only
+        result = cli(*args, "--json")
+        assert result.exit_code == code, result
+        doc = json.loads(result.stdout)
+        assert not list(check.iter_errors(doc)), (args, doc)  # type: ignore[attr-defined]
+        assert doc["error"]["type"] == kind and doc["error"]["exit_code"] == code, doc
+        assert doc["error"]["message"].splitlines()[0] in result.stderr, result
+    doc = json.loads(cli("validate", broken, "--json").stdout)
+    assert doc["error"]["problems"] == [
+        {
+            "file": str(broken),
+            "line": 2,
+            "col": 1,
+            "message": "unknown key 'nmae'; did you mean 'name'?",
+        },
+        {"file": str(broken), "line": 3, "col": 8, "message": "a pipeline needs at least one step"},
+    ]
+    doc = json.loads(cli("run", keyless, "--json").stdout)
+    assert [p["message"] for p in doc["error"]["problems"]] == [
+        "error: step p: provider 'anthropic' needs an API key: set ANTHROPIC_API_KEY (or name "
+        "another variable in .agentsaga.yml: providers.anthropic.api_key_env)"
+    ]
+    # A run that fails prints its run document (exit 1), and nothing after it.
+    failing = write_pipeline(
+        tmp_path,
+        "name: f\nworkspace: {isolation: none}\nsteps:\n  - {id: a, kind: shell, run: 'exit 3'}\n",
+        "failing",
+    )
+    result = cli("run", failing, "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["status"] == "failed", result
+
+
 # --- 2. init pins no model: the provider's own is used, with its price -------------------------
 
 

@@ -33,6 +33,16 @@ MAX_SEARCH_HITS = 200
 MAX_FILE_BYTES = 1_000_000
 #: The whole of one search call; a model's pattern that backtracks without end is cut off.
 SEARCH_TIMEOUT_S = 10.0
+_WHERE = (
+    "by a path relative to the workspace's root, not inside .git or agentsaga's own "
+    "state (.agentsaga, .agentsaga.yml), not through '..' or a symlink that leads outside"
+)
+#: What a refused path's tool may reach, said after the refusal's reason.
+_CONFINED = {
+    "read_file": f"; readable: any file of the workspace, {_WHERE}",
+    "edit_file": f"; editable: any text file of the workspace, {_WHERE}",
+    "create_file": f"; creatable: a new file in the workspace, {_WHERE}",
+}
 DEFAULT_COMMAND_TIMEOUT_S = 600.0
 
 READ_ONLY = frozenset({"read_file", "list_files", "search", "finish"})
@@ -162,19 +172,22 @@ class Toolbox:
         except ToolArgumentError as exc:
             return ToolOutcome(f"{call.name}: {exc}", True)
         except EditPathError as exc:
-            return ToolOutcome(f"{call.name}: path refused: {exc.reason}", True)
+            allowed = _CONFINED.get(call.name, "")
+            return ToolOutcome(f"{call.name}: path refused: {exc.reason}{allowed}", True)
 
     # --- reading --------------------------------------------------------------------------
 
-    def _path(self, args: dict[str, Any], key: str = "path") -> tuple[str, Path]:
+    def _path(
+        self, args: dict[str, Any], key: str = "path", reading: bool = False
+    ) -> tuple[str, Path]:
         from agentsaga.edits import confine_path
 
         rel = _arg(args, key, str)
-        target = confine_path(self.root, rel)
+        target = confine_path(self.root, rel, reading)
         return target.relative_to(self.root.resolve()).as_posix(), target
 
     def _read_file(self, args: dict[str, Any]) -> ToolOutcome:
-        rel, target = self._path(args)
+        rel, target = self._path(args, reading=True)
         text = _read_text(target, rel)
         lines = text.splitlines()
         start = _line_number(args, "start_line", 1)
