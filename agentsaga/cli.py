@@ -382,10 +382,17 @@ def fork(
     overrides = _parse_pairs(var, "--var")
     new = load_file(pipeline, overrides) if pipeline else None
     engine = session.engine(json_mode)
-    _check_step(from_step, new or engine._pipeline_of(session.store.get_run(rid)))
+    forked = new or engine._pipeline_of(session.store.get_run(rid))
+    _check_step(from_step, forked)
     if plan:
         _emit_plan(rid, "fork", engine.plan_fork(rid, from_step, overrides, new), json_mode)
         return
+    # What the fork will run (from --from on) is checked before the fork exists, as a run.
+    import dataclasses
+
+    runs_anew = dataclasses.replace(forked, steps=forked.steps[forked.index_of(from_step) :])
+    for finding in _preflight(runs_anew, session.repo_root, "the fork", not temporal):
+        typer.echo(finding.text(), err=True)
     if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
         from agentsaga.cli_temporal import submit_fork
 

@@ -383,6 +383,32 @@ def test_a_run_that_cannot_start_exits_2_and_creates_nothing(
     assert checked.exit_code == 0 and checked.stderr == "", checked
 
 
+def test_a_fork_that_cannot_start_exits_2_and_creates_nothing(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    text = (
+        "name: f\nsteps:\n"
+        "  - {id: plan, kind: plan, prompt: hi, provider: scripted, replies: [ok]}\n"
+        "  - {id: more, kind: shell, run: 'true'}\n"
+    )
+    first = cli("run", write_pipeline(tmp_path, text), "--json")
+    assert first.exit_code == 0, first
+    rid = first.json()["run_id"]
+    changed = write_pipeline(
+        tmp_path,
+        text.replace("kind: shell, run: 'true'", "kind: plan, prompt: hi, provider: anthropic"),
+        "changed",
+    )
+    refs_before = git(repo, "for-each-ref")
+    result = cli("fork", rid, "--from", "more", "--pipeline", changed)
+    assert result.exit_code == 2, result
+    assert "the fork cannot start; nothing was created" in result.stderr
+    assert "step more: provider 'anthropic' needs an API key" in result.stderr
+    assert [r["run_id"] for r in cli("runs", "--json").json()["runs"]] == [rid]
+    assert git(repo, "for-each-ref") == refs_before
+
+
 def test_validate_checks_this_machine_and_offline_the_file_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -761,6 +787,11 @@ def test_show_step_has_every_model_call_and_the_files_read(repo: Path, tmp_path:
 def test_a_forks_report_adds_up_and_counts_the_parents_plan_once(tmp_path: Path) -> None:
     demo = cli("demo", "--dir", tmp_path / "d", "--json")
     parent = str(demo.json()["run_id"])
+    # The parent rewound once: a checkpoint kept at the rewind is saved, not "reused"
+    # (reused is what a run holds without having paid for it): never more than spent.
+    own = cli("report", parent, "--json").json()
+    assert own["reused_tokens"] == 0 and own["saved_tokens"] == 5000
+    assert own["reused_tokens"] <= own["spent_tokens"]
     forked = cli("fork", parent, "--from", "write", "--json")
     assert forked.exit_code == 0, forked
     report = cli("report", str(forked.json()["run_id"]), "--json").json()
@@ -778,6 +809,33 @@ def test_a_forks_report_adds_up_and_counts_the_parents_plan_once(tmp_path: Path)
     text = cli("report", str(forked.json()["run_id"])).stdout
     plan_row = next(ln for ln in text.splitlines() if ln.startswith("plan "))
     assert plan_row.rstrip().endswith("5,000")  # the reused column is not blank
+
+
+# --- 17, 18. the docs a newcomer reads stand alone ------------------------------------------------
+
+
+def test_the_docs_stand_alone_and_show_what_a_newcomer_needs() -> None:
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    for needed in ("<<<<<<< SEARCH", ">>>>>>> REPLACE", "Ollama", "vLLM", "base_url"):
+        assert needed in readme, needed
+    assert "apt-get" in readme and "postgresql" in readme  # the suite may install it
+    assert (root / "agentsaga" / "templates" / "agentsaga.example.yml").is_file()
+    # Every document named is in the repository (relative to the root, or to the file
+    # naming it); none of the project's private notes is named.
+    texts = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    texts += sorted((root / "agentsaga").rglob("*.py"))
+    missing = []
+    for path in texts:
+        text = path.read_text()
+        for private in ("DESIGN.md", "STYLE.md", "FACTS.md", "/work/"):
+            assert private not in text, f"{path.relative_to(root)} names {private}"
+        for name in set(re.findall(r"[A-Za-z0-9_./-]+\.md\b", text)):
+            if not ((root / name).exists() or (path.parent / name).exists()):
+                missing.append(f"{path.relative_to(root)}: {name}")
+    assert not missing, missing
 
 
 # --- 15. step commits; a rollback after a merge ---------------------------------------------------

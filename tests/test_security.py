@@ -425,7 +425,7 @@ steps:
     compensate: {git: revert}
 """,
     )
-    result = cli("validate", "--explain", path, "--json")
+    result = cli("validate", "--offline", "--explain", path, "--json")
     assert result.exit_code == 0, result
     doc = result.json()
     steps = {s["step_id"]: s for s in doc["steps"]}
@@ -442,7 +442,7 @@ steps:
     for quiet in ("plan", "test", "fetch"):
         assert "compensation" not in steps[quiet]
 
-    text = cli("validate", "--explain", path)
+    text = cli("validate", "--offline", "--explain", path)
     assert text.exit_code == 0, text
     for needle in (
         "python -m pytest -q",
