@@ -641,7 +641,8 @@ class Engine:
                     run_id, status=RunStatus.INTERRUPTED, error=Interrupted().to_json()
                 )
             with contextlib.suppress(Exception):
-                for attempt in self.rt.current(run_id).values():
+                # The facts in memory, not the records (each read back from the store).
+                for attempt in self.rt.view(self.store.get_run(run_id)).current.values():
                     if attempt.status == StepStatus.RUNNING:
                         self.store.finish_attempt(
                             attempt.id, status=StepStatus.INTERRUPTED, error=Interrupted().to_json()
