@@ -167,12 +167,18 @@ def test_an_entry_with_flagged_index_entries_is_discarded_for_a_fresh_worktree(
 ) -> None:
     ws = new_ws(repo, "r1")
     inode = ws.path.stat().st_ino
+    # Held open, the discarded folder's inode cannot be reused by the fresh worktree once
+    # the trash is emptied: an equal inode below can only mean the entry was recycled.
+    held = os.open(ws.path, os.O_RDONLY)
     git(ws.path, "update-index", "--skip-worktree", "src/util.py")
     git(ws.path, "update-index", "--assume-unchanged", "src/calc.py")
     (ws.path / "src" / "calc.py").write_text("hidden change\n")
     gitops.delete_workspace(ws, "r1")
-    again = new_ws(repo, "r2")
-    assert again.path.stat().st_ino != inode
+    try:
+        again = new_ws(repo, "r2")
+        assert again.path.stat().st_ino != inode
+    finally:
+        os.close(held)
     assert state(again.path) == state(new_ws(repo, "r3", pool=False).path)
     assert (again.path / "src" / "calc.py").read_text() == FILES["src/calc.py"]
 
