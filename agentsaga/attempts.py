@@ -114,10 +114,10 @@ def run_attempt(
         # A reply or a command may echo a secret: it is masked before it is kept.
         output=redact_json(output, secret_values()),
         log_path=str(rt.log_stem(run_id, step.id, attempt.attempt)),
+        judge=True,
     )
     rt.set_current(run_id, rt.store.get_attempt(attempt.id))
     faults.point("step.after_checkpoint")
-    rt.store.judge_calls(attempt.id)
     rt.emit(Event("step", run_id, step.id, done, attempt.attempt))
     return Tried(attempt)
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from agentsaga import compensations, expressions
+from agentsaga import compensations, environ, expressions
 from agentsaga.errors import AgentsagaError
 from agentsaga.pipeline import Pipeline, Step
 from agentsaga.states import StepStatus
@@ -34,7 +33,7 @@ def build(
     return {
         "vars": run.vars,
         "run": run_namespace(run),
-        "env": {**os.environ, **pipeline_env(run, pipeline)},
+        "env": {**environ.snapshot(), **pipeline_env(run, pipeline)},
         "steps": steps,
         "rewind": dict(EMPTY_REWIND),
     }
@@ -71,10 +70,12 @@ def rewind_for(run: RunRecord, step: Step) -> dict[str, Any]:
 
 def pipeline_env(run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
     """The pipeline's top-level ``env:``, rendered (it may read vars, run and env)."""
+    if not pipeline.env:
+        return {}
     ns = {
         "vars": run.vars,
         "run": run_namespace(run),
-        "env": dict(os.environ),
+        "env": environ.copy(),
         "steps": {},
         "rewind": dict(EMPTY_REWIND),
     }

@@ -151,6 +151,9 @@ def run_command(
 #: Holds a command until its process group is recorded: it runs the command only when it
 #: reads "go" (EOF, because the recorder died, means never).
 _GATE = 'IFS= read -r go && [ "$go" = go ] && exec "$@" </dev/null; exit 125'
+#: The gate's shell by its path: Popen's own search of a long PATH (one failed execve per
+#: entry in the child) is skipped.
+_SH = "/bin/sh" if os.path.exists("/bin/sh") else "sh"
 #: The same gate inside the bash that runs a ``run:`` string; bash reads and runs a ``-c``
 #: script command by command, as ``eval`` does, so the script behaves the same.
 _BASH_GATE = (
@@ -171,7 +174,7 @@ def _spawn(
         missing = _missing_program(argv[0], env, cwd)
         if missing:
             return missing
-        argv = ["sh", "-c", _GATE, "agentsaga-gate", *argv]
+        argv = [_SH, "-c", _GATE, "agentsaga-gate", *argv]
     try:
         return subprocess.Popen(
             argv,

@@ -9,7 +9,6 @@ which keeps them free of cycles. The decisions live in ``agentsaga.saga`` (pure)
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from agentsaga import namespace, pipeline_cache, pyenv
+from agentsaga import environ, namespace, pipeline_cache, pyenv
 from agentsaga.checkpoints import CurrentAttempts, StepsNamespace
 from agentsaga.errors import AgentsagaError
 from agentsaga.pipeline import Pipeline, Step, load_text
@@ -212,7 +211,7 @@ class Runtime:
         return workspace_from_json(run.workspace, run.id)
 
     def base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
-        env = dict(os.environ)
+        env = environ.copy()
         # The store URL may hold a password, and a step has no business with our store.
         env.pop("AGENTSAGA_STORE", None)
         run = self.store.get_run(run_id)

@@ -548,6 +548,22 @@ def test_judge_calls_marks_own_and_served_replies(store: SqlStore) -> None:
     assert found is not None and found.id == keep
 
 
+def test_finish_attempt_judges_its_replies_in_the_same_transaction(store: SqlStore) -> None:
+    r1, r2 = _run(store), _run(store)
+    a1 = _start(store, r1, "a")
+    served = _call(store, r1, a1.id)
+    a2 = _start(store, r2, "a")
+    reuse = _call(store, r2, a2.id, status="reused", served_from=served)
+    own = _call(store, r2, a2.id, request_hash="h3")
+
+    store.finish_attempt(a2.id, status="completed", output={"x": 1})  # no judging
+    assert not any(c.judged for r in (r1, r2) for c in store.llm_calls(r))
+    store.finish_attempt(a2.id, status="completed", output={"x": 1}, judge=True)
+    judged = {c.id: c.judged for r in (r1, r2) for c in store.llm_calls(r)}
+    assert judged == {served: True, reuse: True, own: True}
+    assert store.get_attempt(a2.id).status == "completed"
+
+
 # --- the lease -------------------------------------------------------------------------
 
 

@@ -354,11 +354,15 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
         error: dict[str, Any] | None = None,
         log_path: str | None = None,
         state: tuple[str, dict[str, Any]] | None = None,
+        judge: bool = False,
     ) -> None:
         """Record an attempt's end, its output and its token totals in one transaction.
 
         ``state`` (run id, run state) is written in the same transaction, so a failure and
-        the rewind it triggers are recorded together or not at all.
+        the rewind it triggers are recorded together or not at all. ``judge``: the
+        attempt's replies are judged (``judge_calls``) in it too: a completed step's
+        replies can never be left servable by a crash between two commits, and a step
+        costs one transaction less.
         """
         now = utcnow()
         with self.transaction() as cur:
@@ -399,6 +403,8 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
                     "UPDATE runs SET state_json = ?, updated_at = ? WHERE id = ?",
                     (_masked(state[1]), now, state[0]),
                 )
+            if judge:
+                self._judge(cur, attempt_id)
 
     def set_pipeline(self, run_id: str, path: str, text: str, text_hash: str) -> None:
         self._last_text = None
@@ -436,11 +442,20 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
             raise StoreError(f"attempt {attempt_id} is not in the store")
         return _attempt(rows[0])
 
-    def attempts(self, run_id: str) -> list[AttemptRecord]:
-        rows = self._query(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        )
+    def attempts(self, run_id: str, *, status: str | None = None) -> list[AttemptRecord]:
+        """The run's attempts in the order they started; with ``status``, only those in
+        that state (a take-over asks for the ``running`` ones of a 10,000-step run)."""
+        if status is None:
+            rows = self._query(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            )
+        else:
+            rows = self._query(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM step_attempts "
+                "WHERE run_id = ? AND status = ? ORDER BY seq",
+                (run_id, status),
+            )
         return [_attempt(r) for r in rows]
 
     def iter_attempts(self, run_id: str) -> Iterator[AttemptRecord]:
@@ -646,14 +661,17 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
     def judge_calls(self, attempt_id: int) -> None:
         """Mark an attempt's replies as judged: never served from the log again."""
         with self.transaction() as cur:
-            self._exec(cur, "UPDATE llm_calls SET judged = 1 WHERE attempt_id = ?", (attempt_id,))
-            self._exec(
-                cur,
-                "UPDATE llm_calls SET judged = 1 WHERE id IN "
-                "(SELECT served_from FROM llm_calls "
-                "WHERE attempt_id = ? AND served_from IS NOT NULL)",
-                (attempt_id,),
-            )
+            self._judge(cur, attempt_id)
+
+    def _judge(self, cur: Any, attempt_id: int) -> None:
+        self._exec(cur, "UPDATE llm_calls SET judged = 1 WHERE attempt_id = ?", (attempt_id,))
+        self._exec(
+            cur,
+            "UPDATE llm_calls SET judged = 1 WHERE id IN "
+            "(SELECT served_from FROM llm_calls "
+            "WHERE attempt_id = ? AND served_from IS NOT NULL)",
+            (attempt_id,),
+        )
 
     def llm_calls(self, run_id: str) -> list[LLMCallRecord]:
         rows = self._query(
