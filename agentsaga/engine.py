@@ -165,7 +165,7 @@ class Engine:
         reused = [p.step_id for p in plan if p.action == "reuse"]
         if reused:
             self._emit(Event("reuse", run_id, message="reusing " + _names(reused)))
-        restart_index = plans.restart_index([AttemptFact.of(a) for a in records], plan, new)
+        restart_index = plans.restart_index(records, plan, new)
         if restart_index is not None:
             # Recorded first: the compensations that follow finish after a crash too.
             run.state["restart_from"] = (

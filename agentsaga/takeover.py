@@ -33,8 +33,8 @@ def take_over(rt: Runtime, run_id: str) -> None:
 def _stop_left_running(rt: Runtime, run_id: str) -> None:
     from agentsaga.process import stop_recorded_group
 
-    for attempt in rt.store.attempts(run_id):
-        if attempt.status != StepStatus.RUNNING or not attempt.process:
+    for attempt in rt.store.attempts(run_id, status=StepStatus.RUNNING):
+        if not attempt.process:
             continue
         if stop_recorded_group(attempt.process):
             rt.emit(

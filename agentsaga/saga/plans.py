@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from agentsaga.pipeline import Compensation, Pipeline, Step
 from agentsaga.saga.view import AttemptFact, current_of, is_done
-from agentsaga.states import StepStatus
+from agentsaga.states import LIVE_ATTEMPT, StepStatus
 
 #: Write and agent steps undo themselves by default: their only side effect is on the run
 #: branch (an agent's allowed commands run in the workspace, which the reset restores).
@@ -78,8 +79,22 @@ def plan_resume(
     return items
 
 
+class _Attempt(Protocol):
+    """What ``restart_index`` reads of an attempt (a fact or a store record alike: a
+    resume of a 10,000-step run passes its records, not 10,000 facts made for this)."""
+
+    @property
+    def step_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def superseded(self) -> bool: ...
+    @property
+    def reused_from(self) -> int | None: ...
+
+
 def restart_index(
-    attempts: Sequence[AttemptFact], plan: Sequence[PlanItem], new: Pipeline
+    attempts: Sequence[_Attempt], plan: Sequence[PlanItem], new: Pipeline
 ) -> int | None:
     """Where a resume must undo and re-run from: the first step the plan runs, when any
     completed step after it re-runs or a step the new pipeline dropped still has live
@@ -87,7 +102,9 @@ def restart_index(
     crashed is recovered when it runs again)."""
     first = next((i for i, p in enumerate(plan) if p.action in ("rerun", "run")), None)
     live_ids = {
-        a.step_id for a in attempts if a.live and not a.superseded and a.reused_from is None
+        a.step_id
+        for a in attempts
+        if a.status in LIVE_ATTEMPT and not a.superseded and a.reused_from is None
     }
     dropped = live_ids - {s.id for s in new.steps}
     current = current_of(attempts)

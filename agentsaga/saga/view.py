@@ -101,7 +101,12 @@ class AttemptFact:
         return f"{self.step_id}#{self.attempt}"
 
 
-def is_done(attempt: AttemptFact | AttemptLike | None) -> bool:
+class _Status(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+def is_done(attempt: _Status | None) -> bool:
     return attempt is not None and attempt.status in (StepStatus.COMPLETED, StepStatus.SKIPPED)
 
 
