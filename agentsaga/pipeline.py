@@ -15,6 +15,7 @@ import dataclasses
 import gc
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ from agentsaga.yaml_nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 #: ``{{ x }}`` not preceded by ``$`` (nor by another ``{``: ``${{{{`` is no concern here).
 _BARE_BRACES = re.compile(r"(?<![${])\{\{([^{}]*)\}\}")
+#: The ``env`` and ``budget`` of the many steps that set none: one shared empty mapping
+#: (never changed: a Step is frozen), not two new dicts a step.
+_NOTHING: dict[str, Any] = {}
 #: The YAML library's words for a block whose lines do not line up.
 _INDENTATION_PROBLEMS = (
     "mapping values are not allowed here",
@@ -242,26 +246,28 @@ class _Loader:
             errors.append(self.error(steps_node, "a pipeline needs at least one step"))
         steps: list[Step] = []
         step_nodes: list[Node] = []
-        seen: dict[str, Node] = {}
+        seen: dict[str, int] = {}  # id -> the line that defines it
         step_errors = len(errors)
+        if "steps" in top:
+            top["steps"] = []  # the nodes drained below: not kept a second time
         # Each step is checked on its own, so one validate reports every broken step.
-        for index, node in enumerate(step_values):
+        for index, node in enumerate(_drain(step_values)):
             try:
                 step = self.load_step(node, index, default_retry, defaults)
             except PipelineError as exc:
                 errors.append(exc)
                 continue
             if step.id in seen:
-                first = seen[step.id].start_mark.line + 1
                 errors.append(
                     self.error(
                         _children(node)["id"],
-                        f"duplicate step id {step.id!r} (first defined at line {first})",
+                        f"duplicate step id {step.id!r} (first defined at line {seen[step.id]})",
                     )
                 )
-            seen[step.id] = node
+            seen[step.id] = node.start_mark.line + 1
             steps.append(step)
-            step_nodes.append(node)
+            if self.check_refs:
+                step_nodes.append(_for_references(node))
         steps_ok = len(errors) == step_errors and "steps" in top
         self.vars_known = "vars" in top or "vars" not in top_nodes
         declared = top.get("vars", {})
@@ -435,7 +441,7 @@ class _Loader:
             fields=own,
             raw=raw,
             if_=raw.get("if"),
-            env=raw.get("env", {}),
+            env=raw.get("env") or _NOTHING,
             retry=RetrySpec.from_raw(raw.get("retry"), default_retry),
             # A gate's timeout is a person's time to decide: a command default is not one.
             timeout_s=raw.get("timeout", None if kind == "approve" else defaults.get("timeout")),
@@ -443,7 +449,7 @@ class _Loader:
             compensate=compensate,
             irreversible=raw.get("irreversible", False),
             commit=raw.get("commit", False),
-            budget=raw.get("budget", {}),
+            budget=raw.get("budget") or _NOTHING,
         )
 
     def check_rewind_target(self, target: str, where: Node, ids: list[str], step: Step) -> None:
@@ -683,6 +689,42 @@ class _Loader:
         """Locate character ``offset`` of a scalar's value in the file."""
         line, col = _locate(node, offset, self.lines)
         return PipelineError(self.path, line, col, problem)
+
+
+def _drain(items: list[Node]) -> Iterator[Node]:
+    """Each item, let go of by ``items`` as it is handed over: a long pipeline's step
+    nodes are freed as its steps are built, not all kept until the end."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
+#: The keys of a step that its reference checks read even without an expression.
+_REFERENCE_KEYS = frozenset(("commands", "on_failure", "on_reject", "if", "compensate"))
+
+
+def _for_references(node: Node) -> Node:
+    """The part of a step's node that ``check_step_references`` reads: the keys it checks
+    by name and every value holding an expression (most steps of a long pipeline keep
+    none of their nodes)."""
+    if not isinstance(node, MappingNode):
+        return node
+    kept = [
+        (key, value)
+        for key, value in node.value
+        if str(key.value) in _REFERENCE_KEYS or _has_expression(value)
+    ]
+    return MappingNode(node.tag, kept, node.pos)
+
+
+def _has_expression(node: Node) -> bool:
+    if isinstance(node, ScalarNode):
+        return expressions.has_expressions(str(node.value))
+    if isinstance(node, SequenceNode):
+        return any(_has_expression(item) for item in node.value)
+    if isinstance(node, MappingNode):
+        return any(_has_expression(value) for _, value in node.value)
+    return False
 
 
 def _children(node: Node) -> dict[str, Node]:

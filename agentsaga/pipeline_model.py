@@ -156,7 +156,7 @@ class Compensation:
     timeout_s: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     id: str
     kind: str

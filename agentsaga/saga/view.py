@@ -8,6 +8,7 @@ point, rollback options) as a read-only mapping. The decisions in ``decide.py`` 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -47,7 +48,7 @@ class AttemptLike(Protocol):
     def started_at(self) -> str: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptFact:
     """One attempt of one step, as far as a decision cares."""
 
@@ -71,11 +72,13 @@ class AttemptFact:
     def of(cls, record: AttemptLike) -> AttemptFact:
         output = record.output or {}
         commit, base = output.get("commit"), output.get("base")
+        # Interned: a run keeps one fact per step, and every record read back brings its
+        # own copy of the step's id and of "completed".
         return cls(
             id=record.id,
-            step_id=record.step_id,
+            step_id=sys.intern(record.step_id),
             attempt=record.attempt,
-            status=record.status,
+            status=sys.intern(str(record.status)),
             superseded=record.superseded,
             reused_from=record.reused_from,
             fingerprint=record.fingerprint,
