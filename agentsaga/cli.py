@@ -234,6 +234,7 @@ def run(
 ) -> None:
     """Start a run of PIPELINE; prints its run id. Exit 1 if it fails (it stays resumable)."""
     from agentsaga.pipeline import load_file
+    from agentsaga.preflight import before_start
 
     if from_worktree and from_head:
         raise UserInputError("--from-worktree and --from-head exclude each other; give one")
@@ -241,7 +242,7 @@ def run(
     repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
     # On Temporal the keys and the workspace are the worker's: only the pipeline's own
     # problems are this machine's to refuse.
-    findings = _preflight(loaded, repo_hint, "the run", machine_errors=not temporal)
+    findings = before_start(loaded, repo_hint, "the run", machine_errors=not temporal)
     for warning in [*loaded.warnings, *(f.text() for f in findings)]:
         typer.echo(warning if warning.startswith("warning") else f"warning: {warning}", err=True)
     session = _Session(repo_hint, writes=True)
@@ -376,6 +377,7 @@ def fork(
 ) -> None:
     """Start a new run that reuses RUN_ID's checkpoints before --from and runs the rest."""
     from agentsaga.pipeline import load_file
+    from agentsaga.preflight import before_start
 
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
@@ -391,7 +393,7 @@ def fork(
     import dataclasses
 
     runs_anew = dataclasses.replace(forked, steps=forked.steps[forked.index_of(from_step) :])
-    for finding in _preflight(runs_anew, session.repo_root, "the fork", not temporal):
+    for finding in before_start(runs_anew, session.repo_root, "the fork", not temporal):
         typer.echo(finding.text(), err=True)
     if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
         from agentsaga.cli_temporal import submit_fork
@@ -545,10 +547,11 @@ def validate(
     """Check a pipeline without running anything: the file (file:line:col), and what a run
     needs from this machine (API keys, a repository with a commit). Exit 2 on an error."""
     from agentsaga.pipeline import load_file
+    from agentsaga.preflight import before_start
 
     loaded = load_file(pipeline, _parse_pairs(var, "--var"), require_vars=False)
     repo_hint = Path(loaded.workspace["repo"]) if "repo" in loaded.workspace else None
-    findings = _preflight(
+    findings = before_start(
         loaded,
         repo_hint,
         f"{pipeline}: a run",
@@ -672,32 +675,6 @@ def schema(
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _preflight(
-    pipeline: Any,
-    repo_hint: Path | None,
-    what: str,
-    machine_errors: bool = True,
-    prices: bool = True,
-    machine: bool = True,
-    hint: str = "",
-) -> list[Any]:
-    """Check what a run would meet (providers, keys, prices, the workspace): exit 2 on an
-    error, before anything exists; return the warnings. ``machine_errors=False`` (a run
-    on Temporal): a missing key or repository is a warning, being the workers' business.
-    ``machine=False`` (``validate --offline``): neither is checked."""
-    from agentsaga.config import find_repo_root, load_config
-    from agentsaga.preflight import check, refuse_on_errors
-
-    root = find_repo_root(repo_hint or Path.cwd())
-    findings = check(pipeline, load_config(root), root, prices=prices, machine=machine)
-    if not machine_errors:
-        for f in findings:
-            if f.about in ("key", "workspace"):
-                f.level = "warning"
-    refuse_on_errors(findings, what, hint)
-    return findings
 
 
 def _check_memo(memo: str) -> None:

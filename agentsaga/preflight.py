@@ -218,3 +218,29 @@ def refuse_on_errors(findings: list[Finding], what: str, hint: str = "") -> None
     machine = any(f.about in ("key", "workspace") for f in findings if f.level == "error")
     if errors:
         raise PreflightError(what, errors, hint if machine else "")
+
+
+def before_start(
+    pipeline: Pipeline,
+    repo_hint: Path | None,
+    what: str,
+    machine_errors: bool = True,
+    prices: bool = True,
+    machine: bool = True,
+    hint: str = "",
+) -> list[Finding]:
+    """Check what a run would meet (providers, keys, prices, the workspace) with the
+    configuration of the repository it would run in: raise :class:`PreflightError` on an
+    error, before anything exists; return the warnings. ``machine_errors=False`` (a run
+    on Temporal): a missing key or repository is a warning, being the workers' business.
+    ``machine=False`` (``validate --offline``): neither is checked."""
+    from agentsaga.config import find_repo_root, load_config
+
+    root = find_repo_root(repo_hint or Path.cwd())
+    findings = check(pipeline, load_config(root), root, prices=prices, machine=machine)
+    if not machine_errors:
+        for f in findings:
+            if f.about in ("key", "workspace"):
+                f.level = "warning"
+    refuse_on_errors(findings, what, hint)
+    return findings
