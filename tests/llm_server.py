@@ -225,10 +225,15 @@ class FakeLLMServer:
         return self
 
     def prompt_cache(
-        self, ttl_s: float = 300.0, clock: Callable[[], float] | None = None
+        self,
+        ttl_s: float = 300.0,
+        clock: Callable[[], float] | None = None,
+        *,
+        enabled: bool = True,
     ) -> FakeLLMServer:
-        """Cache prompts for real from now on (see tests/prompt_cache.py)."""
-        self.cache = PromptCache(ttl_s, clock or time.monotonic)
+        """Cache prompts for real from now on (see tests/prompt_cache.py); with
+        ``enabled=False``, count what was sent but cache nothing."""
+        self.cache = PromptCache(ttl_s, clock or time.monotonic, enabled)
         return self
 
     def always(self, text: str = "ok", usage: dict[str, int] | None = None) -> FakeLLMServer:

@@ -97,6 +97,8 @@ class PromptCache:
 
     ttl_s: float = 300.0
     clock: Callable[[], float] = time.monotonic
+    #: False: count the tokens of what was sent, cache nothing (every token full price).
+    enabled: bool = True
     _anthropic: dict[str, float] = field(default_factory=dict)
     _openai: list[tuple[str, str, list[float]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,6 +119,8 @@ class PromptCache:
             sizes.append(total)
             keys.append(chain.hexdigest())
         read, hit = 0, -1
+        if not self.enabled:
+            return {"input": total, "cache_read": 0, "cache_write": 0}
         with self._lock:
             now = self.clock()
             if marks:
@@ -139,6 +143,8 @@ class PromptCache:
         prompt = openai_prompt(body)
         total = tokens(prompt)
         shared = 0
+        if not self.enabled:
+            return {"input": total, "cache_read": 0}
         with self._lock:
             now = self.clock()
             live = [entry for entry in self._openai if entry[2][0] > now]

@@ -1,5 +1,7 @@
 """``plan``: one LLM call. Output ``text``, and ``json`` when the reply is (or holds) JSON,
-checked against the step's optional ``schema:``."""
+checked against the step's optional ``schema:``. A prompt that reads ``${{ rewind.* }}``
+sends what comes before that as the cacheable prefix, as the write step does: a plan
+re-run after a rewind pays the cache-read price for its unchanged part."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from agentsaga.steps.llm_common import extract_json, gateway, system_prompt
 def execute(ctx: StepContext) -> dict[str, Any]:
     llm = gateway(ctx)
     settings = llm.settings(ctx.params, ctx.pipeline.defaults)
-    reply = llm.ask(settings, system=system_prompt(ctx, "plan"), prompt=str(ctx.params["prompt"]))
+    from agentsaga.steps.write import split_prompt
+
+    prefix, prompt = split_prompt(ctx)
+    reply = llm.ask(settings, system=system_prompt(ctx, "plan"), prompt=prompt, cache_prefix=prefix)
     data = extract_json(reply.text)
     schema = ctx.params.get("schema")
     if schema is not None:
