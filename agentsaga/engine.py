@@ -58,7 +58,7 @@ from agentsaga.runtime import (
 )
 from agentsaga.saga import decide, plans
 from agentsaga.saga.plans import PlanItem
-from agentsaga.saga.view import AttemptFact, is_done
+from agentsaga.saga.view import AttemptFact, current_of, is_done
 from agentsaga.states import RunStatus, StepStatus
 from agentsaga.steps import KINDS
 from agentsaga.store import AttemptRecord, RunRecord, Store, new_run_id
@@ -160,7 +160,9 @@ class Engine:
             )
         old = self._pipeline_of(run)
         new = pipeline or old
-        records = self.store.attempts(run_id)  # read once: a long run has thousands
+        # Read once, a page at a time, as facts: a long run has thousands of attempts,
+        # and their records (outputs, errors) were most of a resume's memory.
+        records = [AttemptFact.of(a) for a in self.store.iter_attempts(run_id)]
         plan = self.plan_resume(run_id, pipeline, from_step, records)
         reused = [p.step_id for p in plan if p.action == "reuse"]
         if reused:
@@ -176,7 +178,7 @@ class Engine:
             # A rewind by hand: the failure that stopped the run at or after --from reaches
             # the re-run steps in ${{ rewind.error }}, as an automatic rewind's does (after
             # a stuck loop, the model sees why); its loop counters start afresh.
-            _carry_failure(run, new, new.index_of(from_step), records)
+            _carry_failure(run, new, new.index_of(from_step), records, self.store)
             run.state["rewinds"], run.state["signatures"] = {}, {}
         self.store.update_run(run_id, state=run.state)
         if pipeline is not None and pipeline.text != run.pipeline_text:
@@ -260,14 +262,15 @@ class Engine:
         run_id: str,
         pipeline: Pipeline | None = None,
         from_step: str | None = None,
-        attempts: list[AttemptRecord] | None = None,
+        attempts: list[AttemptFact] | None = None,
     ) -> list[PlanItem]:
         run = self.store.get_run(run_id)
         target = pipeline or self._pipeline_of(run)
-        current = current_attempts(self.store.attempts(run_id) if attempts is None else attempts)
+        if attempts is None:
+            attempts = [AttemptFact.of(a) for a in self.store.iter_attempts(run_id)]
         # Seeded once: the namespace and the facts below come from the runtime's kept
         # view instead of being built again for each of a long run's steps.
-        self.rt.seed(run_id, current)
+        self.rt.seed_facts(run_id, current_of(attempts))
         ns = self._namespace(run, target, self.rt.current(run_id))
         return plans.plan_resume(
             target,
@@ -739,21 +742,22 @@ def _names(ids: list[str], shown: int = 8) -> str:
 
 
 def _carry_failure(
-    run: RunRecord, pipeline: Pipeline, start: int, records: list[AttemptRecord]
+    run: RunRecord, pipeline: Pipeline, start: int, facts: list[AttemptFact], store: Store
 ) -> None:
     """``resume --from``: set ``rewind.*`` for the steps from ``start`` to the step whose
     failure stopped the run (its current attempt's error); empty when none did."""
-    current = current_attempts(records)
+    current = current_of(facts)
     failed = [
         step
         for step in pipeline.steps[start:]
-        if (a := current.get(step.id)) is not None and a.error and not is_done(a)
+        if (a := current.get(step.id)) is not None and a.failed and not is_done(a)
     ]
     if not failed:
         run.state["rewind"] = dict(namespace.EMPTY_REWIND)
         run.state["rewind_by_step"] = {}
         return
     origin = failed[-1]
-    message = str((current[origin.id].error or {}).get("message", ""))
+    error = store.get_attempt(current[origin.id].id).error
+    message = str((error or {}).get("message", ""))
     state = decide.rewound_state(run.state, pipeline, start, origin, message)
     run.state["rewind"], run.state["rewind_by_step"] = state["rewind"], state["rewind_by_step"]

@@ -117,13 +117,18 @@ class Runtime:
         every step would make a long run quadratic), its record read back when asked
         (``checkpoints.py``: keeping them all made memory grow with the run)."""
         if self._cache_run != run_id or self._current is None:
-            self.seed(run_id, current_attempts(self.store.attempts(run_id)))
+            facts = (AttemptFact.of(a) for a in self.store.iter_attempts(run_id))
+            self.seed_facts(run_id, current_of(facts))
         assert self._current is not None
         return self._current
 
     def seed(self, run_id: str, current: Mapping[str, AttemptRecord]) -> None:
+        self.seed_facts(run_id, {k: AttemptFact.of(a) for k, a in current.items()})
+
+    def seed_facts(self, run_id: str, facts: dict[str, AttemptFact]) -> None:
+        """Each step's current attempt, as the facts already read (a resume)."""
         self._cache_run = run_id
-        self._facts = {k: AttemptFact.of(a) for k, a in current.items()}
+        self._facts = facts
         self._current = CurrentAttempts(self.store, self._facts)
 
     def view(self, run: RunRecord) -> RunView:
