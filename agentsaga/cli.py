@@ -555,7 +555,6 @@ def validate(
         loaded,
         repo_hint,
         f"{pipeline}: a run",
-        prices=explain,
         machine=not offline,
         hint="(validate --offline checks the file alone, without keys or a repository)",
     )

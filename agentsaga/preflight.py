@@ -86,8 +86,9 @@ def check(
     prices: bool = True,
     machine: bool = True,
 ) -> list[Finding]:
-    """``prices=False`` skips the price lookup (genai-prices takes ~0.4 s to import:
-    plain ``validate`` stays instant; ``validate --explain`` and ``run`` look prices up).
+    """``prices=False`` skips the price lookup. The lookup answers from a cache of earlier
+    answers (:mod:`agentsaga.price_index`), so ``validate`` stays fast after its first
+    sight of a model.
     ``machine=False`` (``validate --offline``) checks the file alone: no API key, no
     repository (CI validates pipelines without either)."""
     env = os.environ if environ is None else environ
@@ -144,10 +145,9 @@ def _check_key(
 
 
 def _check_price(choice: ModelChoice, config: Mapping[str, Any]) -> list[Finding]:
-    from agentsaga.pricing import cost_usd
-    from agentsaga.providers.base import Usage
+    from agentsaga.price_index import price_known
 
-    overrides = config.get("prices")
+    overrides = config.get("prices") or {}
     price_provider = choice.kind
     if choice.kind == "scripted":
         if choice.model.lower().startswith("claude"):
@@ -156,7 +156,7 @@ def _check_price(choice: ModelChoice, config: Mapping[str, Any]) -> list[Finding
             price_provider = "openai"
         else:
             return []  # canned replies cost nothing
-    if cost_usd(price_provider, choice.model, Usage(1000, 1000), overrides) is not None:
+    if choice.model in overrides or price_known(price_provider, choice.model):
         return []
     return [
         Finding(

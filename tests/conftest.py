@@ -206,10 +206,16 @@ class Env:
         return Spawned(self.path, *args)
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the real repository or the user's store."""
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _cache_home: Path) -> None:
+    """No test touches the real repository, the user's store or the user's cache."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
     monkeypatch.setenv("AGENTSAGA_STORE", str(tmp_path / "state.db"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.delenv("AGENTSAGA_HOME", raising=False)

@@ -856,3 +856,44 @@ def test_step_commits_have_trailers_and_rollback_names_merged_commits(
     said = " ".join(rolled.stdout.split())
     assert "already merged, so they stay" in said and "is in main" in said
     assert (repo / "added.txt").exists()  # the merge is the user's: it stays
+
+
+# --- 3. prices are checked by validate, from a cache of earlier answers --------------------------
+
+
+def test_validate_checks_prices_through_a_cache_keyed_by_the_price_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentsaga import price_index
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(make_repo(tmp_path, FILES))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    pipeline = write_pipeline(
+        tmp_path,
+        "name: p\nsteps:\n"
+        "  - {id: plan, kind: plan, prompt: hi, provider: anthropic, model: no-such-model-9}\n"
+        "  - {id: more, kind: plan, prompt: hi, provider: anthropic, model: claude-sonnet-4-5}\n",
+    )
+    first = cli("validate", pipeline)
+    assert first.exit_code == 0, first
+    assert "warning: step plan: no price known for anthropic/no-such-model-9" in first.stderr
+    assert "claude-sonnet-4-5" not in first.stderr
+    index = price_index.cache_path()
+    document = json.loads(index.read_text())
+    assert document["known"] == {
+        "anthropic/claude-sonnet-4-5": True,
+        "anthropic/no-such-model-9": False,
+    }
+    # The second validate answers from the file: a planted answer is believed...
+    document["known"]["anthropic/no-such-model-9"] = True
+    index.write_text(json.dumps(document))
+    assert "no price known" not in cli("validate", pipeline).stderr
+    # ...but only for the price table it was written against,
+    document["table"] = "another-version"
+    index.write_text(json.dumps(document))
+    assert "no price known for anthropic/no-such-model-9" in cli("validate", pipeline).stderr
+    # and a damaged file is ignored and rewritten.
+    index.write_text("{not json")
+    assert "no price known for anthropic/no-such-model-9" in cli("validate", pipeline).stderr
+    assert json.loads(index.read_text())["known"]["anthropic/no-such-model-9"] is False
