@@ -33,7 +33,9 @@ Policies, side by side:
 * ``saga``: ``on_failure: {rewind_to: write}`` in one run, the call memo off;
 * ``saga+memo+cache``: the same with the call memo on (``memo: run``) and prompt-cache
   usage: the first write/test write their shared prefix to the cache, re-runs read it at
-  the discounted price (same token counts, lower dollars).
+  the discounted price (same token counts, lower dollars). The cache usage here is
+  *declared* by scripted replies (an estimate); ``prompt_cache.py`` measures the same
+  workload's cache dollars from what the real SDK clients send to a caching server.
 
 Crashes (``--crash-rate``): in that fraction of tasks the process driving the first run is
 killed (``SIGKILL``, via ``agentsaga.faults`` armed in a forked child) at an instant drawn
