@@ -570,3 +570,25 @@ def test_list_files_sees_tracked_and_untracked_but_not_ignored(repo: Path) -> No
         "src/calc.py",
         "tests/test_calc.py",
     ]
+
+
+def test_a_step_commit_refuses_a_worktree_switched_off_the_run_branch(repo: Path) -> None:
+    ws = new_ws(repo)
+    (ws.path / "README.md").write_text("changed\n")
+    git(ws.path, "switch", "-q", "-c", "elsewhere")
+    with pytest.raises(GitUnsafe, match="not on the run branch"):
+        gitops.commit_all(ws, "agentsaga r1: step s")
+    git(ws.path, "switch", "-q", "--detach")
+    with pytest.raises(GitUnsafe, match="not on the run branch"):
+        gitops.commit_all(ws, "agentsaga r1: step s")
+    git(ws.path, "switch", "-q", "agentsaga/r1")
+    assert gitops.commit_all(ws, "agentsaga r1: step s") is not None
+
+
+def test_a_mode_only_change_is_committed_and_nothing_staged_is_no_commit(repo: Path) -> None:
+    ws = new_ws(repo)
+    assert gitops.commit_all(ws, "agentsaga r1: step s") is None
+    (ws.path / "src" / "calc.py").chmod(0o755)
+    sha = gitops.commit_all(ws, "agentsaga r1: step s")
+    assert sha is not None
+    assert "src/calc.py (+0 -0)" in git(ws.path, "log", "-1", "--format=%B", sha)

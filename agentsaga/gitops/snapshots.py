@@ -89,12 +89,20 @@ _STEP_SUBJECT = re.compile(
 )
 
 
-def _describe_commit(cwd: Path, subject: str, trailers: dict[str, str] | None = None) -> str:
+def _staged(cwd: Path) -> str:
+    """``diff --cached --numstat`` of the index: one line per staged path (a mode-only
+    change is ``0 0 path``, a binary one ``- - path``), empty when nothing is staged."""
+    return _git(cwd, "diff", "--cached", "--numstat", "--no-renames")
+
+
+def _describe_commit(
+    cwd: Path, subject: str, trailers: dict[str, str] | None = None, staged: str | None = None
+) -> str:
     """A step commit's message: the subject names the step and what it changed, the body
     lists each file, and trailers (``git log --grep``, ``git interpret-trailers``) name
     the run and the step, so a commit found in ``git log`` leads back to its run."""
     files = []
-    for line in _git(cwd, "diff", "--cached", "--numstat", "--no-renames").splitlines():
+    for line in (_staged(cwd) if staged is None else staged).splitlines():
         added, removed, path = line.split("\t", 2)
         files.append((path, added, removed))
     names = [path for path, _, _ in files]
@@ -139,9 +147,12 @@ def commit_all(
         present = [p for p in paths if p in known or os.path.lexists(ws.path / p)]
         if present:
             _git(ws.path, "add", "-A", "--", *present, env=literal)
-    if _git_status(ws.path, "diff", "--cached", "--quiet")[0] == 0:
+    # One `diff --cached` answers both "anything to commit?" and "what?" (it was two
+    # git processes per committing step).
+    staged = _staged(ws.path)
+    if not staged.strip():
         return None
-    message = _describe_commit(ws.path, message, trailers)
+    message = _describe_commit(ws.path, message, trailers, staged)
     faults.point("git.in_commit")
     return _commit(ws.path, message)
 

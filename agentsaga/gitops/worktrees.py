@@ -152,6 +152,14 @@ def _registered_worktrees(cwd: Path) -> dict[Path, str | None]:
 
 
 def _on_branch(cwd: Path, branch: str) -> bool:
+    # Asked before every step's commit: HEAD is read from its file (git writes a branch
+    # checkout there as ``ref: refs/heads/<branch>``, a detached one as a sha), not by a
+    # `git symbolic-ref` process; the command answers when there is no .git at ``cwd``.
+    if (cwd / ".git").exists():
+        try:
+            return (_dot_git_dir(cwd) / "HEAD").read_text().strip() == f"ref: refs/heads/{branch}"
+        except OSError:
+            pass
     status, out = _git_status(cwd, "symbolic-ref", "-q", "HEAD")
     return status == 0 and out.strip() == f"refs/heads/{branch}"
 
