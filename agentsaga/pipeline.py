@@ -403,7 +403,6 @@ class _Loader:
         if "kind" not in children:
             raise self.error(node, "step is missing 'kind' (one of " + ", ".join(KINDS) + ")")
         kind = self.check(COMMON_STEP_FIELDS["kind"], children["kind"])
-        spec = KINDS[kind]
         raw = self.check(_step_type(kind), node)
         step_id = raw["id"]
         if not step_id or not all(c.isalnum() or c in "-_" for c in step_id):
@@ -433,12 +432,10 @@ class _Loader:
                 max_rewinds=spec_of.get("max_rewinds", 2),
                 when=spec_of.get("when", "any"),
             )
-        own = {k: v for k, v in raw.items() if k in spec.fields}
         return Step(
             id=step_id,
             kind=kind,
             index=index,
-            fields=own,
             raw=raw,
             if_=raw.get("if"),
             env=raw.get("env") or _NOTHING,

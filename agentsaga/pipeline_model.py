@@ -161,7 +161,6 @@ class Step:
     id: str
     kind: str
     index: int
-    fields: dict[str, Any]  # the kind's own fields, unrendered
     raw: dict[str, Any]  # the whole step as written: its fingerprint's definition part
     if_: str | None = None
     env: dict[str, Any] = field(default_factory=dict)
@@ -172,6 +171,13 @@ class Step:
     irreversible: bool = False
     commit: bool = False
     budget: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The kind's own fields, unrendered: taken from ``raw`` when asked (a second
+        dict per step was a fifth of a long pipeline's memory)."""
+        own = KINDS[self.kind].fields
+        return {k: v for k, v in self.raw.items() if k in own}
 
     @property
     def definition_hash(self) -> str:

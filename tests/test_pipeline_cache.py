@@ -79,3 +79,35 @@ def test_short_pipelines_are_not_kept(tmp_path: Path, monkeypatch: pytest.Monkey
     engine = Engine(SqliteStore(tmp_path / "state.db"), tmp_path / ".agentsaga")
     assert engine.run(load_text(_text(2), "short.yml"), None).status == "succeeded"
     assert not (tmp_path / ".agentsaga" / "cache").exists()
+
+
+def test_an_entry_of_many_chunks_is_the_same_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps are written a chunk at a time (each its own pickle): read back, the
+    pipeline equals the one parsed, whatever the count against the chunk size."""
+    monkeypatch.setattr(pipeline_cache, "MIN_STEPS", 1)
+    monkeypatch.setattr(pipeline_cache, "CHUNK", 3)
+    for n in (1, 3, 7):
+        text = _text(n) + "    env: {A: b}\n"
+        parsed = load_text(text, "long.yml", {"who": "you"})
+        home = tmp_path / str(n)
+        pipeline_cache.save(home, parsed, (("who", "you"),))
+        loaded = pipeline_cache.load(home, text, "long.yml", (("who", "you"),))
+        assert loaded == parsed and loaded is not parsed
+        assert [s.fields for s in loaded.steps] == [s.fields for s in parsed.steps]
+        # The same text at another path, or another text, is not this entry.
+        assert pipeline_cache.load(home, text, "other.yml", (("who", "you"),)) is None
+        assert pipeline_cache.load(home, text + "# edited\n", "long.yml", (("who", "you"),)) is None
+
+
+def test_an_entry_cut_short_is_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_cache, "MIN_STEPS", 1)
+    monkeypatch.setattr(pipeline_cache, "CHUNK", 2)
+    text = _text(5)
+    pipeline_cache.save(tmp_path, load_text(text, "long.yml"), ())
+    entry = pipeline_cache.entry(tmp_path, text, "long.yml", ())
+    entry.write_bytes(entry.read_bytes()[:-40])  # the last chunk lost
+    assert pipeline_cache.load(tmp_path, text, "long.yml", ()) is None
