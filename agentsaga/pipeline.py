@@ -385,6 +385,8 @@ class _Loader:
     def warn_about_braces(self) -> None:
         """``{{ x }}`` without the ``$`` is text, not an expression: almost always a slip."""
         for number, line in enumerate(self.lines, start=1):
+            if "{{" not in line:
+                continue  # most lines: a substring test, not the regex
             for match in _BARE_BRACES.finditer(line):
                 if line.lstrip().startswith("#"):
                     break
