@@ -137,7 +137,8 @@ class EditsInWorktree(UserInputError):
             f"run {run_id}: files were changed in its worktree {path} while it waited at "
             f"the gate ({shown}); {doing} would discard them. They are saved as {saved} "
             f"(see them: git diff {pinned} {saved}; keep them: git branch NAME {saved}). "
-            f"Rerun with --discard-edits to {doing} anyway"
+            f"Rerun with --discard-edits to {'roll back' if doing == 'rollback' else doing} "
+            "anyway"
         )
 
 

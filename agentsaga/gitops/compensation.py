@@ -262,7 +262,15 @@ def _restore_user(ws: Workspace, on_run_branch: bool, run_id: str) -> None:
 def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
     root = ws.repo_root
     registered = ws.path.resolve() in worktrees
-    poolable = ws.pool and registered and _is_run_folder(ws) and not _locked(ws.path)
+    # A claim cut short by a crash left a folder that may be half-recycled: not pooled
+    # (the next claim would clean it, but a plain deletion needs no proof).
+    poolable = (
+        ws.pool
+        and registered
+        and _is_run_folder(ws)
+        and not _locked(ws.path)
+        and not worktree_pool.claim_pending(root, ws.path.name)
+    )
     if poolable and worktree_pool.release(root, ws.path):
         # Kept for the repository's next run, which recycles it (gitops/pool.py).
         registered = False
@@ -281,6 +289,7 @@ def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
     elif ws.path.exists() and _is_run_folder(ws):
         shutil.rmtree(ws.path)
     _git(root, "worktree", "prune")
+    worktree_pool.forget_claim(root, ws.path.name)
 
 
 def _locked(worktree: Path) -> bool:

@@ -76,7 +76,11 @@ def entries(repo_root: Path) -> list[Path]:
     pool = pool_dir(repo_root)
     if not pool.is_dir():
         return []
-    return sorted(p for p in pool.iterdir() if p.is_dir() and p.name != _CLAIMS)
+    # A symlink is never an entry: recycling it would reset and clean the folder it
+    # points to.
+    return sorted(
+        p for p in pool.iterdir() if p.is_dir() and not p.is_symlink() and p.name != _CLAIMS
+    )
 
 
 def _claim_file(repo_root: Path, run_id: str) -> Path:
@@ -104,7 +108,19 @@ def release(repo_root: Path, path: Path) -> bool:
     poolable (the caller deletes it). The folder keeps its files and its index (moved,
     not copied: a rename keeps the index's mtime, which git's racy-clean check relies
     on); its registration goes (the caller prunes it), so ``git worktree list`` and the
-    run branch are as if it had been deleted."""
+    run branch are as if it had been deleted.
+
+    A pool damaged by hand (a file where one of its folders belongs, no permission)
+    never fails the rollback: the worktree is deleted as without a pool."""
+    try:
+        return _release(repo_root, path)
+    except OSError:
+        # True once the folder has left the run's path (the caller only prunes then); an
+        # entry left without its index is discarded by the next claim.
+        return not path.exists()
+
+
+def _release(repo_root: Path, path: Path) -> bool:
     pool = pool_dir(repo_root)
     if not (path / ".git").is_file():
         # Without its own .git file, git run in the folder would act on the checkout
@@ -124,6 +140,20 @@ def release(repo_root: Path, path: Path) -> bool:
     return True
 
 
+def claim_pending(repo_root: Path, run_id: str) -> bool:
+    """Whether a claim for ``run_id`` was cut short: its folder may be half-recycled."""
+    return _claim_file(repo_root, run_id).exists()
+
+
+def forget_claim(repo_root: Path, run_id: str) -> None:
+    """Drop the claim file of a run whose worktree is gone (rolled back): nothing would
+    ever read it again."""
+    try:
+        _claim_file(repo_root, run_id).unlink(missing_ok=True)
+    except OSError:
+        pass  # a pool damaged by hand (claims is a file): nothing of ours to remove
+
+
 def abandon_claim(repo_root: Path, path: Path, run_id: str) -> None:
     """A claim that a crash cut short: the folder at the run's path may be half-recycled,
     so it goes (to the trash), and the run starts over with a fresh worktree or entry."""
@@ -137,7 +167,16 @@ def abandon_claim(repo_root: Path, path: Path, run_id: str) -> None:
 def claim(repo_root: Path, path: Path, branch: str, base: str, create_branch: bool) -> bool:
     """Make a pooled worktree the run's worktree at ``path``, on ``branch`` (created at
     ``base`` when ``create_branch``); False when none is available or usable (the caller
-    runs ``git worktree add``)."""
+    runs ``git worktree add``), a pool damaged by hand included."""
+    try:
+        return _claim(repo_root, path, branch, base, create_branch)
+    except OSError:
+        if path.exists():
+            _discard(repo_root, path)
+        return False
+
+
+def _claim(repo_root: Path, path: Path, branch: str, base: str, create_branch: bool) -> bool:
     if not entries(repo_root):
         return False
     if _git_status(repo_root, "cat-file", "-e", f"{base}:.gitmodules")[0] == 0:
@@ -163,7 +202,7 @@ def claim(repo_root: Path, path: Path, branch: str, base: str, create_branch: bo
         claim_file.unlink(missing_ok=True)
         return False
     faults.point("pool.claim_before_done")
-    claim_file.unlink()
+    claim_file.unlink(missing_ok=True)
     return True
 
 
@@ -198,6 +237,10 @@ def _take_entry(repo_root: Path) -> Path | None:
 
 def _recycle(path: Path) -> None:
     """Turn a claimed entry into what ``git worktree add`` would have made, or raise."""
+    if path.is_symlink() or not (path / ".git").is_file():
+        # Without its own .git file, git would reset and clean the checkout that contains
+        # the folder: the user's.
+        raise GitError(f"the pooled worktree {path} has no .git file of its own")
     # Every file the previous run left goes: tracked changes (reset), untracked and
     # ignored files (-x: a venv, builds), nested repositories (twice -f).
     _git(path, "reset", "-q", "--hard")
