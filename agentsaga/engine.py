@@ -75,6 +75,9 @@ __all__ = [
     "is_done",
 ]
 
+#: A run being, or done being, rolled back: resume refuses it, and creates nothing first.
+_UNDOING = (RunStatus.ROLLING_BACK, RunStatus.ROLLED_BACK, RunStatus.ROLLBACK_FAILED)
+
 
 class Engine:
     def __init__(self, store: Store, home: Path, options: EngineOptions | None = None) -> None:
@@ -471,7 +474,9 @@ class Engine:
         step of gitops.create_workspace can be repeated) before anything runs."""
         run = self.store.get_run(run_id)
         planned = run.workspace or {}
-        if not planned.get("planned"):
+        if not planned.get("planned") or run.status in _UNDOING:
+            # A rolled-back run is refused next: creating its workspace first would leave
+            # a branch and a worktree that no rollback removes any more.
             return
         self._emit(
             Event(

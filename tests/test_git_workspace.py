@@ -534,6 +534,25 @@ def test_a_kill_while_the_workspace_is_created_never_runs_in_the_users_checkout(
     assert capture(repo) == before
 
 
+def test_a_resume_of_a_run_rolled_back_before_its_workspace_existed_creates_nothing(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Killed before its workspace intent (the intent file removed below stands for the
+    moment just before it was written), rolled back (nothing to undo), then resumed:
+    resume refuses the rolled-back run, and creates no branch or worktree first (found by
+    benchmarks/chaos.py: they stayed, and no rollback removed them any more)."""
+    path = write_pipeline(tmp_path, shell("c1", "echo c1 >> a.txt", commit=True, reset=True))
+    before = capture(repo)
+    _killed(repo, "workspace.after_intent", "run", path)
+    rid = newest_run_id()
+    (repo / ".agentsaga" / "workspaces" / f"{rid}.json").unlink()
+    assert cli("rollback", rid).exit_code == 0
+    resumed = cli("resume", rid)
+    assert resumed.exit_code == 2, resumed
+    assert "finishing it first" not in resumed.output
+    assert capture(repo) == before
+
+
 def test_a_kill_in_worktree_add_left_locked_initializing_is_finished(
     repo: Path, tmp_path: Path
 ) -> None:
