@@ -223,3 +223,40 @@ def test_a_rewound_write_step_hits_the_cache_for_its_shared_prefix(
             assert usage.cost_usd == pytest.approx(dollars(name, priced))
         assert second.cost_usd is not None and first.cost_usd is not None
         assert second.cost_usd < first.cost_usd
+
+
+def test_an_agent_conversation_reads_its_history_and_writes_only_the_new_turn(
+    server: FakeLLMServer,
+) -> None:
+    """Tool-use turns mark the newest message (incremental caching): each turn reads the
+    previous turn's whole prompt from the cache and writes only what it added."""
+    from agentsaga.providers import ToolCall, ToolResult, ToolSpec
+
+    p = provider(server, "anthropic")
+    tool = ToolSpec("read_file", "Read a file", {"type": "object", "properties": {}})
+    messages: list[Message] = [Message("user", CONTEXT)]
+    seen: list[Usage] = []
+    for turn in range(3):
+        request = LLMRequest(
+            provider="anthropic",
+            model=MODEL["anthropic"],
+            system="You edit code.",
+            messages=tuple(messages),
+            max_tokens=64,
+            tools=(tool,),
+        )
+        seen.append(p.complete(request, timeout_s=30).usage)
+        call = ToolCall(f"toolu_{turn}", "read_file", {})
+        result = "\n".join(f"result {turn} line {i}" for i in range(100))
+        messages += [
+            Message("assistant", "", tool_calls=(call,)),
+            Message("user", "", tool_results=(ToolResult(call.id, result),)),
+        ]
+    first, second, third = seen
+    assert first.cache_read == 0 and first.cache_write >= PREFIX_TOKENS
+    # Each later turn reads exactly what the turn before it wrote and had read.
+    assert second.cache_read == first.cache_read + first.cache_write
+    assert third.cache_read == second.cache_read + second.cache_write
+    assert 0 < second.cache_write < PREFIX_TOKENS  # only the new turn
+    body = server.requests[-1].body
+    assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}

@@ -117,8 +117,10 @@ def _mark_conversation(messages: list[dict[str, Any]]) -> None:
     """Cache a tool-use conversation up to its newest message: each turn of an agent
     re-sends every earlier turn, which then costs the cache-read price (Anthropic's
     incremental caching; with the system prompt and the prompt's prefix that makes three of
-    the four breakpoints the API allows)."""
-    if len(messages) < 2:
+    the four breakpoints the API allows). The first turn is marked too: the next turn
+    re-sends its whole prompt, which then reads at 0.1x instead of being written at 1.25x
+    (measured with the loopback server's cache, tests/test_prompt_cache.py)."""
+    if not messages:
         return
     last = messages[-1]
     content = last["content"]
