@@ -307,7 +307,19 @@ def environment_lines(run: dict[str, Any]) -> list[str]:
         if python.get("note"):
             lines.append(str(python["note"]))
     setup = run.get("setup") or {}
-    for key in ("start", "included", "setup", "submodules"):
+    start = setup.get("start")
+    if isinstance(start, dict):
+        # {"from": "HEAD", "uncommitted": [names]}: said in words, not as a dict.
+        left = start.get("uncommitted") or []
+        if start.get("from") != "HEAD" or left:
+            said = "left out" if start.get("from") == "HEAD" else "included"
+            names = ", ".join(left[:8]) + (f" and {len(left) - 8} more" if len(left) > 8 else "")
+            lines.append(
+                f"start: {start.get('from')}" + (f" (uncommitted, {said}: {names})" if left else "")
+            )
+    elif start:
+        lines.append(f"start: {start}")
+    for key in ("included", "setup", "submodules"):
         if setup.get(key):
             lines.append(f"{key}: {setup[key]}")
     return lines

@@ -12,6 +12,7 @@ the project as found.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -112,10 +113,22 @@ def _python_runner(root: Path, test_dirs: list[str]) -> tuple[str, str]:
         any((root / d / "conftest.py").is_file() for d in test_dirs)
         or (root / "conftest.py").is_file()
     )
-    if says_pytest or conftest or not test_dirs:
+    if says_pytest or conftest or not test_dirs or not _mentions_unittest(root, test_dirs):
+        # Plain `def test_...` functions with bare asserts are pytest's: unittest would
+        # find no test in them (and pass, or refuse a folder without __init__.py).
         return "pytest", "python -m pytest -q"
     first = test_dirs[0]
     return "unittest", f"python -m unittest discover -s {first} -t . -v"
+
+
+def _mentions_unittest(root: Path, test_dirs: list[str]) -> bool:
+    """Whether a test module of the first 200 imports unittest (or a TestCase)."""
+    for folder in test_dirs:
+        for path in itertools.islice((root / folder).rglob("test*.py"), 200):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if "unittest" in text or "TestCase" in text:
+                return True
+    return False
 
 
 def _generated(root: Path, project: Project) -> list[str]:

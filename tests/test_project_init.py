@@ -96,3 +96,21 @@ def test_flat_layout_with_unittest_in_a_test_folder_runs_as_found(
     except ValueError:
         raise AssertionError(repr(result)) from None
     assert data["status"] == "succeeded", result
+
+
+def test_plain_test_functions_without_a_pytest_config_are_run_with_pytest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pytest.ini, no conftest, but `def test_...` with bare asserts: unittest would
+    find no test there (refusing a folder without __init__.py, or passing with none run)."""
+    repo = make_repo(
+        tmp_path,
+        {
+            "src/calc.py": CALC_BUG,
+            "tests/test_calc.py": "from src.calc import add\n\n\ndef test_add():\n"
+            "    assert add(1, 2) == 3\n",
+        },
+    )
+    out, pipeline = init(repo, monkeypatch)
+    assert "found: tests: pytest (python -m pytest -q)" in out
+    assert steps(pipeline)["test"]["run"] == "python -m pytest -q"

@@ -520,6 +520,8 @@ def test_a_dirty_checkout_is_never_silent_and_the_run_starts_from_head_by_defaul
         "from": "HEAD",
         "uncommitted": ["src/calc.py", "src/new.py"],
     }
+    shown = cli("show", run_id).stdout
+    assert "start: HEAD (uncommitted, left out: src/calc.py, src/new.py)" in shown, shown
     quiet = cli("run", str(tmp_path / "p.yml"), "--from-head")
     assert quiet.exit_code == 0 and "uncommitted" not in quiet.stderr
 
