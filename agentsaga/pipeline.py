@@ -12,10 +12,10 @@ single token is spent. The schema declarations and the dataclasses it builds liv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,13 @@ from agentsaga.schema import (
     SchemaViolation,
     Type,
     did_you_mean,
+)
+from agentsaga.step_stream import (
+    PLACEHOLDER,
+    Restart,
+    defaults_after_steps,
+    drain,
+    for_references,
 )
 from agentsaga.steps import KINDS
 from agentsaga.yaml_nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -120,8 +127,26 @@ def _load_text(
     from agentsaga import yaml_aliases
 
     yaml_aliases.check(text, path)
+
+    def new_loader() -> _Loader:
+        loader = _Loader(path, text)
+        loader.ignore_undeclared = ignore_undeclared
+        loader.require_vars = require_vars
+        # A run's stored text passed every reference check when the run began.
+        loader.check_refs = not checked
+        return loader
+
+    loader = new_loader()
     try:
-        root = yaml_nodes.compose(text)
+        try:
+            # Each step is built as it is composed and its node let go: a long pipeline's
+            # tree is never whole (its peak memory was the tree's).
+            root = yaml_nodes.compose(text, each=loader.stream_step)
+            if loader.streamed and defaults_after_steps(root):
+                raise Restart
+        except Restart:
+            loader = new_loader()  # from the whole tree, as the steps need
+            root = yaml_nodes.compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -142,11 +167,6 @@ def _load_text(
         raise PipelineError(path, 1, 1, "the YAML is nested too deeply to be a pipeline") from None
     if root is None:
         raise PipelineError(path, 1, 1, "the pipeline is empty; it needs a name and steps")
-    loader = _Loader(path, text)
-    loader.ignore_undeclared = ignore_undeclared
-    loader.require_vars = require_vars
-    # A run's stored text passed every reference check when the run began.
-    loader.check_refs = not checked
     try:
         return loader.load(root, overrides or {})
     except yaml.MarkedYAMLError as exc:
@@ -212,7 +232,6 @@ def _indentation_hint(text: str, line: int, col: int, problem: str) -> tuple[int
 class _Loader:
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
-        self.lines = text.splitlines()
         self.ignore_undeclared = False
         self.require_vars = True
         self.check_refs = True
@@ -220,6 +239,21 @@ class _Loader:
         #: checked (every one would be reported as unknown).
         self.vars_known = True
         self.warnings: list[str] = []
+        # The steps as they are loaded (see take_step), and whether the composer handed
+        # them over one by one (stream_step).
+        self.steps: list[Step] = []
+        self.step_nodes: list[Node] = []
+        self.step_errors: list[PipelineError] = []
+        self.seen: dict[str, int] = {}  # id -> the line that defines it
+        self.streamed = False
+        self.stream_defaults: dict[str, Any] = {}
+        self.stream_retry = RetrySpec()
+
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The text's lines, split when an error or a warning needs them (30,000 strings
+        for a 10,000-step pipeline that has neither)."""
+        return self.text.splitlines()
 
     def error(self, node: Node, problem: str) -> PipelineError:
         mark = node.start_mark
@@ -244,31 +278,15 @@ class _Loader:
         if "steps" in top and not step_values:
             assert steps_node is not None
             errors.append(self.error(steps_node, "a pipeline needs at least one step"))
-        steps: list[Step] = []
-        step_nodes: list[Node] = []
-        seen: dict[str, int] = {}  # id -> the line that defines it
-        step_errors = len(errors)
         if "steps" in top:
             top["steps"] = []  # the nodes drained below: not kept a second time
-        # Each step is checked on its own, so one validate reports every broken step.
-        for index, node in enumerate(_drain(step_values)):
-            try:
-                step = self.load_step(node, index, default_retry, defaults)
-            except PipelineError as exc:
-                errors.append(exc)
-                continue
-            if step.id in seen:
-                errors.append(
-                    self.error(
-                        _children(node)["id"],
-                        f"duplicate step id {step.id!r} (first defined at line {seen[step.id]})",
-                    )
-                )
-            seen[step.id] = node.start_mark.line + 1
-            steps.append(step)
-            if self.check_refs:
-                step_nodes.append(_for_references(node))
-        steps_ok = len(errors) == step_errors and "steps" in top
+        if self.streamed:
+            step_values.clear()  # placeholders: the steps were built as they were composed
+        for index, node in enumerate(drain(step_values)):
+            self.take_step(node, index, default_retry, defaults)
+        steps, step_nodes = self.steps, self.step_nodes
+        errors += self.step_errors
+        steps_ok = not self.step_errors and "steps" in top
         self.vars_known = "vars" in top or "vars" not in top_nodes
         declared = top.get("vars", {})
         try:
@@ -384,6 +402,8 @@ class _Loader:
 
     def warn_about_braces(self) -> None:
         """``{{ x }}`` without the ``$`` is text, not an expression: almost always a slip."""
+        if "{{" not in self.text:
+            return
         for number, line in enumerate(self.lines, start=1):
             if "{{" not in line:
                 continue  # most lines: a substring test, not the regex
@@ -395,6 +415,50 @@ class _Loader:
                     f"{self.path}:{number}:{match.start() + 1}: '{{{{ {inner} }}}}' is plain "
                     f"text, not an expression; write '${{{{ {inner} }}}}' to substitute it"
                 )
+
+    def take_step(
+        self, node: Node, index: int, default_retry: RetrySpec, defaults: dict[str, Any]
+    ) -> None:
+        """Load one step; each is checked on its own, so one validate reports every broken
+        step. Of its node, only what the reference checks read is kept."""
+        try:
+            step = self.load_step(node, index, default_retry, defaults)
+        except PipelineError as exc:
+            self.step_errors.append(exc)
+            return
+        if step.id in self.seen:
+            first = self.seen[step.id]
+            self.step_errors.append(
+                self.error(
+                    _children(node)["id"],
+                    f"duplicate step id {step.id!r} (first defined at line {first})",
+                )
+            )
+        self.seen[step.id] = node.start_mark.line + 1
+        self.steps.append(step)
+        if self.check_refs:
+            self.step_nodes.append(for_references(node))
+
+    def stream_step(self, node: Node, index: int, pairs: list[tuple[Node, Node]]) -> Node:
+        """``take_step`` for a step the composer hands over (``yaml_nodes.compose``), with
+        the ``defaults`` written above ``steps:`` (one written below means loading again
+        from the whole tree: ``_defaults_after_steps``). Anything but a PipelineError
+        (a refused tag, a too deep value) also starts again there, for its own message."""
+        if index == 0:
+            if self.streamed:
+                raise Restart  # a second `steps:` key: the whole tree reports it
+            self.streamed = True
+            found = [value for key, value in pairs if key.value == "defaults"]
+            try:
+                self.stream_defaults = TOP.fields["defaults"].check(found[0]) if found else {}
+            except SchemaViolation:
+                self.stream_defaults = {}  # the top-level check reports it
+            self.stream_retry = RetrySpec.from_raw(self.stream_defaults.get("retry"))
+        try:
+            self.take_step(node, index, self.stream_retry, self.stream_defaults)
+        except (yaml.YAMLError, RecursionError):
+            raise Restart from None
+        return PLACEHOLDER
 
     def load_step(
         self, node: Node, index: int, default_retry: RetrySpec, defaults: dict[str, Any]
@@ -688,42 +752,6 @@ class _Loader:
         """Locate character ``offset`` of a scalar's value in the file."""
         line, col = _locate(node, offset, self.lines)
         return PipelineError(self.path, line, col, problem)
-
-
-def _drain(items: list[Node]) -> Iterator[Node]:
-    """Each item, let go of by ``items`` as it is handed over: a long pipeline's step
-    nodes are freed as its steps are built, not all kept until the end."""
-    items.reverse()
-    while items:
-        yield items.pop()
-
-
-#: The keys of a step that its reference checks read even without an expression.
-_REFERENCE_KEYS = frozenset(("commands", "on_failure", "on_reject", "if", "compensate"))
-
-
-def _for_references(node: Node) -> Node:
-    """The part of a step's node that ``check_step_references`` reads: the keys it checks
-    by name and every value holding an expression (most steps of a long pipeline keep
-    none of their nodes)."""
-    if not isinstance(node, MappingNode):
-        return node
-    kept = [
-        (key, value)
-        for key, value in node.value
-        if str(key.value) in _REFERENCE_KEYS or _has_expression(value)
-    ]
-    return MappingNode(node.tag, kept, node.pos)
-
-
-def _has_expression(node: Node) -> bool:
-    if isinstance(node, ScalarNode):
-        return expressions.has_expressions(str(node.value))
-    if isinstance(node, SequenceNode):
-        return any(_has_expression(item) for item in node.value)
-    if isinstance(node, MappingNode):
-        return any(_has_expression(value) for _, value in node.value)
-    return False
 
 
 def _children(node: Node) -> dict[str, Node]:

@@ -34,6 +34,7 @@ _CODE = (
     "pipeline_model.py",
     "pipeline_cache.py",
     "schema.py",
+    "step_stream.py",
     "yaml_nodes.py",
     "steps/__init__.py",
 )

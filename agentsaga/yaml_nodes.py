@@ -18,7 +18,7 @@ A document PyYAML refuses raises the same ``yaml.YAMLError``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
@@ -111,11 +111,17 @@ def resolve_scalar(value: str, implicit: tuple[bool, bool]) -> str:
     return STR_TAG
 
 
+#: Called with each item of the root mapping's list ``key`` as it is composed, its index
+#: and the root's pairs so far; what it returns is kept in the list instead.
+Each = Callable[[Node, int, list[tuple[Node, Node]]], Node]
+
+
 class _Composer:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, each: Each | None = None, key: str = "") -> None:
         self.parser = _PARSER(text)
         self.get = self.parser.get_event
         self.anchors: dict[str, Node] = {}
+        self.each, self.key = each, key
 
     def document(self) -> Node | None:
         get = self.get
@@ -123,7 +129,8 @@ class _Composer:
         event = get()
         if isinstance(event, yaml.StreamEndEvent):
             return None
-        root: Node = self._compose(get())
+        event = get()
+        root: Node = self._compose(event) if self.each is None else self._root(event)
         get()  # document end
         event = get()
         if not isinstance(event, yaml.StreamEndEvent):
@@ -133,6 +140,31 @@ class _Composer:
                 "but found another document",
                 event.start_mark,
             )
+        return root
+
+    def _root(self, event: Any) -> Node:
+        """The root, its list ``key``'s items handed to ``each`` as they are composed."""
+        if type(event) is not MappingStartEvent:
+            return self._compose(event)  # type: ignore[no-any-return]
+        pairs: list[tuple[Node, Node]] = []
+        root = self._collection(event, MappingNode(MAP_TAG, pairs, 0))
+        get, each = self.get, self.each
+        assert each is not None
+        while type(event := get()) is not MappingEndEvent:
+            name = self._compose(event)
+            event = get()
+            if not (
+                type(event) is SequenceStartEvent
+                and isinstance(name, ScalarNode)
+                and name.value == self.key
+            ):
+                pairs.append((name, self._compose(event)))
+                continue
+            items: list[Node] = []
+            pairs.append((name, self._collection(event, SequenceNode(SEQ_TAG, items, 0))))
+            while type(event := get()) is not SequenceEndEvent:
+                item = self._scalar(event) if type(event) is ScalarEvent else self._compose(event)
+                items.append(each(item, len(items), pairs))
         return root
 
     def list_items(self, key: str) -> Iterator[Node]:
@@ -246,11 +278,12 @@ def iter_list(text: str, key: str) -> Iterator[Node]:
         composer.parser.dispose()
 
 
-def compose(text: str) -> Node | None:
+def compose(text: str, each: Each | None = None, key: str = "steps") -> Node | None:
     """The document's root node (``None`` for an empty document). A document PyYAML
     refuses raises the error of PyYAML's pure-Python parser: its messages are the
-    documented ones (libyaml words some differently)."""
-    composer = _Composer(text)
+    documented ones (libyaml words some differently). ``each``: see :data:`Each` (a
+    pipeline's steps are built as they are composed, and their nodes let go)."""
+    composer = _Composer(text, each, key)
     try:
         return composer.document()
     except yaml.YAMLError:

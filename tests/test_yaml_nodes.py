@@ -131,3 +131,79 @@ def test_a_position_in_a_block_scalar_deep_in_the_file() -> None:
     # the step's id, kind and `run: |` lines, then `echo ok`.
     assert (raised.value.line, raised.value.col) == (3 + 399 * 3 + 5, 16)
     assert "unknown var 'missing'" in str(raised.value)
+
+
+STREAM_CASES = {
+    "defaults after steps": (
+        "name: t\nworkspace: {isolation: none}\nsteps:\n"
+        '  - {id: a, kind: shell, run: ["true"]}\n'
+        '  - {id: b, kind: shell, run: ["true"], retry: {backoff: 2s}}\n'
+        "defaults: {retry: {attempts: 3}, timeout: 5s}\n"
+    ),
+    "defaults before steps": (
+        "name: t\ndefaults: {retry: {attempts: 3}, timeout: 5s}\nworkspace: {isolation: none}\n"
+        'steps:\n  - {id: a, kind: shell, run: ["true"]}\n'
+    ),
+    "broken defaults": (
+        "name: t\ndefaults: {retry: {attempts: x}}\n"
+        'steps:\n  - {id: a, kind: shell, run: ["true"]}\n'
+    ),
+    "two steps keys": (
+        'name: t\nsteps:\n  - {id: a, kind: shell, run: ["true"]}\n'
+        'steps:\n  - {id: b, kind: shell, run: ["true"]}\n'
+    ),
+    "a refused tag": "name: t\nsteps:\n  - {id: a, kind: shell, run: !run foo}\n",
+    "duplicate ids": (
+        'name: t\nsteps:\n  - {id: a, kind: shell, run: ["true"]}\n'
+        '  - {id: a, kind: shell, run: ["true"]}\n'
+    ),
+    "references": (
+        "name: t\nvars: {x: 1}\nsteps:\n"
+        '  - {id: a, kind: shell, run: "echo ${{ vars.y }}"}\n'
+        '  - {id: b, kind: shell, run: "echo ${{ steps.c.output }}", on_failure: {rewind_to: a}}\n'
+        '  - {id: c, kind: shell, run: "true"}\n'
+    ),
+    "vars after steps": (
+        'name: t\nsteps:\n  - {id: a, kind: shell, run: "echo ${{ vars.x }}"}\nvars: {x: 1}\n'
+    ),
+    "an aliased step": (
+        "name: t\nworkspace: {isolation: none}\nsteps:\n"
+        '  - &s {id: a, kind: shell, run: ["true"]}\n'
+        '  - {id: b, kind: shell, run: ["echo ${{ steps.a.output.stdout }}"]}\n'
+    ),
+    "braces": (
+        "name: t\nworkspace: {isolation: none}\n"
+        'steps:\n  - {id: a, kind: shell, run: "echo {{ x }}"}\n'
+    ),
+}
+
+
+def _outcome(text: str) -> object:
+    try:
+        return load_text(text, "p.yml")
+    except PipelineError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("name", sorted(STREAM_CASES))
+def test_steps_built_as_composed_equal_those_of_the_whole_tree(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading builds each step as the composer hands it over; the whole-tree load
+    (forced here) must give the same pipeline, or the same errors."""
+    from agentsaga import pipeline, step_stream
+
+    text = STREAM_CASES[name]
+    streamed = _outcome(text)
+
+    def whole_tree(self: object, node: object, index: int, pairs: object) -> object:
+        raise step_stream.Restart
+
+    monkeypatch.setattr(pipeline._Loader, "stream_step", whole_tree)
+    assert streamed == _outcome(text)
+    if name == "defaults after steps":
+        assert not isinstance(streamed, str)
+        assert [(s.retry.attempts, s.retry.backoff_s, s.timeout_s) for s in streamed.steps] == [
+            (3, 1.0, 5.0),
+            (3, 2.0, 5.0),
+        ]
