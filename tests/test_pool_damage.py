@@ -9,6 +9,7 @@ nothing outside agentsaga's own folders may be reset or cleaned.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,20 @@ def test_a_run_killed_while_claiming_then_rolled_back_leaves_no_claim_behind(
     assert list((pool.pool_dir(repo) / "claims").iterdir()) == []
     moved = point != "pool.claim_after_intent"  # the entry had left the pool for r2's path
     assert len(pool.entries(repo)) == (0 if moved else 1)
+
+
+def test_a_worktree_a_background_job_still_works_in_is_not_recycled(repo: Path) -> None:
+    """A step's `cmd &` outlives the step: recycled, its folder would be the next run's
+    worktree and the job would write into it (found by hand: a file of the earlier run
+    appeared in the next run's worktree)."""
+    ws = new_ws(repo, "r1")
+    job = subprocess.Popen(["sleep", "60"], cwd=ws.path / "src")
+    try:
+        gitops.delete_workspace(ws, "r1")
+    finally:
+        job.kill()
+        job.wait()
+    assert pool.entries(repo) == []
+    assert not ws.path.exists()
+    gitops.delete_workspace(new_ws(repo, "r2"), "r2")  # without the job: pooled
+    assert len(pool.entries(repo)) == 1

@@ -32,8 +32,9 @@ worktree (a reset, not a checkout).
 
 Not pooled: worktrees with submodules (their checkout is the furnishing step's job; a
 base commit with a ``.gitmodules`` never claims either), locked worktrees (``git worktree
-lock``: a person's), and anything beyond :data:`MAX_ENTRIES` per repository (deleted in
-the background as before).
+lock``: a person's), worktrees a live process works in (a background job a step left
+running would write into the next run's worktree), and anything beyond
+:data:`MAX_ENTRIES` per repository (deleted in the background as before).
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ def _release(repo_root: Path, path: Path) -> bool:
     admin = _dot_git_dir(path)
     if (path / ".gitmodules").exists() or (admin / "modules").exists():
         return False
+    if _in_use(path):
+        # A background job a step left running (`cmd &`) would go on writing into
+        # whichever run gets the folder next; deleted, it writes into the trash.
+        return False
     with _locked(pool):
         if len(entries(repo_root)) >= MAX_ENTRIES or not (admin / "index").is_file():
             return False
@@ -152,6 +157,25 @@ def forget_claim(repo_root: Path, run_id: str) -> None:
         _claim_file(repo_root, run_id).unlink(missing_ok=True)
     except OSError:
         pass  # a pool damaged by hand (claims is a file): nothing of ours to remove
+
+
+def _in_use(folder: Path) -> bool:
+    """Whether a live process works in ``folder`` (its current directory is in it). Read
+    from ``/proc``; where there is none, no process is seen."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    target = str(folder.resolve())
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue  # gone, or not ours to read
+        if cwd == target or cwd.startswith(target + os.sep):
+            return True
+    return False
 
 
 def abandon_claim(repo_root: Path, path: Path, run_id: str) -> None:
