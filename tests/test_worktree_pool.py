@@ -344,3 +344,22 @@ def test_a_claim_waits_while_another_process_holds_the_pool(repo: Path) -> None:
     child.join(timeout=60)
     assert child.exitcode == 0
     assert pool.entries(repo) == []
+
+
+def test_pool_false_in_the_config_keeps_rollback_deleting_worktrees(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("AGENTSAGA_STORE", raising=False)
+    (repo / ".agentsaga.yml").write_text("pool: false\n")
+    git(repo, "add", ".agentsaga.yml")
+    git(repo, "commit", "-q", "-m", "config")
+    pipeline = tmp_path / "p.yml"
+    pipeline.write_text('name: unpooled\nsteps:\n  - id: s\n    kind: shell\n    run: ["true"]\n')
+    first = cli("run", pipeline, "--json")
+    assert first.exit_code == 0, first
+    assert cli("rollback", first.json()["run_id"]).exit_code == 0
+    assert pool.entries(repo) == []
+    (repo / ".agentsaga.yml").write_text("pool: maybe\n")
+    refused = cli("run", pipeline)
+    assert refused.exit_code == 2 and ".agentsaga.yml:1:7" in refused.output, refused
