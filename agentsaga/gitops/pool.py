@@ -138,10 +138,16 @@ def _release(repo_root: Path, path: Path) -> bool:
         if len(entries(repo_root)) >= MAX_ENTRIES or not (admin / "index").is_file():
             return False
         entry = pool / f"e-{uuid.uuid4().hex[:12]}"
-        os.rename(path, entry)
+        try:
+            os.rename(path, entry)
+        except OSError:
+            return False  # nothing moved (another filesystem?): deleted the usual way
         faults.point("pool.release_after_move")
-        (entry / ".git").unlink()
-        os.rename(admin / "index", _index_of(entry))
+        try:
+            (entry / ".git").unlink()
+            os.rename(admin / "index", _index_of(entry))
+        except OSError:
+            pass  # an entry without its index: the next claim discards it
     return True
 
 
@@ -221,7 +227,7 @@ def _claim(repo_root: Path, path: Path, branch: str, base: str, create_branch: b
             return False
     try:
         _recycle(path)
-    except GitError:
+    except (GitError, OSError):
         _discard(repo_root, path)
         claim_file.unlink(missing_ok=True)
         return False
