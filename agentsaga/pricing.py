@@ -25,12 +25,18 @@ PRICED_PROVIDERS = frozenset({"anthropic", "openai"})
 _PER_MILLION = 1_000_000
 
 
-def _from_overrides(entry: Mapping[str, Any], usage: Usage) -> float:
+#: Anthropic charges a (5-minute) cache write at 1.25x the model's input price.
+ANTHROPIC_CACHE_WRITE = 1.25
+
+
+def _from_overrides(entry: Mapping[str, Any], usage: Usage, provider: str) -> float:
     input_rate = float(entry.get("input", 0.0))
-    # A table that names no cache rate gets the input rate: never cheaper than the truth
-    # for reads, and the usual price of a write on providers without a surcharge.
+    # A table that names no cache rate gets the input rate for reads (never cheaper than
+    # the truth) and for writes on providers without a surcharge; Anthropic's writes cost
+    # 1.25x its input rate, its documented multiplier, not the input rate.
+    write_factor = ANTHROPIC_CACHE_WRITE if provider == "anthropic" else 1.0
     cache_read_rate = float(entry.get("cache_read", input_rate))
-    cache_write_rate = float(entry.get("cache_write", input_rate))
+    cache_write_rate = float(entry.get("cache_write", input_rate * write_factor))
     dollars = (
         usage.input * input_rate
         + usage.output * float(entry.get("output", 0.0))
@@ -52,7 +58,7 @@ def cost_usd(
     per million tokens and wins over genai-prices.
     """
     if overrides and model in overrides:
-        return _from_overrides(overrides[model], usage)
+        return _from_overrides(overrides[model], usage, provider)
     if provider not in PRICED_PROVIDERS:
         return None
     import genai_prices

@@ -125,3 +125,12 @@ def test_override_wins() -> None:
     # cache_write falls back to the input rate when the table names none.
     assert cost_usd("openai", "gpt-4o", usage, overrides) == pytest.approx(1 + 2 + 1 + 1)
     assert cost_usd("ollama", "llama3", SMALL, overrides) == 0.0
+
+
+def test_an_anthropic_override_without_a_write_rate_charges_writes_at_125_percent() -> None:
+    overrides = {"my-claude": {"input": 4.0, "output": 20.0}}
+    write = Usage(cache_write=1_000_000)
+    assert cost_usd("anthropic", "my-claude", write, overrides) == pytest.approx(5.0)
+    assert cost_usd("openai", "my-claude", write, overrides) == pytest.approx(4.0)
+    named = {"my-claude": {"input": 4.0, "cache_write": 4.5}}
+    assert cost_usd("anthropic", "my-claude", write, named) == pytest.approx(4.5)
