@@ -63,9 +63,12 @@ def _rollback_lines(doc: dict[str, Any]) -> list[str]:
             label = f"{step['step_id']} #{a['attempt']}"
             if a.get("merged_into"):
                 merged.append(f"{label} ({(a['commit'] or '')[:8]} is in {a['merged_into']})")
-            comp = next((c for c in a["compensations"] if c["reason"] == "rollback"), None)
-            if comp is None:
+            # The latest try counts: a compensation that failed, then succeeded on a
+            # later rollback, is undone.
+            tries = [c for c in a["compensations"] if c["reason"] == "rollback"]
+            if not tries:
                 continue
+            comp = tries[-1]
             if comp["status"] in ("succeeded", "compensated"):
                 undone.append(label)
             elif comp["status"] == "skipped":

@@ -7,7 +7,8 @@ running or locked is left over, not in use.
   it started; it is stopped, and waited for, before anything compensates or re-runs the
   step, so its effect can neither land after its undo nor stack on a second run.
 * A worktree folder deleted by hand is recreated from the run branch, so rollback can
-  reset and tear down, and resume says so.
+  reset and tear down, and resume says so; one whose ``.git`` link was broken by hand is
+  repaired (``git worktree repair``) or, its git dir gone, re-added the same way.
 * Stale git lock files under agentsaga's own refs and worktree (``gitops.stale_locks``)
   would make every later git command fail after its retries: they are removed, and the
   run's events say which.
@@ -26,6 +27,7 @@ def take_over(rt: Runtime, run_id: str) -> None:
     run = rt.store.get_run(run_id)
     ws = rt.workspace(run)
     if isinstance(ws, GitWorkspace):
+        _repair_broken_worktree(rt, run_id, ws)
         _recreate_deleted_worktree(rt, run_id, ws)
         _remove_stale_locks(rt, run_id, ws)
 
@@ -69,6 +71,34 @@ def _recreate_deleted_worktree(rt: Runtime, run_id: str, ws: GitWorkspace) -> No
                 f"the run's worktree {inner.path} was deleted; recreated it from the run "
                 f"branch {inner.branch} (files that were not committed there are gone, "
                 "except what the step snapshots kept)"
+            ),
+        )
+    )
+
+
+def _repair_broken_worktree(rt: Runtime, run_id: str, ws: GitWorkspace) -> None:
+    """A worktree whose ``.git`` file was edited, or whose git dir was deleted, by hand:
+    every git command in it failed (a rollback stopped on a misleading error)."""
+    from agentsaga import gitops
+
+    inner = ws.ws
+    if not gitops.worktree_link_broken(inner):
+        return
+    if not gitops.ref_exists(inner.repo_root, f"refs/heads/{inner.branch}"):
+        return  # nothing to re-add it from: the teardown deletes the folder
+    readded = gitops.repair_worktree(inner)
+    rt.emit(
+        Event(
+            "note",
+            run_id,
+            message=(
+                f"the run's worktree {inner.path} had lost its link to the repository; "
+                + (
+                    f"re-added it from the run branch {inner.branch} (files that were not "
+                    "committed there are gone, except what the step snapshots kept)"
+                    if readded
+                    else "repaired it (git worktree repair)"
+                )
             ),
         )
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -413,6 +414,32 @@ def test_a_persons_commit_on_the_run_branch_makes_rollback_refuse(
 
     forced = cli("rollback", rid, "--force")
     assert forced.exit_code == 0, forced
+    assert capture(repo) == before
+    # The summary counts the latest try: c1's undo failed once, then succeeded.
+    assert "undone: c1 #1" in forced.stdout and "not undone" not in forced.stdout, forced
+
+
+@pytest.mark.parametrize("broken", ["garbage .git file", "git dir deleted"])
+def test_a_worktree_whose_git_link_was_broken_by_hand_is_repaired_by_rollback(
+    repo: Path, tmp_path: Path, broken: str
+) -> None:
+    """Every git command in such a worktree failed: the rollback stopped with exit 1 and
+    the run untouched (a garbage .git file), or on 'X is not an agentsaga snapshot' (its
+    git dir under .git/worktrees deleted)."""
+    path = write_pipeline(tmp_path, shell("c1", "echo c1 >> a.txt", commit=True, reset=True))
+    before = capture(repo)
+    result = cli("run", path, "--json")
+    rid = run_id_of(result)
+    work = worktree_of(repo, rid)
+    if broken == "garbage .git file":
+        (work / ".git").write_text("garbage\n")
+    else:
+        shutil.rmtree(repo / ".git" / "worktrees" / rid)
+
+    rolled = cli("rollback", rid)
+
+    assert rolled.exit_code == 0, rolled
+    assert "had lost its link to the repository" in rolled.output, rolled
     assert capture(repo) == before
 
 

@@ -66,8 +66,10 @@ from agentsaga.gitops.worktrees import (
     head,
     intended_workspace,
     reopen_workspace,
+    repair_worktree,
     stale_locks,
     workspace_exists,
+    worktree_link_broken,
 )
 
 __all__ = [
@@ -98,11 +100,13 @@ __all__ = [
     "list_files",
     "ref_exists",
     "reopen_workspace",
+    "repair_worktree",
     "reset_to",
     "revert_commits",
     "snapshot",
     "snapshot_checkout",
     "stale_locks",
+    "worktree_link_broken",
     "tracked",
     "user_name",
     "workspace_exists",

@@ -339,6 +339,31 @@ def reopen_workspace(ws: Workspace) -> Workspace:
     return ws
 
 
+def worktree_link_broken(ws: Workspace) -> bool:
+    """A worktree folder whose ``.git`` file no longer leads to its git dir (edited by
+    hand, or the git dir under ``.git/worktrees`` deleted): every git command in it fails.
+    Read without spawning git."""
+    dot_git = ws.path / ".git"
+    if ws.isolation != "worktree" or not dot_git.is_file():
+        return False
+    text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+    if not text.startswith("gitdir:"):
+        return True
+    return not (ws.path / text.removeprefix("gitdir:").strip() / "HEAD").is_file()
+
+
+def repair_worktree(ws: Workspace) -> bool:
+    """Point a broken worktree folder at its git dir again (``git worktree repair``); its
+    git dir gone, re-add the worktree from the run branch (what was not committed there is
+    lost). True when it had to be re-added."""
+    _git_status(ws.repo_root, "worktree", "repair", str(ws.path))  # exit 1 even when fixed
+    if not worktree_link_broken(ws):
+        return False
+    _git(ws.repo_root, "worktree", "prune")
+    reopen_workspace(ws)  # not registered any more: the folder goes, the branch is re-added
+    return True
+
+
 def workspace_exists(ws: Workspace) -> bool:
     if not ws.repo_root.is_dir() or _resolve(ws.repo_root, f"refs/heads/{ws.branch}") is None:
         return False
