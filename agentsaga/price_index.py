@@ -68,7 +68,6 @@ def _write(path: Path, stamp: str, known: Mapping[str, bool]) -> None:
 def price_known(provider: str, model: str, environ: Mapping[str, str] | None = None) -> bool:
     """Whether genai-prices has a price for ``model`` at ``provider`` (overrides aside)."""
     from agentsaga.pricing import PRICED_PROVIDERS, cost_usd
-    from agentsaga.providers.base import Usage
 
     if provider not in PRICED_PROVIDERS:
         return False
@@ -78,6 +77,8 @@ def price_known(provider: str, model: str, environ: Mapping[str, str] | None = N
     known = _read(path, stamp) if stamp else {}
     if key in known:
         return known[key]
+    from agentsaga.providers.base import Usage
+
     answer = cost_usd(provider, model, Usage(1000, 1000)) is not None
     if stamp:
         known[key] = answer

@@ -13,9 +13,10 @@ Our ``Usage.input`` excludes cache reads and writes; genai-prices counts them in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .providers.base import Usage
+if TYPE_CHECKING:  # annotations only: validate imports this module without the providers
+    from .providers.base import Usage
 
 #: Providers whose names genai-prices knows. Any other provider (scripted, a local Ollama)
 #: is priced only through overrides: matching its model name against some hosted provider's
