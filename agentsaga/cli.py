@@ -640,7 +640,8 @@ def init(
     }
     existing = [str(p) for p in targets if p.exists()]
     if existing and not force:
-        raise ConfigError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ConfigError(f"{', '.join(existing)} already {verb}; use --force to overwrite")
     for path, text in targets.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -114,3 +114,6 @@ def test_plain_test_functions_without_a_pytest_config_are_run_with_pytest(
     out, pipeline = init(repo, monkeypatch)
     assert "found: tests: pytest (python -m pytest -q)" in out
     assert steps(pipeline)["test"]["run"] == "python -m pytest -q"
+    again = cli("init")
+    assert again.exit_code == 2
+    assert "fix.yml already exist; use --force to overwrite" in again.stderr, again
