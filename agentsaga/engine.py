@@ -163,9 +163,10 @@ class Engine:
             )
         old = self._pipeline_of(run)
         new = pipeline or old
-        # Read once, a page at a time, as facts: a long run has thousands of attempts,
-        # and their records (outputs, errors) were most of a resume's memory.
-        records = [AttemptFact.of(a) for a in self.store.iter_attempts(run_id)]
+        # Read once, as facts (store.attempt_facts: no record decoded): a long run has
+        # thousands of attempts, and their records (outputs, errors) were most of a
+        # resume's memory and of its time to the first step.
+        records = self.store.attempt_facts(run_id)
         plan = self.plan_resume(run_id, pipeline, from_step, records)
         reused = [p.step_id for p in plan if p.action == "reuse"]
         if reused:
@@ -270,7 +271,7 @@ class Engine:
         run = self.store.get_run(run_id)
         target = pipeline or self._pipeline_of(run)
         if attempts is None:
-            attempts = [AttemptFact.of(a) for a in self.store.iter_attempts(run_id)]
+            attempts = self.store.attempt_facts(run_id)
         # Seeded once: the namespace and the facts below come from the runtime's kept
         # view instead of being built again for each of a long run's steps.
         self.rt.seed_facts(run_id, current_of(attempts))
@@ -609,9 +610,12 @@ class Engine:
     def _warm_up(self, pipeline: Pipeline) -> None:
         """Import the SDKs the pipeline's model steps use in the background (see
         ``providers.warm_up``)."""
+        names = model_providers(pipeline)
+        if not names:
+            return  # no model step: not even the providers package is needed
         from agentsaga import providers
 
-        providers.warm_up(model_providers(pipeline), self.options.config)
+        providers.warm_up(names, self.options.config)
 
     def _pipeline_of(self, run: RunRecord) -> Pipeline:
         return self.rt.pipeline_of(run)

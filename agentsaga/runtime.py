@@ -117,7 +117,7 @@ class Runtime:
         every step would make a long run quadratic), its record read back when asked
         (``checkpoints.py``: keeping them all made memory grow with the run)."""
         if self._cache_run != run_id or self._current is None:
-            facts = (AttemptFact.of(a) for a in self.store.iter_attempts(run_id))
+            facts = self.store.attempt_facts(run_id)
             self.seed_facts(run_id, current_of(facts))
         assert self._current is not None
         return self._current

@@ -414,6 +414,39 @@ def test_copy_attempts_gives_a_fork_the_current_checkpoints(store: SqlStore) -> 
     assert (nxt.seq, nxt.attempt) == (3, 1)
 
 
+def test_attempt_facts_are_the_facts_of_the_records(store: SqlStore) -> None:
+    """``attempt_facts`` reads only what a decision needs; it must say the same as
+    ``AttemptFact.of`` each whole record, for every kind of attempt a run holds."""
+    from agentsaga.saga.view import AttemptFact
+
+    parent = _run(store)
+    a1 = _start(store, parent, "a", base_commit="b0", snapshot="s-a")
+    store.finish_attempt(a1.id, status="failed", error={"message": "boom"})
+    a2 = _start(store, parent, "a")
+    store.finish_attempt(a2.id, status="completed", output={"commit": "c2", "base": "b0"})
+    b1 = _start(store, parent, "b", 1)
+    # Output that mentions the keys without being them, and a non-string commit.
+    store.finish_attempt(b1.id, status="completed", output={"stdout": '"commit"', "base": 7})
+    c1 = _start(store, parent, "c", 2)
+    store.finish_attempt(c1.id, status="completed", output={"json": None})
+    store.supersede(parent, ["c"])
+    _start(store, parent, "d", 3)  # running, no output
+    fork = _run(store, parent_run_id=parent, parent_step="b")
+    store.copy_attempts(parent, fork, ["a", "b"])
+
+    for rid in (parent, fork):
+        facts = store.attempt_facts(rid)
+        assert facts == [AttemptFact.of(a) for a in store.attempts(rid)]
+    facts = store.attempt_facts(parent)
+    assert [(f.step_id, f.commit, f.commit_base, f.failed) for f in facts] == [
+        ("a", None, None, True),
+        ("a", "c2", "b0", False),
+        ("b", None, "7", False),
+        ("c", None, None, False),
+        ("d", None, None, False),
+    ]
+
+
 # --- compensations ---------------------------------------------------------------------
 
 

@@ -20,9 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentsaga.errors import ConfigError, NoStore
+
+if TYPE_CHECKING:
+    from agentsaga.saga.view import AttemptFact
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -282,6 +285,7 @@ class Store(Protocol):
     def get_attempt(self, attempt_id: int) -> AttemptRecord: ...
     def attempts(self, run_id: str, *, status: str | None = None) -> list[AttemptRecord]: ...
     def iter_attempts(self, run_id: str) -> Iterator[AttemptRecord]: ...
+    def attempt_facts(self, run_id: str) -> list[AttemptFact]: ...
     def supersede(self, run_id: str, step_ids: list[str]) -> None: ...
     def copy_attempts(self, source_run: str, target_run: str, step_ids: list[str]) -> None: ...
 

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from agentsaga.errors import RunLocked, RunNotFound, StoreError
+from agentsaga.saga.view import AttemptFact
 from agentsaga.states import CompensationStatus, StepStatus
 from agentsaga.store import (
     AttemptRecord,
@@ -45,6 +46,12 @@ _ATTEMPT_COLUMNS = (
 )
 #: Attempts per page of ``iter_attempts``.
 _PAGE = 500
+#: What a decision reads of an attempt (``AttemptFact``): no usage, times or process, and
+#: the output only for the commit it may name.
+_FACT_COLUMNS = (
+    "id, step_id, attempt, status, superseded, reused_from, fingerprint, snapshot, "
+    "base_commit, output_json, error_json IS NOT NULL, started_at"
+)
 _CALL_COLUMNS = (
     "id, run_id, attempt_id, step_id, provider, model, request_hash, request_json, "
     "response_json, error_json, status, judged, http_attempt, served_from, tokens_input, "
@@ -473,6 +480,16 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
                 return
             after = int(rows[-1][4])  # seq
 
+    def attempt_facts(self, run_id: str) -> list[AttemptFact]:
+        """The run's attempts as the decisions read them, in the order they started:
+        ``AttemptFact.of`` each record, without reading or decoding the rest of it (a
+        resume of a 10,000-step run reads these before its first step)."""
+        rows = self._query(
+            f"SELECT {_FACT_COLUMNS} FROM step_attempts WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        return [_fact(r) for r in rows]
+
     def supersede(self, run_id: str, step_ids: list[str]) -> None:
         if not step_ids:
             return
@@ -771,6 +788,32 @@ def _attempt(r: Sequence[Any]) -> AttemptRecord:
         finished_at=r[23],
         duration_ms=r[24],
         process=_loads(r[25]),
+    )
+
+
+def _fact(r: Sequence[Any]) -> AttemptFact:
+    commit = base = None
+    text = r[9]
+    # Parsed only when it may name a commit (a command's output seldom does; a write
+    # step's always): decoding 10,000 outputs was most of reading a long run back.
+    if text and ('"commit"' in text or '"base"' in text):
+        output = json.loads(text)
+        if isinstance(output, dict):
+            commit, base = output.get("commit"), output.get("base")
+    return AttemptFact(
+        id=int(r[0]),
+        step_id=r[1],
+        attempt=int(r[2]),
+        status=r[3],
+        superseded=bool(r[4]),
+        reused_from=r[5],
+        fingerprint=r[6],
+        snapshot=r[7],
+        base_commit=r[8],
+        commit=str(commit) if commit else None,
+        commit_base=str(base) if base else None,
+        failed=bool(r[10]),
+        started_at=r[11],
     )
 
 
