@@ -63,10 +63,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, agentsaga_exe, machine, median, noop_pipeline, write
+from _common import REPO, agentsaga_exe, compile_package, machine, median, noop_pipeline, write
 
 CACHE = Path(os.environ.get("AGENTSAGA_PEERS_CACHE", Path.home() / ".cache" / "agentsaga-peers"))
 
@@ -198,6 +199,10 @@ class Measure:
     per_step_ms: float | None
     first_ms: float | None
     last_ms: float | None
+    #: user + sys seconds of the process and the children it waited for (``wait4``).
+    cpu_s: float = 0.0
+    #: context switches, voluntary (it waited: a child, a lock, the disk) and not.
+    switches: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -293,8 +298,8 @@ def rss_of(pid: int) -> float:
 # --- one measurement ----------------------------------------------------------------------
 
 
-def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process."""
+def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, Any]:
+    """Wall seconds and the ``wait4`` usage of one process (with its waited-for children)."""
     with open(cwd / "stderr.txt", "wb") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -304,7 +309,7 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float
     if proc.returncode != 0:
         tail = (cwd / "stderr.txt").read_text(errors="replace")[-3000:]
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{tail}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage
 
 
 def spans(starts: list[float], end: float) -> tuple[float, float | None, float | None]:
@@ -343,7 +348,8 @@ def measure(peer: Peer, n: int, scratch: Path) -> Measure:
             os.pathsep
         )
     load = os.getloadavg()[0]
-    wall, rss = run_measured(peer.argv(n, db, out), work, env)
+    wall, usage = run_measured(peer.argv(n, db, out), work, env)
+    rss, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
     if peer.venv is None:
         starts, end = agentsaga_times(db)
     else:
@@ -353,7 +359,7 @@ def measure(peer: Peer, n: int, scratch: Path) -> Measure:
         raise SystemExit(f"{peer.name}: {len(starts)} steps ran, expected {n}")
     whole, first, last = spans(starts, end)
     shutil.rmtree(work, ignore_errors=True)
-    return Measure(wall, rss, load, whole, first, last)
+    return Measure(wall, rss, load, whole, first, last, cpu, (usage.ru_nvcsw, usage.ru_nivcsw))
 
 
 # --- the peers ----------------------------------------------------------------------------
@@ -451,10 +457,28 @@ def table(peers: list[Peer], lengths: list[int]) -> str:
         load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {load} |")
 
+    def beyond_one(get: Callable[[Measure], float], n: int) -> Callable[[Measure], float]:
+        """Per step, beyond a 1-step run of the same engine (its start-up taken out)."""
+
+        def per_step(m: Measure) -> float:
+            peer = next(p for p in peers if any(x is m for x in p.results.get(n, [])))
+            one = median([get(x) for x in peer.results.get(1, [])] or [0.0])
+            return (get(m) - one) / max(n - 1, 1)
+
+        return per_step
+
     row("start-up: 1-step run, wall ms", 1, lambda m: m.wall * 1000, ".0f")
+    row("start-up: 1-step run, CPU ms", 1, lambda m: m.cpu_s * 1000, ".0f")
     for n in lengths:
         row(f"{n:,} steps: wall s", n, lambda m: m.wall, ".2f")
         row(f"{n:,} steps: ms per step", n, lambda m: m.per_step_ms, ".2f")
+        row(f"{n:,} steps: CPU ms per step", n, beyond_one(lambda m: m.cpu_s * 1000, n), ".2f")
+        row(
+            f"{n:,} steps: context switches per step (voluntary)",
+            n,
+            beyond_one(lambda m: float(m.switches[0]), n),
+            ".1f",
+        )
         if n >= 50:
             row(f"{n:,} steps: first 10 %, ms per step", n, lambda m: m.first_ms, ".2f")
             row(f"{n:,} steps: last 10 %, ms per step", n, lambda m: m.last_ms, ".2f")
@@ -486,6 +510,7 @@ def main() -> None:
     for name in {p.split("-")[0] for p in args.peers} & set(VENVS):
         ensure_venv(name)
     began = time.monotonic()
+    compile_package()
     print(f"peers ({machine()})")
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=CACHE) as scratch_name:
         scratch = Path(scratch_name)
