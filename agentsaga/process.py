@@ -222,9 +222,22 @@ def _missing_program(program: str, env: dict[str, str], cwd: Path) -> str | None
         if not target.exists():
             return f"command not found: {program}"
         return None if os.access(target, os.X_OK) else f"permission denied: {program}"
-    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+    path = env.get("PATH", os.defpath)
+    known = _FOUND.get((program, path))
+    if known is not None and os.access(known, os.X_OK):
+        return None  # found before and still there: one check instead of a PATH walk
+    found = shutil.which(program, path=path)
+    if found is None:
         return f"command not found: {program}"
+    if os.path.isabs(found):  # a relative PATH entry depends on the cwd: not kept
+        _FOUND[(program, path)] = found
     return None
+
+
+#: Programs found on a PATH: (name, PATH) -> the file. Each step of a long run names the
+#: same few programs; walking a PATH of 15 folders costs 15 stats. Only a hit is kept,
+#: and checked again before use: a program installed by one step is found by the next.
+_FOUND: dict[tuple[str, str], str] = {}
 
 
 def _release(proc: subprocess.Popen[bytes], on_spawn: Callable[[dict[str, Any]], None]) -> None:
