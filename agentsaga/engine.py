@@ -29,6 +29,7 @@ import contextlib
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -427,7 +428,7 @@ class Engine:
             if a.reused_from is None:
                 counts[a.step_id] += 1
             if not a.superseded:
-                statuses[a.step_id] = a.status
+                statuses[a.step_id] = sys.intern(str(a.status))
         views = [
             StepView(step.id, statuses.get(step.id, StepStatus.PENDING), counts[step.id])
             for step in pipeline.steps

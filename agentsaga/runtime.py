@@ -54,7 +54,7 @@ class EngineOptions:
     on_event: Callable[[Event], None] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class StepView:
     id: str
     status: str
@@ -75,7 +75,7 @@ class RunResult:
         data = {
             "run_id": self.run_id,
             "status": self.status,
-            "steps": [s.__dict__ for s in self.steps],
+            "steps": [{"id": s.id, "status": s.status, "attempts": s.attempts} for s in self.steps],
             "error": self.error,
             "notes": self.notes,
         }
