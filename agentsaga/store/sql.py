@@ -9,29 +9,27 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from agentsaga.errors import RunLocked, RunNotFound, StoreError
+from agentsaga.errors import RunNotFound, StoreError
 from agentsaga.saga.view import AttemptFact
 from agentsaga.states import CompensationStatus, StepStatus
 from agentsaga.store import (
     AttemptRecord,
     CompensationRecord,
-    Lease,
-    LLMCallRecord,
     RunRecord,
     RunSummary,
     Usage,
-    pid_alive,
     utcnow,
 )
 from agentsaga.store.agent_sql import AgentTurnsSql
 from agentsaga.store.gate_sql import GateDecisionsSql
+from agentsaga.store.lease_sql import LeaseSql
+from agentsaga.store.llm_sql import LLMCallsSql
 from agentsaga.store.migrations import BUMP_SCHEMA_VERSION, MIGRATIONS, statements
+from agentsaga.store.sql_base import _dumps, _loads, _masked
 
 _RUN_COLUMNS = (
     "id, parent_run_id, parent_step, pipeline_name, pipeline_path, pipeline_text, "
@@ -52,27 +50,6 @@ _FACT_COLUMNS = (
     "id, step_id, attempt, status, superseded, reused_from, fingerprint, snapshot, "
     "base_commit, output_json, error_json IS NOT NULL, started_at"
 )
-_CALL_COLUMNS = (
-    "id, run_id, attempt_id, step_id, provider, model, request_hash, request_json, "
-    "response_json, error_json, status, judged, http_attempt, served_from, tokens_input, "
-    "tokens_output, tokens_cache_read, tokens_cache_write, tokens_estimated, cost_usd, "
-    "latency_ms, created_at"
-)
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str, ensure_ascii=False)
-
-
-def _masked(value: Any) -> str | None:
-    """JSON of a value that may quote a secret (an output, an error, a run's state)."""
-    from agentsaga.redact import redact_for_store
-
-    return _dumps(redact_for_store(value))
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 def _iso_to_epoch(text: str) -> float:
@@ -81,7 +58,7 @@ def _iso_to_epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class SqlStore(AgentTurnsSql, GateDecisionsSql):
+class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
     dialect = "sqlite"
     location = ""
 
@@ -613,157 +590,6 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql):
             for r in rows
         ]
 
-    # --- LLM calls ----------------------------------------------------------------------
-
-    def record_llm_call(
-        self,
-        *,
-        run_id: str,
-        attempt_id: int | None,
-        step_id: str,
-        provider: str,
-        model: str,
-        request_hash: str,
-        request: dict[str, Any],
-        response: dict[str, Any] | None,
-        error: dict[str, Any] | None,
-        status: str,
-        http_attempt: int,
-        usage: Usage,
-        latency_ms: float | None,
-        served_from: int | None = None,
-    ) -> int:
-        with self.transaction() as cur:
-            row = self._exec(
-                cur,
-                "INSERT INTO llm_calls (run_id, attempt_id, step_id, provider, model, "
-                "request_hash, request_json, response_json, error_json, status, http_attempt, "
-                "served_from, tokens_input, tokens_output, tokens_cache_read, "
-                "tokens_cache_write, tokens_estimated, cost_usd, latency_ms, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (
-                    run_id,
-                    attempt_id,
-                    step_id,
-                    provider,
-                    model,
-                    request_hash,
-                    _dumps(request),
-                    _dumps(response),
-                    _dumps(error),
-                    status,
-                    http_attempt,
-                    served_from,
-                    usage.input,
-                    usage.output,
-                    usage.cache_read,
-                    usage.cache_write,
-                    int(usage.estimated),
-                    usage.cost_usd,
-                    latency_ms,
-                    utcnow(),
-                ),
-            ).fetchone()
-        return int(row[0])
-
-    def find_unjudged_reply(self, request_hash: str, run_id: str | None) -> LLMCallRecord | None:
-        scope, params = ("AND run_id = ?", [run_id]) if run_id else ("", [])
-        rows = self._query(
-            f"SELECT {_CALL_COLUMNS} FROM llm_calls WHERE request_hash = ? AND status = 'ok' "
-            f"AND judged = 0 {scope} ORDER BY id DESC LIMIT 1",
-            (request_hash, *params),
-        )
-        return _call(rows[0]) if rows else None
-
-    def judge_calls(self, attempt_id: int) -> None:
-        """Mark an attempt's replies as judged: never served from the log again."""
-        with self.transaction() as cur:
-            self._judge(cur, attempt_id)
-
-    def _judge(self, cur: Any, attempt_id: int) -> None:
-        self._exec(cur, "UPDATE llm_calls SET judged = 1 WHERE attempt_id = ?", (attempt_id,))
-        self._exec(
-            cur,
-            "UPDATE llm_calls SET judged = 1 WHERE id IN "
-            "(SELECT served_from FROM llm_calls "
-            "WHERE attempt_id = ? AND served_from IS NOT NULL)",
-            (attempt_id,),
-        )
-
-    def llm_calls(self, run_id: str) -> list[LLMCallRecord]:
-        rows = self._query(
-            f"SELECT {_CALL_COLUMNS} FROM llm_calls WHERE run_id = ? ORDER BY id", (run_id,)
-        )
-        return [_call(r) for r in rows]
-
-    # --- the lease ----------------------------------------------------------------------
-
-    def acquire_lease(self, run_id: str, owner_id: str, ttl_s: float) -> None:
-        """Take the run's lease, or raise RunLocked naming the live owner.
-
-        A lease is free when it expired (the owner stopped heartbeating: any host), or when
-        its owner was on this host and its pid is gone (kill -9: no need to wait out the
-        expiry on the machine that can see the process is dead).
-        """
-        host, pid, now = socket.gethostname(), os.getpid(), time.time()
-        with self.transaction() as cur:
-            row = self._exec(
-                cur,
-                "SELECT owner_id, host, pid, expires_at FROM leases WHERE run_id = ?"
-                + self._lock_suffix(),
-                (run_id,),
-            ).fetchone()
-            if row is not None:
-                owner, owner_host, owner_pid, expires = row
-                free = (
-                    owner == owner_id
-                    or expires < now
-                    or (owner_host == host and not pid_alive(int(owner_pid)))
-                )
-                if not free:
-                    from datetime import UTC, datetime
-
-                    until = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
-                    raise RunLocked(run_id, owner, owner_host, int(owner_pid), until)
-                self._exec(cur, "DELETE FROM leases WHERE run_id = ?", (run_id,))
-            self._exec(
-                cur,
-                "INSERT INTO leases (run_id, owner_id, host, pid, heartbeat_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, owner_id, host, pid, now, now + ttl_s),
-            )
-
-    def _lock_suffix(self) -> str:
-        return ""
-
-    def renew_lease(self, run_id: str, owner_id: str, ttl_s: float) -> bool:
-        now = time.time()
-        with self.transaction() as cur:
-            cur = self._exec(
-                cur,
-                "UPDATE leases SET heartbeat_at = ?, expires_at = ? "
-                "WHERE run_id = ? AND owner_id = ?",
-                (now, now + ttl_s, run_id, owner_id),
-            )
-            return bool(cur.rowcount)
-
-    def release_lease(self, run_id: str, owner_id: str) -> None:
-        with self.transaction() as cur:
-            self._exec(
-                cur, "DELETE FROM leases WHERE run_id = ? AND owner_id = ?", (run_id, owner_id)
-            )
-
-    def get_lease(self, run_id: str) -> Lease | None:
-        rows = self._query(
-            "SELECT run_id, owner_id, host, pid, heartbeat_at, expires_at "
-            "FROM leases WHERE run_id = ?",
-            (run_id,),
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        return Lease(r[0], r[1], r[2], int(r[3]), float(r[4]), float(r[5]))
-
 
 def _attempt(r: Sequence[Any]) -> AttemptRecord:
     return AttemptRecord(
@@ -814,26 +640,4 @@ def _fact(r: Sequence[Any]) -> AttemptFact:
         commit_base=str(base) if base else None,
         failed=bool(r[10]),
         started_at=r[11],
-    )
-
-
-def _call(r: Sequence[Any]) -> LLMCallRecord:
-    return LLMCallRecord(
-        id=int(r[0]),
-        run_id=r[1],
-        attempt_id=r[2],
-        step_id=r[3],
-        provider=r[4],
-        model=r[5],
-        request_hash=r[6],
-        request=_loads(r[7]),
-        response=_loads(r[8]),
-        error=_loads(r[9]),
-        status=r[10],
-        judged=bool(r[11]),
-        http_attempt=int(r[12]),
-        served_from=r[13],
-        usage=Usage(int(r[14]), int(r[15]), int(r[16]), int(r[17]), r[19], bool(r[18])),
-        latency_ms=r[20],
-        created_at=r[21],
     )
