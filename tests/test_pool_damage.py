@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from agentsaga import gitops
-from agentsaga.gitops import pool
+from agentsaga.gitops import pool, worktrees
+from tests.conftest import wait_until
 from tests.gitstate import capture, git, make_repo
 from tests.test_worktree_pool import _killed_in_child
 
@@ -125,3 +127,35 @@ def test_a_worktree_a_background_job_still_works_in_is_not_recycled(repo: Path) 
     assert not ws.path.exists()
     gitops.delete_workspace(new_ws(repo, "r2"), "r2")  # without the job: pooled
     assert len(pool.entries(repo)) == 1
+
+
+def test_a_worktree_added_while_another_is_being_added_waits_for_it(repo: Path) -> None:
+    """Two runs starting at once: git, adding one worktree, reads the others' git dirs and
+    fails on one that is half made ("failed to read .git/worktrees/X/commondir"), after
+    creating the run branch. The run failed; it waits and adds the worktree on the branch
+    it made. (Found by test_concurrent_runs_never_share_a_pooled_worktree failing about
+    1 in 15.) The other add is played by a git dir whose commondir is still empty; it is
+    finished once the first try has failed (the branch exists)."""
+    sibling = repo / ".git" / "worktrees" / "sibling"
+    sibling.mkdir(parents=True)
+    (sibling / "commondir").write_text("")
+    (sibling / "gitdir").write_text(str(repo / "elsewhere" / ".git") + "\n")
+    branch = repo / ".git" / "refs" / "heads" / "agentsaga" / "r1"
+    head = git(repo, "rev-parse", "HEAD").strip()
+    path = repo / ".agentsaga" / "worktrees" / "r1"
+    path.parent.mkdir(parents=True)
+    ws = gitops.Workspace(repo, path, "agentsaga/r1", head, "worktree", "main", head)
+
+    def finish_the_sibling() -> None:
+        wait_until(branch.exists, what="the first try to create the branch")
+        (sibling / "commondir").write_text("../..\n")
+
+    helper = threading.Thread(target=finish_the_sibling)
+    helper.start()
+    try:
+        worktrees._add_worktree(ws, create_branch=True)  # was: GitError at once
+    finally:
+        (sibling / "commondir").write_text("../..\n")
+        helper.join()
+    assert git(path, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    assert git(path, "rev-parse", "--abbrev-ref", "HEAD").strip() == "agentsaga/r1"

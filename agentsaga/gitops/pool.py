@@ -50,7 +50,7 @@ from pathlib import Path
 from agentsaga import faults
 from agentsaga import trash as trash_mod
 from agentsaga.errors import GitError
-from agentsaga.gitops.runner import STATE_DIR, _dot_git_dir, _git, _git_status
+from agentsaga.gitops.runner import STATE_DIR, _dot_git_dir, _git, _git_status, add_worktree
 
 #: Entries kept per repository: each is a full checkout on disk.
 MAX_ENTRIES = 2
@@ -243,8 +243,7 @@ def _move_in(
     then put the entry's folder in place of the empty one and its index in place of the
     missing one. Called with the pool locked."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = ("-b", branch, str(path), base) if create_branch else (str(path), branch)
-    _git(repo_root, "worktree", "add", "-q", "--no-checkout", *new)
+    add_worktree(repo_root, path, branch, base, create_branch, "--no-checkout")
     os.rename(path / ".git", entry / ".git")
     path.rmdir()
     os.rename(entry, path)

@@ -99,6 +99,35 @@ def _git_status(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tup
     return status, out
 
 
+#: Tries of ``git worktree add`` while another run's worktree is being added.
+_ADD_TRIES = 20
+
+
+def add_worktree(
+    repo_root: Path, path: Path, branch: str, base: str, create_branch: bool, *options: str
+) -> None:
+    """``git worktree add`` of ``path`` on ``branch`` (created at ``base`` when
+    ``create_branch`` and it does not exist yet), waiting out another run's add.
+
+    Two runs starting at once: git, adding one worktree, reads the others' git dirs under
+    ``.git/worktrees`` and fails on one that is half made ("failed to read
+    .git/worktrees/X/commondir"), after creating the branch: wait, and add the worktree
+    on the branch it made."""
+    for attempt in range(_ADD_TRIES):
+        new = create_branch and _resolve(repo_root, f"refs/heads/{branch}") is None
+        where = ("-b", branch, str(path), base) if new else (str(path), branch)
+        try:
+            _git(repo_root, "worktree", "add", "-q", *options, *where)
+            return
+        except GitError as exc:
+            text = str(exc)
+            if "failed to read" not in text or "worktrees/" not in text:
+                raise
+            if attempt == _ADD_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def _resolve(cwd: Path, rev: str) -> str | None:
     status, out = _git_status(cwd, "rev-parse", "--verify", "-q", f"{rev}^{{commit}}")
     return out.strip() if status == 0 else None

@@ -28,6 +28,7 @@ from agentsaga.gitops.runner import (
     _git,
     _git_status,
     _resolve,
+    add_worktree,
 )
 
 # Run ids become path components and ref components: keep them to a safe alphabet.
@@ -265,12 +266,11 @@ def _ensure_worktree(ws: Workspace, create_branch: bool) -> None:
         ws.repo_root, ws.path, ws.branch, ws.base_commit, create_branch
     ):
         return
-    # A claim that failed after creating the branch left it at the base: use it.
-    create_branch = create_branch and _resolve(ws.repo_root, f"refs/heads/{ws.branch}") is None
-    if create_branch:
-        _git(ws.repo_root, "worktree", "add", "-q", "-b", ws.branch, str(ws.path), ws.base_commit)
-    else:
-        _git(ws.repo_root, "worktree", "add", "-q", str(ws.path), ws.branch)
+    _add_worktree(ws, create_branch)
+
+
+def _add_worktree(ws: Workspace, create_branch: bool) -> None:
+    add_worktree(ws.repo_root, ws.path, ws.branch, ws.base_commit, create_branch)
 
 
 def _add_interrupted(ws: Workspace) -> bool:
