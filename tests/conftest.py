@@ -219,6 +219,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _cache_home: Path
     monkeypatch.setenv("AGENTSAGA_STORE", str(tmp_path / "state.db"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.delenv("AGENTSAGA_HOME", raising=False)
+    # Under ``pytest -n``: what a test starts (a step's own pytest, above all) sees the
+    # environment of a serial run, not the variables xdist sets for its workers.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -12,6 +12,10 @@ workers outlive a failed assertion; only the environment still says who started 
 - At the session's end (after the session fixtures stopped PostgreSQL and Temporal),
   whatever still carries the session's token is killed the same way, listed loudly, and
   the session fails.
+
+Under pytest-xdist each worker is a session of its own (its own token, its own checks);
+a worker hands what it found to the controller (``workeroutput``), which lists it and fails
+the run as one session would.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,11 +144,29 @@ def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
             )
 
 
+_SESSION_LEAK = "(session) processes still running at the end"
+_WORKER_KEY = "agentsaga_leaks"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config: Any = session.config
+    if config.pluginmanager.hasplugin("dsession"):
+        # An xdist controller runs no test: its workers checked theirs (testnodedown).
+        if any(leak.startswith(_SESSION_LEAK) for leak in _leaks):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
     found = leftovers(SESSION_VAR, _token, 10.0)
     if found:
-        _leaks.append(f"(session) processes still running at the end:\n{_describe(found)}")
+        _leaks.append(f"{_SESSION_LEAK}:\n{_describe(found)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if hasattr(config, "workerinput"):  # an xdist worker: tell the controller
+        config.workeroutput[_WORKER_KEY] = list(_leaks)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown without xdist
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """(xdist controller) A worker finished: take over what its checks found."""
+    _leaks.extend(getattr(node, "workeroutput", {}).get(_WORKER_KEY, []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
