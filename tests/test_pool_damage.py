@@ -159,3 +159,33 @@ def test_a_worktree_added_while_another_is_being_added_waits_for_it(repo: Path) 
         helper.join()
     assert git(path, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
     assert git(path, "rev-parse", "--abbrev-ref", "HEAD").strip() == "agentsaga/r1"
+
+
+def test_listing_worktrees_while_another_is_being_added_waits_for_it(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race for `git worktree list` (every run's workspace creation and teardown
+    read it). git's own trace file says when the listing is tried again: the half-made git
+    dir is finished then, so a later try succeeds."""
+    sibling = repo / ".git" / "worktrees" / "sibling"
+    sibling.mkdir(parents=True)
+    (sibling / "commondir").write_text("")
+    (sibling / "gitdir").write_text(str(repo / "elsewhere" / ".git") + "\n")
+    trace = tmp_path / "git-trace.log"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+
+    def tried_twice() -> bool:
+        return trace.exists() and trace.read_text().count("worktree list") >= 2
+
+    def finish_the_sibling() -> None:
+        wait_until(tried_twice, what="a second try of git worktree list")
+        (sibling / "commondir").write_text("../..\n")
+
+    helper = threading.Thread(target=finish_the_sibling)
+    helper.start()
+    try:
+        listed = worktrees._registered_worktrees(repo)  # was: GitError at once
+    finally:
+        (sibling / "commondir").write_text("../..\n")
+        helper.join()
+    assert repo.resolve() in listed

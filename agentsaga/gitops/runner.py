@@ -120,12 +120,28 @@ def add_worktree(
             _git(repo_root, "worktree", "add", "-q", *options, *where)
             return
         except GitError as exc:
-            text = str(exc)
-            if "failed to read" not in text or "worktrees/" not in text:
-                raise
-            if attempt == _ADD_TRIES - 1:
+            if not _sibling_half_made(exc) or attempt == _ADD_TRIES - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _sibling_half_made(exc: GitError) -> bool:
+    """Git failed reading another worktree's git dir that ``git worktree add`` is making."""
+    text = str(exc)
+    return "failed to read" in text and "worktrees/" in text
+
+
+def worktree_list(cwd: Path) -> str:
+    """``git worktree list --porcelain``, waiting out another run's ``git worktree add``
+    (git reads every worktree's git dir, and fails on one half made)."""
+    for attempt in range(_ADD_TRIES):
+        try:
+            return _git(cwd, "worktree", "list", "--porcelain")
+        except GitError as exc:
+            if not _sibling_half_made(exc) or attempt == _ADD_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _resolve(cwd: Path, rev: str) -> str | None:

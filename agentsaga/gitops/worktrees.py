@@ -29,6 +29,7 @@ from agentsaga.gitops.runner import (
     _git_status,
     _resolve,
     add_worktree,
+    worktree_list,
 )
 
 # Run ids become path components and ref components: keep them to a safe alphabet.
@@ -143,7 +144,7 @@ def _registered_worktrees(cwd: Path) -> dict[Path, str | None]:
     """Each registered worktree's path and the branch ref checked out there."""
     found: dict[Path, str | None] = {}
     current: Path | None = None
-    for line in _git(cwd, "worktree", "list", "--porcelain").splitlines():
+    for line in worktree_list(cwd).splitlines():
         if line.startswith("worktree "):
             current = Path(line.removeprefix("worktree ")).resolve()
             found[current] = None
