@@ -382,59 +382,8 @@ def _call_rows(t: Table, calls: list[dict[str, Any]], shape: tuple[str, ...]) ->
 def explain_pipeline(pipeline: Any, json_mode: bool, models: dict[str, str] | None = None) -> None:
     """Everything a pipeline from elsewhere would do, for review before running it.
     ``models``: the provider/model each LLM step will use (``preflight.model_choices``)."""
-    from agentsaga.saga.plans import describe, effective_compensation
-
-    items = []
-    spec = pipeline.workspace
-    if spec.get("setup") or spec.get("include"):
-        # Runs before the first step, in each new worktree.
-        ws_entry: dict[str, Any] = {"step": "(workspace)", "kind": "workspace"}
-        if spec.get("setup"):
-            ws_entry["runs"] = spec["setup"]
-        if spec.get("include"):
-            ws_entry["writes"] = [
-                f"copies into the worktree the gitignored files matching {g}"
-                for g in spec["include"]
-            ]
-        items.append(ws_entry)
-    for step in pipeline.steps:
-        entry: dict[str, Any] = {"step_id": step.id, "kind": step.kind}
-        if "run" in step.fields:
-            entry["runs"] = step.fields["run"]
-        if step.kind in ("write", "agent"):
-            # Edit paths are confined (edits.confine_path): this is the whole reach.
-            entry["writes"] = [
-                "**  (paths the model's edits name)",
-                "except .git/**, .agentsaga/**, .agentsaga.yml, "
-                "absolute paths, '..' and symlinks leading out",
-            ]
-        elif step.kind in ("shell", "deploy", "test"):
-            entry["writes"] = ["whatever its command writes (run in the workspace)"]
-        if step.kind == "agent":
-            entry["runs"] = list(step.fields.get("commands", [])) or "no command"
-            entry["reads"] = ["**  (confined as its edits are)"]
-            entry["allows"] = _agent_allows(pipeline, step)
-        if step.kind == "read":
-            # Reads are confined like edits (edits.confine_path, in steps/read.py).
-            entry["reads"] = [
-                *step.fields.get("files", []),
-                "except files .gitignore hides, .git/**, .agentsaga/**, .agentsaga.yml "
-                "and symlinks leading out of the workspace",
-            ]
-        if step.commit or step.kind in ("write", "agent", "external"):
-            entry["commits"] = "its changes, on the run branch"
-        if step.kind in ("plan", "write", "agent"):
-            entry["llm"] = (models or {}).get(step.id) or str(
-                step.fields.get("provider") or pipeline.defaults.get("provider")
-            )
-        comp = effective_compensation(step)
-        if comp is not None:
-            entry["compensation"] = describe(comp)
-        if step.env:
-            entry["env"] = sorted(step.env)
-        if step.irreversible:
-            entry["irreversible"] = True
-        items.append(entry)
+    items = _workspace_entries(pipeline.workspace)
+    items += [_step_entry(pipeline, step, models or {}) for step in pipeline.steps]
     if json_mode:
         sys.stdout.write(json.dumps({"pipeline": pipeline.name, "steps": items}, indent=2) + "\n")
         return
@@ -442,28 +391,90 @@ def explain_pipeline(pipeline: Any, json_mode: bool, models: dict[str, str] | No
     console.print(f"{pipeline.name}: what this pipeline will run")
     for entry in items:
         console.print(f"- {entry['step_id']} ({entry['kind']})".replace("[", "\\["))
-        for key in (
-            "runs",
-            "allows",
-            "reads",
-            "writes",
-            "commits",
-            "llm",
-            "compensation",
-            "env",
-            "irreversible",
-        ):
+        for key in _EXPLAINED:
             if key in entry:
-                value = entry[key]
-                if key == "runs" and isinstance(value, list):
-                    text = json.dumps(value)  # argv: each element is one argument
-                elif key == "allows":
-                    text = "".join(f"\n      {line}" for line in value)
-                elif isinstance(value, list):
-                    text = "; ".join(map(str, value))
-                else:
-                    text = str(value)
+                text = _explained_value(key, entry[key])
                 console.print(f"    {key}: {text}".replace("[", "\\["))
+
+
+#: The keys of an explained step, in the order the text shows them.
+_EXPLAINED = (
+    "runs",
+    "allows",
+    "reads",
+    "writes",
+    "commits",
+    "llm",
+    "compensation",
+    "env",
+    "irreversible",
+)
+
+
+def _explained_value(key: str, value: Any) -> str:
+    if key == "runs" and isinstance(value, list):
+        return json.dumps(value)  # argv: each element is one argument
+    if key == "allows":
+        return "".join(f"\n      {line}" for line in value)
+    if isinstance(value, list):
+        return "; ".join(map(str, value))
+    return str(value)
+
+
+def _workspace_entries(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """What runs before the first step, in each new worktree."""
+    if not (spec.get("setup") or spec.get("include")):
+        return []
+    entry: dict[str, Any] = {"step_id": "(workspace)", "kind": "workspace"}
+    if spec.get("setup"):
+        entry["runs"] = spec["setup"]
+    if spec.get("include"):
+        entry["writes"] = [
+            f"copies into the worktree the gitignored files matching {g}" for g in spec["include"]
+        ]
+    return [entry]
+
+
+def _step_entry(pipeline: Any, step: Any, models: dict[str, str]) -> dict[str, Any]:
+    from agentsaga.saga.plans import describe, effective_compensation
+
+    entry: dict[str, Any] = {"step_id": step.id, "kind": step.kind}
+    if "run" in step.fields:
+        entry["runs"] = step.fields["run"]
+    if step.kind in ("write", "agent"):
+        # Edit paths are confined (edits.confine_path): this is the whole reach.
+        entry["writes"] = [
+            "**  (paths the model's edits name)",
+            "except .git/**, .agentsaga/**, .agentsaga.yml, "
+            "absolute paths, '..' and symlinks leading out",
+        ]
+    elif step.kind in ("shell", "deploy", "test"):
+        entry["writes"] = ["whatever its command writes (run in the workspace)"]
+    if step.kind == "agent":
+        entry["runs"] = list(step.fields.get("commands", [])) or "no command"
+        entry["reads"] = ["**  (confined as its edits are)"]
+        entry["allows"] = _agent_allows(pipeline, step)
+    if step.kind == "read":
+        # Reads are confined like edits (edits.confine_path, in steps/read.py).
+        entry["reads"] = [
+            *step.fields.get("files", []),
+            "except files .gitignore hides, .git/**, .agentsaga/**, .agentsaga.yml "
+            "and symlinks leading out of the workspace",
+        ]
+    if step.commit or step.kind in ("write", "agent", "external"):
+        entry["commits"] = "its changes, on the run branch"
+    if step.kind in ("plan", "write", "agent"):
+        entry["llm"] = models.get(step.id) or str(
+            step.fields.get("provider") or pipeline.defaults.get("provider")
+        )
+    comp = effective_compensation(step)
+    if comp is not None:
+        entry["compensation"] = describe(comp)
+    if step.env:
+        entry["env"] = sorted(step.env)
+    if step.irreversible:
+        entry["irreversible"] = True
+    return entry
 
 
 def _agent_allows(pipeline: Any, step: Any) -> list[str]:

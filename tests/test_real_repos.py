@@ -628,5 +628,9 @@ def test_validate_explain_lists_the_workspace_setup_and_include(tmp_path: Path) 
     result = cli("validate", "--offline", "--explain", str(p), "--json")
     assert result.exit_code == 0, result
     first = result.json()["steps"][0]
-    assert first["step"] == "(workspace)" and first["runs"] == "make generated"
+    assert first["step_id"] == "(workspace)" and first["runs"] == "make generated"
     assert "gitignored files matching .env" in first["writes"][0]
+    # The text says the same (it raised KeyError: the entry named its step differently).
+    text = cli("validate", "--offline", "--explain", str(p))
+    assert text.exit_code == 0, text
+    assert "- (workspace) (workspace)\n    runs: make generated\n" in text.stdout
