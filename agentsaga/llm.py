@@ -119,27 +119,9 @@ class LLMGateway:
         # interpolate ${{ env.SOME_TOKEN }}).
         secrets = secret_values()
         stored_request = redact_json(request.to_json(), secrets)
-        if self.memo != "off":
-            scope = self.run_id if self.memo == "run" else None
-            earlier = self.store.find_unjudged_reply(request_hash, scope)
-            if earlier is not None and earlier.response is not None:
-                self.store.record_llm_call(
-                    run_id=self.run_id,
-                    attempt_id=self.attempt_id,
-                    step_id=self.step_id,
-                    provider=settings.provider,
-                    model=settings.model,
-                    request_hash=request_hash,
-                    request=stored_request,
-                    response=earlier.response,
-                    error=None,
-                    status="reused",
-                    http_attempt=0,
-                    usage=Usage(),
-                    latency_ms=0.0,
-                    served_from=earlier.id,
-                )
-                return LLMResponse.from_json(earlier.response)
+        served = self._served_from_log(settings, request_hash, stored_request)
+        if served is not None:
+            return LLMResponse.from_json(served)
         self._check_budget(request, settings)
         provider = self._provider(settings)
         policy = self._retry_policy(settings.provider)
@@ -179,6 +161,35 @@ class LLMGateway:
         from agentsaga.providers import call_with_retries
 
         return call_with_retries(provider, request, policy, on_attempt=record)
+
+    def _served_from_log(
+        self, settings: CallSettings, request_hash: str, stored_request: Any
+    ) -> Any:
+        """The reply to this very request already paid for and not yet judged (a crash
+        after it arrived), recorded again as reused: ``None`` when there is none."""
+        if self.memo == "off":
+            return None
+        scope = self.run_id if self.memo == "run" else None
+        earlier = self.store.find_unjudged_reply(request_hash, scope)
+        if earlier is None or earlier.response is None:
+            return None
+        self.store.record_llm_call(
+            run_id=self.run_id,
+            attempt_id=self.attempt_id,
+            step_id=self.step_id,
+            provider=settings.provider,
+            model=settings.model,
+            request_hash=request_hash,
+            request=stored_request,
+            response=earlier.response,
+            error=None,
+            status="reused",
+            http_attempt=0,
+            usage=Usage(),
+            latency_ms=0.0,
+            served_from=earlier.id,
+        )
+        return earlier.response
 
     # --- parts ----------------------------------------------------------------------------
 
