@@ -132,6 +132,29 @@ def test_reject_refuses_naming_the_files_and_the_ref_that_saved_them(
     assert git(repo, "show", f"{ref}:app.txt") == "v1\nw:\nfixed by hand\n"  # kept
 
 
+def test_with_the_gates_pin_deleted_by_hand_edits_are_still_refused_and_saved(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Without the pin the change is measured from the branch's commit: the run's own
+    leftover counts too (a refusal more, never a silent reset)."""
+    rid, work = start(tmp_path)
+    pins = git(repo, "for-each-ref", "--format=%(refname)", f"refs/agentsaga/{rid}/")
+    pin = [r for r in pins.split() if "/review-" in r]
+    assert len(pin) == 1, pins
+    git(repo, "update-ref", "-d", pin[0])
+    edit(work)
+
+    refused = cli("reject", rid, "--comment", "redo it")
+
+    assert refused.exit_code == 2, refused
+    assert "app.txt" in refused.stderr and "notes.md" in refused.stderr
+    ref = named_ref(refused.stderr)
+    assert git(repo, "show", f"{ref}:notes.md") == "my review notes\n"
+    assert (work / "notes.md").read_text() == "my review notes\n"
+    assert cli("reject", rid, "--comment", "redo it", "--discard-edits").exit_code == 5
+    assert git(repo, "show", f"{ref}:app.txt") == "v1\nw:\nfixed by hand\n"
+
+
 def test_rollback_refuses_then_discard_edits_rolls_back_and_keeps_the_saved_ref(
     repo: Path, tmp_path: Path
 ) -> None:

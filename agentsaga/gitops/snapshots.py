@@ -188,8 +188,12 @@ def changes_since(ws: Workspace, pinned_ref: str, save_prefix: str) -> tuple[str
     """Whether the working tree changed since the ghost commit at ``pinned_ref``; if so,
     the change is pinned first, as a ghost commit at ``<save_prefix><n>`` (the newest such
     ref when it already holds the same tree, else the next number), and returned as (that
-    ref, the files that differ). None when nothing changed or nothing was pinned."""
-    pinned = _resolve(ws.path, pinned_ref)
+    ref, the files that differ). None when nothing changed.
+
+    Without the pin (deleted by hand, or a gate reached before pins existed), the change
+    is measured from HEAD: the run's own uncommitted files then count too, so a reset is
+    refused where it might not have been, never done silently."""
+    pinned = _resolve(ws.path, pinned_ref) or _resolve(ws.path, "HEAD")
     if pinned is None:
         return None
     taken = _git(ws.path, "for-each-ref", "--format=%(refname)", save_prefix + "*").split()
