@@ -331,7 +331,8 @@ def print_show(doc: dict[str, Any]) -> None:
     if doc.get("parent_run_id"):
         console.print(f"  forked from {doc['parent_run_id']} at {doc['parent_step_id']}")
     if doc.get("branch"):
-        console.print(f"  branch {esc(doc['branch'])}")
+        gone = " (removed by the rollback)" if doc["status"] == "rolled_back" else ""
+        console.print(f"  branch {esc(doc['branch'])}{gone}")
     say([f"  {line}" for line in environment_lines(doc)])
     if doc.get("error"):
         say([f"  {doc['error']['message']}"])

@@ -856,6 +856,8 @@ def test_step_commits_have_trailers_and_rollback_names_merged_commits(
     said = " ".join(rolled.stdout.split())
     assert "already merged, so they stay" in said and "is in main" in said
     assert (repo / "added.txt").exists()  # the merge is the user's: it stays
+    shown = cli("show", rid).stdout
+    assert f"branch agentsaga/{rid} (removed by the rollback)" in shown
 
 
 # --- 3. prices are checked by validate, from a cache of earlier answers --------------------------
