@@ -140,14 +140,10 @@ class LLMGateway:
                     self._cost(settings, u),
                     u.estimated,
                 )
-            self.store.record_llm_call(
-                run_id=self.run_id,
-                attempt_id=self.attempt_id,
-                step_id=self.step_id,
-                provider=settings.provider,
-                model=settings.model,
-                request_hash=request_hash,
-                request=stored_request,
+            self._log_call(
+                settings,
+                request_hash,
+                stored_request,
                 response=redact_json(response.to_json(), secrets) if response else None,
                 error=redact_json(error.to_json(), secrets) if error is not None else None,
                 status="ok" if response is not None else "error",
@@ -173,14 +169,10 @@ class LLMGateway:
         earlier = self.store.find_unjudged_reply(request_hash, scope)
         if earlier is None or earlier.response is None:
             return None
-        self.store.record_llm_call(
-            run_id=self.run_id,
-            attempt_id=self.attempt_id,
-            step_id=self.step_id,
-            provider=settings.provider,
-            model=settings.model,
-            request_hash=request_hash,
-            request=stored_request,
+        self._log_call(
+            settings,
+            request_hash,
+            stored_request,
             response=earlier.response,
             error=None,
             status="reused",
@@ -190,6 +182,22 @@ class LLMGateway:
             served_from=earlier.id,
         )
         return earlier.response
+
+    def _log_call(
+        self, settings: CallSettings, request_hash: str, stored_request: Any, **outcome: Any
+    ) -> None:
+        """One row of the call log for this step's request; ``outcome`` is the reply or
+        error, status, HTTP attempt, usage and latency (``Store.record_llm_call``)."""
+        self.store.record_llm_call(
+            run_id=self.run_id,
+            attempt_id=self.attempt_id,
+            step_id=self.step_id,
+            provider=settings.provider,
+            model=settings.model,
+            request_hash=request_hash,
+            request=stored_request,
+            **outcome,
+        )
 
     # --- parts ----------------------------------------------------------------------------
 
