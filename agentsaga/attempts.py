@@ -10,6 +10,7 @@ run or fails it, and :func:`record_failure` writes that with the failure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agentsaga import faults, namespace, undo
@@ -17,7 +18,6 @@ from agentsaga.context import StepContext
 from agentsaga.errors import AgentsagaError, Interrupted, StepFailed, UserInputError
 from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, Step
-from agentsaga.redact import redact_json, secret_values
 from agentsaga.runtime import Event, Runtime
 from agentsaga.saga import decide
 from agentsaga.states import StepStatus
@@ -81,14 +81,15 @@ def run_attempt(
         base_commit=base,
         snapshot=None,
     )
-    env = {**rt.base_env(run_id, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
+    env = {**rt.base_env(run, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
     rt.set_current(run_id, attempt)
     faults.point("step.after_record")
     rt.emit(Event("step", run_id, step.id, StepStatus.RUNNING, attempt.attempt))
     env["AGENTSAGA_IDEMPOTENCY_KEY"] = f"{run_id}:{step.id}:{attempt.attempt}"
     env["AGENTSAGA_ATTEMPT"] = str(attempt.attempt)
+    log_stem = rt.log_stem(run_id, step.id, attempt.attempt)
     try:
-        output = _effect(rt, run, pipeline, step, ws, attempt, base, params, env, ns)
+        output = _effect(rt, run, pipeline, step, ws, attempt, base, params, env, ns, log_stem)
     except Interrupted as exc:
         # Not the step's failure: a status of its own, undone on resume like a failed
         # attempt, and not counted toward the step's retries (docs/design.md).
@@ -108,15 +109,13 @@ def run_attempt(
         )
         raise
     faults.point("step.after_effect")
+    # A reply or a command may echo a secret: the store masks it before it is kept.
     rt.store.finish_attempt(
-        attempt.id,
-        status=done,
-        # A reply or a command may echo a secret: it is masked before it is kept.
-        output=redact_json(output, secret_values()),
-        log_path=str(rt.log_stem(run_id, step.id, attempt.attempt)),
-        judge=True,
+        attempt.id, status=done, output=output, log_path=str(log_stem), judge=True
     )
-    rt.set_current(run_id, rt.store.get_attempt(attempt.id))
+    # The facts are known here; the record (its masked output, its duration, the tokens
+    # summed by the store) is read back only if an expression or an undo asks for it.
+    rt.set_finished(run_id, attempt, done, output)
     faults.point("step.after_checkpoint")
     rt.emit(Event("step", run_id, step.id, done, attempt.attempt))
     return Tried(attempt)
@@ -133,6 +132,7 @@ def _effect(
     params: dict[str, Any],
     env: dict[str, str],
     ns: dict[str, Any],
+    log_stem: Path,
 ) -> dict[str, Any]:
     """The step's side effect: snapshot the tree, run the kind's executor, commit."""
     run_id = run.id
@@ -150,7 +150,7 @@ def _effect(
         params=params,
         env=env,
         workspace=ws,
-        log_stem=rt.log_stem(run_id, step.id, attempt.attempt),
+        log_stem=log_stem,
         timeout_s=step.timeout_s,
         cancel=rt.cancel,
         namespace=ns,

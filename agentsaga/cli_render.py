@@ -65,6 +65,9 @@ class Renderer:
         # Rich's markup parsing and rendering cost ~0.2 ms a line, two lines a step: a
         # tenth of a no-op step's CPU.
         self.plain = not self.live and self.console.color_system is None
+        # Off a terminal the width cannot change (no resize): asked once, not per line
+        # (rich looks at the environment and the file each time: a tenth of the line).
+        self._width = None if self.console.is_terminal else max(self.console.width, 40)
 
     def on_event(self, event: Event) -> None:
         if self.quiet:
@@ -92,7 +95,7 @@ class Renderer:
     def _texts(self, event: Event) -> tuple[str, str]:
         """The event's line (plain text, wrapped) and the status word to colour in it."""
         status = event.status or ""
-        width = max(self.console.width, 40)
+        width = self._width or max(self.console.width, 40)
         if event.kind == "run":
             plain = f"run {event.run_id}: {status}"
         elif event.kind in ("step", "compensate"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import os
 import random
 import signal
@@ -75,6 +76,14 @@ __all__ = [
     "current_attempts",
     "is_done",
 ]
+
+
+class _Completed(enum.Enum):
+    COMPLETED = "completed"
+
+
+#: ``Engine._execute``: the step completed at its first try.
+_COMPLETED = _Completed.COMPLETED
 
 #: A run being, or done being, rolled back: resume refuses it, and creates nothing first.
 _UNDOING = (RunStatus.ROLLING_BACK, RunStatus.ROLLED_BACK, RunStatus.ROLLBACK_FAILED)
@@ -341,19 +350,27 @@ class Engine:
         undo_with = old or pipeline
         try:
             with self._signals():
-                position = 0
+                position, fresh = 0, True
                 while True:
                     self._check_lease(run_id)
-                    run = self.store.get_run(run_id)
+                    if not fresh:
+                        run = self.store.get_run(run_id)
                     action = decide.next_action(pipeline, self.rt.view(run), position)
                     if isinstance(action, decide.Finish):
                         break
                     if isinstance(action, decide.Restart):
                         undo.finish_restart(self.rt, run_id, undo_with, pipeline)
                         undo_with, position = pipeline, min(action.index, len(pipeline.steps))
+                        fresh = False
                         continue
                     position = action.step.index
                     error = self._execute(run, pipeline, action.step, ws)
+                    # A step that completed wrote its attempt only: the run's record (its
+                    # state, its workspace) is as read, and the lease keeps other writers
+                    # out. Anything else (a retry, a rewind, a gate) is read back.
+                    fresh = error is _COMPLETED
+                    if error is _COMPLETED:
+                        continue
                     if isinstance(error, gates.Waiting):
                         # Stopped at a gate; the lease goes.
                         return self.result(run_id, pipeline)
@@ -387,9 +404,11 @@ class Engine:
 
     def _execute(
         self, run: RunRecord, pipeline: Pipeline, step: Step, ws: RunWorkspace
-    ) -> AgentsagaError | gates.Waiting | None:
-        """Run ``step`` until it completes, rewinds the run (None: the drive loop sees the
-        restart point), fails (the error) or, for a gate, waits for a decision."""
+    ) -> AgentsagaError | gates.Waiting | _Completed | None:
+        """Run ``step`` until it completes (``_COMPLETED``: the first try did, and nothing
+        but its attempt was written), rewinds the run or passes a gate (None: the drive
+        loop reads the run again), fails (the error) or, for a gate, waits for a
+        decision."""
         run_id = run.id
         if step.kind == "approve":
             return gates.turn(self.rt, run, pipeline, step, ws, time.time())
@@ -405,6 +424,8 @@ class Engine:
                 continue
             if isinstance(once.decision, decide.Rewind):
                 return None
+            if once.error is None and try_no == 1:
+                return _COMPLETED
             return once.error
 
     def _rollback(self, run_id: str) -> RunResult:

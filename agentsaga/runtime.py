@@ -8,6 +8,7 @@ which keeps them free of cycles. The decisions live in ``agentsaga.saga`` (pure)
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 from collections.abc import Callable, Mapping
@@ -108,6 +109,8 @@ class Runtime:
         self._cache_run: str | None = None
         self._steps_key: tuple[Any, ...] | None = None
         self._steps_value: dict[str, Step] = {}
+        self._env_memo: tuple[tuple[Any, ...], Any, dict[str, Any], dict[str, str]] | None = None
+        self._log_dir: tuple[str, Path] | None = None
 
     # --- each step's current attempt ------------------------------------------------
 
@@ -146,6 +149,17 @@ class Runtime:
         assert isinstance(current, CurrentAttempts)
         self._facts[attempt.step_id] = AttemptFact.of(attempt)
         current.keep(attempt)
+
+    def set_finished(
+        self, run_id: str, attempt: AttemptRecord, status: str, output: dict[str, Any]
+    ) -> None:
+        """``attempt`` just ended without an error, recorded with ``status`` and
+        ``output``: its fact is kept; its record, which the store completed (output
+        masked, duration, tokens), is read back when asked."""
+        current = self.current(run_id)
+        assert isinstance(current, CurrentAttempts)
+        self._facts[attempt.step_id] = AttemptFact.of(attempt).ended(status, output)
+        current.drop(attempt.id)
 
     def mark(self, run_id: str, attempt_id: int, status: str) -> None:
         """Keep the in-memory view true after a compensation changed one attempt (its
@@ -215,20 +229,41 @@ class Runtime:
             return PlainWorkspace(Path.cwd())
         return workspace_from_json(run.workspace, run.id)
 
-    def base_env(self, run_id: str, pipeline: Pipeline) -> dict[str, str]:
-        env = environ.copy()
+    def base_env(self, run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
+        """The run's environment for a command (a new dict the caller may change): ours,
+        the venv's, the pipeline's ``env:``. Built again only when one of its inputs
+        changed (the environment, the run's workspace or vars, the pipeline): building
+        it was a sixth of a no-op step's Python."""
+        snap = environ.snapshot()
+        python = (run.workspace or {}).get("python")
+        key = (snap, pipeline, run.id, run.pipeline_name, run.parent_run_id)
+        memo = self._env_memo
+        if (
+            memo is not None
+            and memo[0][0] is snap  # environ.snapshot: the same object until it changes
+            and memo[0][1] is pipeline
+            and memo[0][2:] == key[2:]
+            and memo[1] == run.workspace
+            and memo[2] == run.vars
+            # PYTHONPATH entries are translated through the file system (resolve).
+            and not (python or {}).get("import_roots")
+        ):
+            return dict(memo[3])
+        env = dict(snap)
         # The store URL may hold a password, and a step has no business with our store.
         env.pop("AGENTSAGA_STORE", None)
-        run = self.store.get_run(run_id)
         # The user's venv, and the run's worktree ahead of an editable install's checkout.
-        env.update(pyenv.step_env((run.workspace or {}).get("python"), env))
+        env.update(pyenv.step_env(python, env))
         env.update(namespace.pipeline_env(run, pipeline))
-        env["AGENTSAGA_RUN_ID"] = run_id
-        return env
+        env["AGENTSAGA_RUN_ID"] = run.id
+        self._env_memo = (key, copy.deepcopy(run.workspace), dict(run.vars), env)
+        return dict(env)
 
     def log_stem(self, run_id: str, step_id: str, attempt: int, suffix: str = "") -> Path:
         name = f"{step_id}-{attempt}" + (f".{suffix}" if suffix else "")
-        return self.home / "logs" / run_id / name
+        if self._log_dir is None or self._log_dir[0] != run_id:
+            self._log_dir = (run_id, self.home / "logs" / run_id)
+        return self._log_dir[1] / name
 
 
 def vars_key(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -111,7 +111,7 @@ def _input(
         attempt=attempt,
         namespace=rt.namespace(run, pipeline, rt.current(run.id)) if needs_ns else {},
         workspace=ws,
-        base_env=rt.base_env(run.id, pipeline),
+        base_env=rt.base_env(run, pipeline),
         log_stem=rt.log_stem(run.id, step.id, attempt.attempt, "compensate"),
         cancel=rt.cancel,
         force=rt.options.force,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agentsaga.checkpoints import RECENT, CurrentAttempts, StepsNamespace
 from agentsaga.saga.view import AttemptFact
 from agentsaga.states import StepStatus
@@ -38,6 +40,21 @@ def test_a_step_reads_an_output_written_far_back(env: Env) -> None:
     result = cli("run", env.write("p.yml", far_pipeline()), "--json")
     assert result.exit_code == 0, result
     assert (env.path / "seen.txt").read_text().split() == ["got=hello-from-first"]
+
+
+def test_a_step_reads_the_output_just_written_as_stored(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step right before is read as the store keeps it once it ended (not as it was
+    when it started): its output, with a secret it echoed masked."""
+    monkeypatch.setenv("DEMO_API_TOKEN", "s3cret-value-42")
+    text = pipeline(
+        step("first", "echo hello $DEMO_API_TOKEN", undo=False),
+        step("second", "echo got=${{ steps.first.output.stdout }} >> seen.txt", undo=False),
+    )
+    result = cli("run", env.write("p.yml", text), "--json")
+    assert result.exit_code == 0, result
+    assert (env.path / "seen.txt").read_text().split() == ["got=hello", "***"]
 
 
 def test_a_resume_and_a_rollback_read_it_from_the_store(env: Env) -> None:

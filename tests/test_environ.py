@@ -3,6 +3,8 @@ from it: a change to ``os.environ`` between two steps is seen by the next one.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agentsaga import environ
@@ -50,3 +52,45 @@ def test_names_that_look_secret_and_one_that_does_not() -> None:
         "SHORT_KEY": "abc",
     }
     assert secret_values(env) == ["ghp-123456", "hunter22"]
+
+
+def test_a_commands_environment_follows_the_environment_and_the_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``Runtime.base_env`` is kept between steps, and built again when the environment,
+    the run's workspace (its venv) or its vars change; each caller gets its own dict."""
+    import threading
+
+    from agentsaga.pipeline import load_text
+    from agentsaga.runtime import EngineOptions, Runtime
+    from agentsaga.store import RunRecord
+    from agentsaga.store.sqlite import SqliteStore
+
+    text = "name: t\nenv: {GREETING: 'hi ${{ vars.who }}'}\nvars: {who: a}\n"
+    text += 'steps:\n  - {id: s, kind: shell, run: ["true"]}\n'
+    pipeline = load_text(text, "p.yml", {})
+    run = RunRecord(
+        id="r1",
+        pipeline_name="t",
+        pipeline_path="p.yml",
+        pipeline_text=text,
+        pipeline_hash="h",
+        vars={"who": "a"},
+        status="running",
+        state={},
+        workspace={"python": {"venv": str(tmp_path / "venv1")}},
+    )
+    store = SqliteStore(tmp_path / "s.db")
+    rt = Runtime(store, tmp_path, EngineOptions(), threading.Event(), print)
+    monkeypatch.setenv("AGENTSAGA_T_THREE", "1")
+    first = rt.base_env(run, pipeline)
+    assert first["AGENTSAGA_T_THREE"] == "1" and first["GREETING"] == "hi a"
+    assert first["VIRTUAL_ENV"] == str(tmp_path / "venv1")
+    first["AGENTSAGA_T_THREE"] = "changed by a caller"
+    assert rt.base_env(run, pipeline)["AGENTSAGA_T_THREE"] == "1"
+    monkeypatch.setenv("AGENTSAGA_T_THREE", "2")
+    assert rt.base_env(run, pipeline)["AGENTSAGA_T_THREE"] == "2"
+    run.workspace["python"]["venv"] = str(tmp_path / "venv2")  # changed in place
+    assert rt.base_env(run, pipeline)["VIRTUAL_ENV"] == str(tmp_path / "venv2")
+    run.vars = {"who": "b"}
+    assert rt.base_env(run, pipeline)["GREETING"] == "hi b"

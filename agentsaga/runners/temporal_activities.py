@@ -225,6 +225,9 @@ class Activities:
             pipeline = rt.pipeline_of(run)
             step = pipeline.steps[pipeline.index_of(step_id)]
             workspace = temporal_git.open_workspace(rt, run, self.host_id)
+            # Opening may have recorded the workspace anew (created here, taken over from
+            # a lost host): the step's environment and namespace read the run's record.
+            run = rt.store.get_run(run_id)
             try:
                 outcome = attempts_mod.try_once(rt, run, pipeline, step, workspace, try_no, jitter)
             except CompensationFailed as exc:

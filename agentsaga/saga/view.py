@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
@@ -88,6 +88,17 @@ class AttemptFact:
             commit_base=str(base) if base else None,
             failed=record.error is not None,
             started_at=record.started_at,
+        )
+
+    def ended(self, status: str, output: Mapping[str, Any] | None) -> AttemptFact:
+        """This attempt as it is recorded when it ends without an error."""
+        commit, base = (output or {}).get("commit"), (output or {}).get("base")
+        return replace(
+            self,
+            status=sys.intern(str(status)),
+            commit=str(commit) if commit else None,
+            commit_base=str(base) if base else None,
+            failed=False,
         )
 
     @property

@@ -39,7 +39,8 @@ def execute(ctx: StepContext) -> dict[str, Any]:
         "exit_code": result.exit_code,
         "stdout": result.stdout_tail,
         "stderr": result.stderr_tail,
-        "json": result.stdout_json(),
+        # An empty tail is an empty file: no need to read it again.
+        "json": result.stdout_json() if result.stdout_tail else None,
     }
     if ctx.step.kind == "test":
         return _judge_tests(ctx, result, output, junit)
