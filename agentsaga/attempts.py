@@ -18,6 +18,7 @@ from agentsaga.context import StepContext
 from agentsaga.errors import AgentsagaError, Interrupted, StepFailed, UserInputError
 from agentsaga.llm import LLMGateway
 from agentsaga.pipeline import Pipeline, Step
+from agentsaga.process import attempt_token, with_token
 from agentsaga.runtime import Event, Runtime
 from agentsaga.saga import decide
 from agentsaga.states import StepStatus
@@ -72,6 +73,7 @@ def run_attempt(
         rt.store.finish_attempt(attempt.id, status=StepStatus.FAILED, error=exc.to_json())
         return Tried(None, exc)
     base = ws.head()
+    token, process_record = attempt_token()
     faults.point("step.before_record")
     attempt = rt.store.start_attempt(
         run_id,
@@ -80,8 +82,12 @@ def run_attempt(
         fingerprint=namespace.fingerprint(step, pipeline, ns, run),
         base_commit=base,
         snapshot=None,
+        process=process_record,
     )
     env = {**rt.base_env(run, pipeline), **step_env, "AGENTSAGA_STEP_ID": step.id}
+    # Every process the step starts carries the token recorded above: a takeover finds
+    # what a killed owner left running by it (process.stop_attempt_processes).
+    with_token(env, token)
     rt.set_current(run_id, attempt)
     faults.point("step.after_record")
     rt.emit(Event("step", run_id, step.id, StepStatus.RUNNING, attempt.attempt))
@@ -165,7 +171,6 @@ def _effect(
             step_budget=step.budget,
             memo=rt.options.config.get("memo", "run"),
         ),
-        on_spawn=lambda record: rt.store.set_attempt_process(attempt.id, record),
     )
     output: dict[str, Any] = KINDS[step.kind].executor()(ctx)
     if step.commit and step.kind != "write" and ws.uses_git:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,6 @@ class StepContext:
     config: dict[str, Any] = field(default_factory=dict)
     #: The engine's LLM gateway: budget check, call log, memo, retries. Set by the engine.
     llm: LLMGateway | None = None
-    #: Records a command's process group in the attempt before the command may start.
-    on_spawn: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def cwd(self) -> Path:

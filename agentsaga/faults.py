@@ -6,7 +6,7 @@ would. Unset (always, outside tests), ``point()`` is one dictionary lookup. The 
 
     step.before_record    a step is about to be recorded as running
     step.after_record     recorded running, nothing done yet
-    command.recorded      a command's process group is recorded, the command held at its gate
+    command.started       a command has started (its attempt's token recorded before)
     step.after_effect     the step's side effect is done, its checkpoint not yet written
     step.after_checkpoint the checkpoint is written, the next step not started
     llm.before_record     a reply has arrived (paid for), not yet in the call log

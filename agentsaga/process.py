@@ -3,6 +3,11 @@
 Shared by the command step kinds and the ``run:`` compensation. The whole output goes to
 the log files; only tails come back, so a step that prints 10 MB does not grow the store.
 A timeout or a cancel (Ctrl-C) stops the whole process group: SIGTERM, then SIGKILL.
+
+A step's commands carry its attempt's token in their environment (:data:`TOKEN_VAR`),
+recorded in the attempt before anything runs: a process that takes over a run whose owner
+was killed finds what the dead owner left running by that token
+(:func:`stop_attempt_processes`), with no second program before each command.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,11 +101,10 @@ def run_command(
     timeout_s: float | None = None,
     cancel: threading.Event | None = None,
     redact: bool = True,
-    on_spawn: Callable[[dict[str, Any]], None] | None = None,
 ) -> CommandResult:
-    """Run ``command``; with ``on_spawn``, the command is held at a gate until
-    ``on_spawn`` has recorded its process group (``{pgid, start, host}``): a process
-    killed at any instant leaves either no command or a recorded one."""
+    """Run ``command``. A step's ``env`` holds its attempt's token (:func:`with_token`),
+    recorded before this is called: a process killed at any instant leaves either no
+    command or one that a takeover finds by that token."""
     argv = argv_for(command)
     _private_dirs(log_stem.parent)
     out_path = log_stem.with_name(log_stem.name + ".out")
@@ -119,15 +122,14 @@ def run_command(
             pump = _Pump(out, err, secrets) if secrets else None
             try:
                 outputs = pump.child_ends() if pump else (out, err)
-                spawned = _spawn(argv, cwd, env, outputs, gated=on_spawn is not None)
-                if on_spawn is not None and not isinstance(spawned, str):
-                    _release(spawned, on_spawn)
+                spawned = _spawn(argv, cwd, env, outputs)
                 if isinstance(spawned, str):
                     err.write(spawned.encode() + b"\n")
                     code = 127 if spawned.startswith("command not found") else 126
                     elapsed = (time.monotonic() - started) * 1000
                     return CommandResult(code, "", spawned, False, elapsed, out_path, err_path)
                 _GROUPS[token] = spawned.pid
+                faults.point("command.started")
                 timed_out = _wait(spawned, timeout_s, cancel)
             finally:
                 if pump is not None:
@@ -148,39 +150,22 @@ def run_command(
     )
 
 
-#: Holds a command until its process group is recorded: it runs the command only when it
-#: reads "go" (EOF, because the recorder died, means never).
-_GATE = 'IFS= read -r go && [ "$go" = go ] && exec "$@" </dev/null; exit 125'
-#: The gate's shell by its path: Popen's own search of a long PATH (one failed execve per
-#: entry in the child) is skipped.
-_SH = "/bin/sh" if os.path.exists("/bin/sh") else "sh"
-#: The same gate inside the bash that runs a ``run:`` string; bash reads and runs a ``-c``
-#: script command by command, as ``eval`` does, so the script behaves the same.
-_BASH_GATE = (
-    'IFS= read -r __agentsaga_go && [ "$__agentsaga_go" = go ] || exit 125; '
-    "unset __agentsaga_go; exec </dev/null; __agentsaga_s=$1; shift; "
-    'eval "unset __agentsaga_s; $__agentsaga_s"'
-)
-
-
 def _spawn(
-    argv: list[str], cwd: Path, env: dict[str, str], outputs: tuple[Any, Any], gated: bool
+    argv: list[str], cwd: Path, env: dict[str, str], outputs: tuple[Any, Any]
 ) -> subprocess.Popen[bytes] | str:
     """Start the command, or say why it could not start (its stderr line)."""
-    if gated and argv[:2] == ["bash", "-c"] and len(argv) == 3:
-        # The script's own bash waits at the gate: no extra program to start.
-        argv = ["bash", "-c", _BASH_GATE, "bash", argv[2]]
-    elif gated:
-        missing = _missing_program(argv[0], env, cwd)
-        if missing:
-            return missing
-        argv = [_SH, "-c", _GATE, "agentsaga-gate", *argv]
+    program = _program_path(argv[0], env, cwd)
+    if program.startswith(_NOT_STARTED):
+        return program
     try:
         return subprocess.Popen(
             argv,
+            # The program by its path: Popen's own search of a long PATH (one failed
+            # execve per entry, in the child) would cost more than the rest of the spawn.
+            executable=program,
             cwd=cwd,
             env=env,
-            stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
             stdout=outputs[0],
             stderr=outputs[1],
             # Its own session: a timeout or Ctrl-C stops the command and its children,
@@ -213,25 +198,30 @@ def _spawn(
         ) from None
 
 
-def _missing_program(program: str, env: dict[str, str], cwd: Path) -> str | None:
-    """What Popen would have said about ``program``, now that the gate execs it."""
+#: How a command that could not start is reported (its stderr line starts so).
+_NOT_STARTED = ("command not found: ", "permission denied: ")
+
+
+def _program_path(program: str, env: dict[str, str], cwd: Path) -> str:
+    """The file ``program`` names, found as execvp would find it (relative names from
+    ``cwd``), or the line saying why it cannot run."""
     if "\0" in program:
-        return None  # Popen reports it
+        return program  # Popen reports it
     if "/" in program:
         target = cwd / program
         if not target.exists():
             return f"command not found: {program}"
-        return None if os.access(target, os.X_OK) else f"permission denied: {program}"
+        return program if os.access(target, os.X_OK) else f"permission denied: {program}"
     path = env.get("PATH", os.defpath)
     known = _FOUND.get((program, path))
     if known is not None and os.access(known, os.X_OK):
-        return None  # found before and still there: one check instead of a PATH walk
+        return known  # found before and still there: one check instead of a PATH walk
     found = shutil.which(program, path=path)
     if found is None:
         return f"command not found: {program}"
     if os.path.isabs(found):  # a relative PATH entry depends on the cwd: not kept
         _FOUND[(program, path)] = found
-    return None
+    return found
 
 
 #: Programs found on a PATH: (name, PATH) -> the file. Each step of a long run names the
@@ -240,24 +230,22 @@ def _missing_program(program: str, env: dict[str, str], cwd: Path) -> str | None
 _FOUND: dict[tuple[str, str], str] = {}
 
 
-def _release(proc: subprocess.Popen[bytes], on_spawn: Callable[[dict[str, Any]], None]) -> None:
-    """Record the gated command's process group, then let it run."""
-    assert proc.stdin is not None
-    try:
-        on_spawn(process_record(proc.pid))
-        faults.point("command.recorded")
-        proc.stdin.write(b"go\n")
-    except BaseException:
-        proc.kill()  # still at the gate: nothing ran
-        proc.wait()
-        raise
-    finally:
-        proc.stdin.close()
+#: The environment variable holding the tokens of the attempts a process belongs to: its
+#: own step's, after those of the steps it runs inside (an agentsaga run in a step).
+TOKEN_VAR = "AGENTSAGA_ATTEMPT_TOKEN"
 
 
-def process_record(pid: int) -> dict[str, Any]:
-    """What identifies a process group leader across pid reuse."""
-    return {"pgid": pid, "start": _start_time(pid), "host": socket.gethostname()}
+def attempt_token() -> tuple[str, dict[str, Any]]:
+    """A new attempt's token and the process record the store keeps for it."""
+    token = os.urandom(9).hex()
+    return token, {"token": token, "host": socket.gethostname()}
+
+
+def with_token(env: dict[str, str], token: str) -> dict[str, str]:
+    """``env`` with ``token`` added to the tokens it already carries."""
+    outer = env.get(TOKEN_VAR, "").split()[-7:]  # nesting is shallow; the value stays short
+    env[TOKEN_VAR] = " ".join([*outer, token])
+    return env
 
 
 def _start_time(pid: int) -> int | None:
@@ -284,28 +272,70 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def stop_recorded_group(record: dict[str, Any]) -> bool:
-    """Stop the process group a dead owner left running, and wait until it has ended.
-    True if there was one. A group is ours while its leader is the recorded process (same
-    start time), or, once the leader is gone, while any member lives: Linux does not
-    reuse a pid while a process group of that id exists."""
+def stop_attempt_processes(record: dict[str, Any]) -> list[int]:
+    """Stop what a dead owner left running of an attempt, and wait until it has ended.
+    Returns the process groups stopped (empty: nothing was left).
+
+    The processes are those carrying the attempt's token in their environment, and the
+    process groups they are in: a command and its children, and children that cleared
+    their environment but stayed in its group. A record from before tokens names the
+    command's process group (``pgid`` and its leader's start time) instead."""
+    if record.get("host") != socket.gethostname():
+        return []
+    if record.get("token"):
+        groups = _groups_of_token(str(record["token"]))
+    else:
+        groups = _legacy_group(record)
+    live = set(groups)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        # Only groups with a member left: an empty group's id may belong to another
+        # process by now.
+        for pgid in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + (_GRACE_S if sig == signal.SIGTERM else 30.0)
+        while True:
+            live = {pgid for pgid in live if _group_members(pgid)}
+            if not live or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+    return sorted(groups)
+
+
+def _groups_of_token(token: str) -> set[int]:
+    """The process groups of the live processes whose environment carries ``token``;
+    never this process's own."""
+    wanted = token.encode()
+    mine = {os.getpgid(0)}
+    groups: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone, or not ours to read
+        if fields[0] in ("Z", "X") or int(fields[2]) in mine:
+            continue
+        for variable in environ.split(b"\0"):
+            name, _, value = variable.partition(b"=")
+            if name == TOKEN_VAR.encode() and wanted in value.split():
+                groups.add(int(fields[2]))
+    return groups
+
+
+def _legacy_group(record: dict[str, Any]) -> set[int]:
+    """A group is ours while its leader is the recorded process (same start time), or,
+    once the leader is gone, while any member lives: Linux does not reuse a pid while a
+    process group of that id exists."""
     pgid = int(record.get("pgid") or 0)
-    if pgid <= 1 or record.get("host") != socket.gethostname():
-        return False
+    if pgid <= 1:
+        return set()
     leader_start = _start_time(pgid)
     if leader_start is not None and leader_start != record.get("start"):
-        return False  # the pid was reused by another process
-    if not _group_members(pgid):
-        return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        deadline = time.monotonic() + (_GRACE_S if sig == signal.SIGTERM else 30.0)
-        while _group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not _group_members(pgid):
-            return True
-    return True
+        return set()  # the pid was reused by another process
+    return {pgid} if _group_members(pgid) else set()
 
 
 class _Pump:

@@ -28,7 +28,12 @@ MASK = "***"
 def _secret_name(name: str) -> bool:
     # Cached per name: the engine asks about the same few dozen variables several times
     # per step, and a case-insensitive regex search per name was a tenth of a step's CPU.
-    return bool(_SECRET_NAME.search(name)) and name != "AGENTSAGA_IDEMPOTENCY_KEY"
+    return bool(_SECRET_NAME.search(name)) and name not in _NOT_SECRET
+
+
+#: agentsaga's own variables, named like secrets and not: masking the attempt's token
+#: would also put every command's output through a masking thread.
+_NOT_SECRET = frozenset({"AGENTSAGA_IDEMPOTENCY_KEY", "AGENTSAGA_ATTEMPT_TOKEN"})
 
 
 #: The secrets of the last environment snapshot asked about, with that snapshot.

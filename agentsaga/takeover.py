@@ -3,9 +3,10 @@ that died: the lease says there is no live owner now, so whatever the dead owner
 running or locked is left over, not in use.
 
 * A step's command still running (commands live in their own session, so killing
-  agentsaga does not stop them): its process group was recorded in the attempt before
-  it started; it is stopped, and waited for, before anything compensates or re-runs the
-  step, so its effect can neither land after its undo nor stack on a second run.
+  agentsaga does not stop them): the attempt's token, recorded before anything ran, is in
+  the environment of every process the step started; those processes and their process
+  groups are stopped, and waited for, before anything compensates or re-runs the step,
+  so its effect can neither land after its undo nor stack on a second run.
 * A worktree folder deleted by hand is recreated from the run branch, so rollback can
   reset and tear down, and resume says so; one whose ``.git`` link was broken by hand is
   repaired (``git worktree repair``) or, its git dir gone, re-added the same way.
@@ -33,12 +34,14 @@ def take_over(rt: Runtime, run_id: str) -> None:
 
 
 def _stop_left_running(rt: Runtime, run_id: str) -> None:
-    from agentsaga.process import stop_recorded_group
+    from agentsaga.process import stop_attempt_processes
 
     for attempt in rt.store.attempts(run_id, status=StepStatus.RUNNING):
         if not attempt.process:
             continue
-        if stop_recorded_group(attempt.process):
+        groups = stop_attempt_processes(attempt.process)
+        if groups:
+            named = ", ".join(str(pgid) for pgid in groups)
             rt.emit(
                 Event(
                     "note",
@@ -46,7 +49,8 @@ def _stop_left_running(rt: Runtime, run_id: str) -> None:
                     attempt.step_id,
                     message=(
                         f"stopped attempt {attempt.attempt}'s command, left running by a "
-                        f"killed process (process group {attempt.process['pgid']})"
+                        f"killed process (process group{'s' if len(groups) > 1 else ''} "
+                        f"{named})"
                     ),
                 )
             )

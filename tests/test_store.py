@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agentsaga.errors import RunLocked, RunNotFound
+from agentsaga.errors import RunLocked, RunNotFound, StoreError
 from agentsaga.store import RunRecord, new_run_id
 from agentsaga.store.migrations import MIGRATIONS
 from agentsaga.store.sqlite import SqliteStore
@@ -117,33 +121,74 @@ def test_attempt_numbers_and_start_order(store: SqliteStore) -> None:
     assert [x.id for x in store.attempts(rid)] == [a1.id, b1.id, a2.id]
 
 
-def test_a_running_record_skips_the_fsync_and_a_checkpoint_does_not(store: SqliteStore) -> None:
-    """One fsync per step: "running" commits with synchronous=NORMAL (in the WAL, not yet
-    on the platter), the checkpoint with FULL; the connection is left at FULL."""
+def test_a_running_record_skips_the_fsync_and_a_checkpoint_does_not(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One fsync per step: "running" commits without one (in the WAL, not yet on the
+    platter); the checkpoint's is made while the next step is prepared, and the next
+    step's running record waits for it; any other commit syncs at once."""
     rid = _run(store)
-    statements: list[str] = []
-    store._conn.set_trace_callback(statements.append)
+    events: list[str] = []
+    monkeypatch.setattr(store._wal_sync, "_fsync", _counting(store, events))
     attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
-    running = list(statements)
-    statements.clear()
-    # The command's process group, recorded before it may start: no fsync either (a
-    # power loss leaves no process to stop).
-    store.set_attempt_process(attempt.id, {"pgid": 1, "start": 1, "host": "h"})
-    process = list(statements)
-    assert "PRAGMA synchronous=NORMAL" in process[: process.index("BEGIN IMMEDIATE")]
-    assert process[-1] == "PRAGMA synchronous=FULL"
-    statements.clear()
+    assert events == []
     store.finish_attempt(attempt.id, status="completed", output={"x": 1})
+    store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
+    assert events == ["synced"]  # the checkpoint's, waited for by the running record
     store.start_attempt(
-        rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None, status="skipped"
+        rid, "c", 2, fingerprint="f", base_commit=None, snapshot=None, status="skipped"
     )
-    checkpoints = list(statements)
-    store._conn.set_trace_callback(None)
-    begin = running.index("BEGIN IMMEDIATE")
-    assert "PRAGMA synchronous=NORMAL" in running[:begin]
-    assert running[-1] == "PRAGMA synchronous=FULL"
-    assert not any("synchronous" in s for s in checkpoints)
-    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert events == ["synced", "synced"]
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_the_next_step_starts_only_once_the_checkpoint_is_on_disk(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk: the checkpoint's commit returns before its fsync (the engine goes on
+    preparing the next step), and the next running record returns only after it."""
+    rid = _run(store)
+    events: list[str] = []
+    monkeypatch.setattr(store._wal_sync, "_fsync", _counting(store, events, delay_s=0.3))
+    attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
+    store.finish_attempt(attempt.id, status="completed", output={"x": 1})
+    events.append("checkpoint returned")
+    store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
+    events.append("next step may start")
+    assert events == ["checkpoint returned", "synced", "next step may start"]
+
+
+def test_a_failed_fsync_stops_the_next_step(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk refuses the checkpoint's fsync (EIO): the next step must not start as if
+    the checkpoint were safe; the error names the store."""
+    rid = _run(store)
+    attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
+
+    def failing() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store._wal_sync, "_fsync", failing)
+    store.finish_attempt(attempt.id, status="completed", output={"x": 1})
+    with pytest.raises(StoreError, match="cannot make the store's last commit durable"):
+        store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
+
+
+def _counting(store: SqliteStore, events: list[str], delay_s: float = 0.0) -> Any:
+    """WalSync._fsync, recording each fsync (after ``delay_s``: a slow disk) and checking
+    that it is the WAL file's."""
+    sync = store._wal_sync
+    assert sync is not None
+    real = sync._fsync
+
+    def fsync() -> None:
+        time.sleep(delay_s)
+        real()
+        assert os.path.samestat(os.fstat(sync._fd), os.stat(f"{store.path}-wal"))
+        events.append("synced")
+
+    return fsync
 
 
 def test_a_running_record_survives_a_killed_process(db: Path) -> None:

@@ -1,10 +1,11 @@
 """Taking over a killed run (issue 10, item 3): its command may still be running.
 
 Commands run in their own session, so SIGKILLing agentsaga leaves them running. The
-command's process group is recorded in the attempt before the command may start (it waits
-at a gate until then), and whoever takes the run over (``resume`` or ``rollback``) stops
-that group and waits for it before compensating or re-running: the old command's effect
-can neither land after its undo nor stack on the re-run.
+attempt's token is recorded in the attempt before anything runs and is in the environment
+of every process the step starts; whoever takes the run over (``resume`` or
+``rollback``) stops those processes and their groups, and waits for them, before
+compensating or re-running: the old command's effect can neither land after its undo nor
+stack on the re-run.
 
 Each test holds the old command at a file the test creates only after the takeover has
 returned, so "the effect never happened" is a fact, not a race against a sleep.
@@ -88,29 +89,43 @@ def test_a_command_left_running_is_stopped_before_the_takeover_acts(
     assert env.ledger.lines() == expected
 
 
-def test_a_kill_between_recording_and_release_leaves_no_command_running(env: Env) -> None:
-    """The gate: agentsaga killed after recording the group and before letting the
-    command go; the command never runs, and the record names the (ended) group."""
+def test_a_kill_the_instant_the_command_started_leaves_it_to_the_takeover(env: Env) -> None:
+    """agentsaga killed right after starting the command: the token was recorded before
+    the start, so the takeover finds and stops the command, which never writes."""
+    work = (
+        'if [ "$AGENTSAGA_ATTEMPT" = 1 ]; then echo $$ > pgid; '
+        "while [ ! -f release ]; do sleep 0.02; done; fi; "
+        'echo "ran-$AGENTSAGA_ATTEMPT" >> ledger'
+    )
     path = env.write(
         "p.yml",
-        """
-        name: gate
-        workspace: {isolation: none}
+        f"""
+        name: started
+        workspace: {{isolation: none}}
         steps:
-          - {id: work, kind: shell, run: 'echo ran >> ledger'}
+          - {{id: work, kind: shell, run: '{work}'}}
         """,
     )
-    proc = subprocess.run(
-        agentsaga_argv("run", path),
-        env={**os.environ, "AGENTSAGA_FAULT": "command.recorded"},
-        capture_output=True,
-        check=False,
-    )
-    assert proc.returncode == -signal.SIGKILL
-    rid = env.newest_run_id()
-    (attempt,) = env.attempts(rid)
-    assert attempt.process is not None and attempt.process["pgid"] > 1
-    wait_until(lambda: live_members(attempt.process["pgid"]) == [], what="the gate to end")
-    assert env.ledger.lines() == []
-    assert cli("resume", rid).exit_code == 0
-    assert env.ledger.lines() == ["ran"]
+    pgid_file = env.path / "pgid"
+    try:
+        proc = subprocess.run(
+            agentsaga_argv("run", path),
+            env={**os.environ, "AGENTSAGA_FAULT": "command.started"},
+            capture_output=True,
+            check=False,
+        )
+        assert proc.returncode == -signal.SIGKILL
+        rid = env.newest_run_id()
+        (attempt,) = env.attempts(rid)
+        assert attempt.process is not None and attempt.process["token"]
+        wait_until(lambda: pgid_file.exists() and pgid_file.read_text().strip() != "")
+        pgid = int(pgid_file.read_text())
+        assert live_members(pgid), "the command should outlive agentsaga"
+        result = cli("resume", rid)
+        assert result.exit_code == 0, result
+        assert "stopped attempt 1's command" in result.output, result
+        assert live_members(pgid) == []
+    finally:
+        kill_group_from_pidfile(pgid_file)
+    (env.path / "release").touch()
+    assert env.ledger.lines() == ["ran-2"]

@@ -33,7 +33,6 @@ def execute(ctx: StepContext) -> dict[str, Any]:
         timeout_s=ctx.timeout_s,
         cancel=ctx.cancel,
         redact=bool(ctx.config.get("redact_env", True)),
-        on_spawn=ctx.on_spawn,
     )
     output: dict[str, Any] = {
         "exit_code": result.exit_code,

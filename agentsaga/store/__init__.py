@@ -116,7 +116,8 @@ class AttemptRecord:
     log_path: str | None = None
     reused_from: int | None = None
     owner_pid: int | None = None
-    #: The command's process group, recorded before it ran: {pgid, start, host}.
+    #: How to find the attempt's processes, recorded before anything ran: {token, host}
+    #: (a store written before tokens: {pgid, start, host}).
     process: dict[str, Any] | None = None
 
 
@@ -265,6 +266,7 @@ class Store(Protocol):
         base_commit: str | None,
         snapshot: str | None,
         status: str = "running",
+        process: dict[str, Any] | None = None,
     ) -> AttemptRecord: ...
     def finish_attempt(
         self,
@@ -281,7 +283,6 @@ class Store(Protocol):
     def set_attempt_snapshot(
         self, attempt_id: int, base_commit: str | None, snapshot: str
     ) -> None: ...
-    def set_attempt_process(self, attempt_id: int, process: dict[str, Any]) -> None: ...
     def get_attempt(self, attempt_id: int) -> AttemptRecord: ...
     def attempts(self, run_id: str, *, status: str | None = None) -> list[AttemptRecord]: ...
     def iter_attempts(self, run_id: str) -> Iterator[AttemptRecord]: ...

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Literal
 
 from agentsaga.errors import RunNotFound, StoreError
 from agentsaga.saga.view import AttemptFact
@@ -30,6 +30,11 @@ from agentsaga.store.lease_sql import LeaseSql
 from agentsaga.store.llm_sql import LLMCallsSql
 from agentsaga.store.migrations import BUMP_SCHEMA_VERSION, MIGRATIONS, statements
 from agentsaga.store.sql_base import _dumps, _loads, _masked
+
+#: A commit made durable by a thread while the caller goes on, and durable once
+#: ``settle()`` returns (a step's checkpoint: the next step's running record settles).
+DEFERRED: Literal["deferred"] = "deferred"
+Durability = bool | Literal["deferred"]
 
 _RUN_COLUMNS = (
     "id, parent_run_id, parent_step, pipeline_name, pipeline_path, pipeline_text, "
@@ -64,8 +69,12 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
 
     # --- provided by the dialect --------------------------------------------------------
 
-    def transaction(self, durable: bool = True) -> AbstractContextManager[Any]:
+    def transaction(self, durable: Durability = True) -> AbstractContextManager[Any]:
         raise NotImplementedError
+
+    def settle(self) -> None:
+        """Return once every ``DEFERRED`` commit is durable (a server-side store's are
+        at once)."""
 
     def _param(self, sql: str) -> str:
         return sql
@@ -271,14 +280,18 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
         base_commit: str | None,
         snapshot: str | None,
         status: str = StepStatus.RUNNING,
+        process: dict[str, Any] | None = None,
     ) -> AttemptRecord:
+        """Record an attempt; ``process`` says how to find what it runs (``{token,
+        host}``): it is in the record before anything can run."""
         now = utcnow()
         finished = now if status != StepStatus.RUNNING else None
         # A "running" record is committed without waiting for the disk: it survives a
         # killed process (the usual crash) at once, and a power loss once the step's
         # checkpoint, which is durable, is committed. One fsync per step, not two: on a
         # loaded machine each costs milliseconds (docs/design.md, "Performance").
-        with self.transaction(durable=status != StepStatus.RUNNING) as cur:
+        running = status == StepStatus.RUNNING
+        with self.transaction(durable=not running) as cur:
             # Two lookups, each answered by a unique index (run_id, seq) and (run_id,
             # step_id, attempt) in O(log n): one MAX over every attempt of the run made
             # each step cost more than the one before it.
@@ -296,8 +309,8 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
             row = self._exec(
                 cur,
                 "INSERT INTO step_attempts (run_id, step_id, step_index, seq, attempt, status, "
-                "fingerprint, base_commit, snapshot, owner_pid, started_at, finished_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "fingerprint, base_commit, snapshot, owner_pid, started_at, finished_at, "
+                "process_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     run_id,
                     step_id,
@@ -311,9 +324,10 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
                     os.getpid(),
                     now,
                     finished,
+                    _dumps(process) if process else None,
                 ),
             ).fetchone()
-        return AttemptRecord(
+        record = AttemptRecord(
             id=int(row[0]),
             run_id=run_id,
             step_id=step_id,
@@ -327,7 +341,13 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
             started_at=now,
             finished_at=finished,
             owner_pid=os.getpid(),
+            process=process,
         )
+        if running:
+            # Nothing of this attempt runs before the previous step's checkpoint is on
+            # disk: the deferred fsync it asked for has overlapped this step's set-up.
+            self.settle()
+        return record
 
     def finish_attempt(
         self,
@@ -349,7 +369,9 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
         costs one transaction less.
         """
         now = utcnow()
-        with self.transaction() as cur:
+        # Deferred: durable before anything of the next step runs (its running record
+        # settles), the fsync overlapping the next step's set-up.
+        with self.transaction(durable=DEFERRED) as cur:
             started = self._exec(
                 cur, "SELECT started_at FROM step_attempts WHERE id = ?", (attempt_id,)
             ).fetchone()
@@ -406,16 +428,6 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
                 cur,
                 "UPDATE step_attempts SET base_commit = ?, snapshot = ? WHERE id = ?",
                 (base_commit, snapshot, attempt_id),
-            )
-
-    def set_attempt_process(self, attempt_id: int, process: dict[str, Any]) -> None:
-        # Without the fsync, like the running record: it serves to stop a group left by a
-        # killed owner, and a power loss leaves no process to stop.
-        with self.transaction(durable=False) as cur:
-            self._exec(
-                cur,
-                "UPDATE step_attempts SET process_json = ? WHERE id = ?",
-                (_dumps(process), attempt_id),
             )
 
     def get_attempt(self, attempt_id: int) -> AttemptRecord:

@@ -1,0 +1,98 @@
+"""Making SQLite's write-ahead log durable, now or while the engine prepares the next step.
+
+The store's connection commits with ``synchronous=NORMAL``: a commit is in the WAL file
+(a killed process loses nothing) but not yet on the disk. A durable commit is then made
+durable by one fsync of the WAL file, which is what ``synchronous=FULL`` does after each
+commit. A step's checkpoint asks for that fsync *deferred*: a thread makes it while the
+engine renders and records the next step, and the next step's running record waits for it
+(``settle``) before anything of that step runs. The guarantee is FULL's: a finished step
+is on disk before the next step starts; the fsync's wait is off the critical path.
+
+One fsync covers every commit before it (the WAL is one file, synced whole), so a
+durable commit also settles every deferred one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+
+class WalSync:
+    def __init__(self, db_path: Path) -> None:
+        self._wal_path = Path(f"{db_path}-wal")
+        self._fd = -1
+        self._cond = threading.Condition()
+        #: Deferred syncs asked for, and the number covered by a finished fsync.
+        self._asked = 0
+        self._covered = 0
+        self._error: OSError | None = None
+        self._thread: threading.Thread | None = None
+        #: One fsync at a time: the descriptor may be replaced (below).
+        self._fd_lock = threading.Lock()
+
+    def now(self) -> None:
+        """fsync the WAL in this thread: every commit so far is durable on return."""
+        with self._cond:
+            asked = self._asked
+        self._fsync()
+        self._covered_up_to(asked)
+
+    def defer(self) -> None:
+        """Ask the background thread to fsync the WAL; ``settle`` waits for it."""
+        with self._cond:
+            self._asked += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="agentsaga-wal-sync", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def settle(self) -> None:
+        """Wait until every deferred sync is done; raise what the fsync raised."""
+        with self._cond:
+            while self._covered < self._asked and self._error is None:
+                self._cond.wait()
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        self.settle()
+        with self._fd_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._covered >= self._asked:
+                    self._cond.wait()
+                asked = self._asked
+            try:
+                self._fsync()
+            except OSError as exc:
+                with self._cond:
+                    self._error = exc
+                    self._covered = asked
+                    self._cond.notify_all()
+                continue
+            self._covered_up_to(asked)
+
+    def _covered_up_to(self, asked: int) -> None:
+        with self._cond:
+            self._covered = max(self._covered, asked)
+            self._cond.notify_all()
+
+    def _fsync(self) -> None:
+        with self._fd_lock:
+            # The WAL is created with the connection and kept while it is open; a
+            # descriptor whose file was unlinked (nlink 0) is reopened, not synced in vain.
+            if self._fd < 0 or os.fstat(self._fd).st_nlink == 0:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                self._fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+            os.fsync(self._fd)
