@@ -28,12 +28,17 @@ _LLM_DEFAULTS = ("provider", "model", "max_tokens", "temperature")
 
 
 def build(
-    run: RunRecord, pipeline: Pipeline, steps: Mapping[str, dict[str, Any]]
+    run: RunRecord,
+    pipeline: Pipeline,
+    steps: Mapping[str, dict[str, Any]],
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``env``: the environment and the pipeline's ``env:`` merged, when the caller has
+    it (the runtime keeps it between steps)."""
     return {
         "vars": run.vars,
         "run": run_namespace(run),
-        "env": {**environ.snapshot(), **pipeline_env(run, pipeline)},
+        "env": {**environ.snapshot(), **pipeline_env(run, pipeline)} if env is None else env,
         "steps": steps,
         "rewind": dict(EMPTY_REWIND),
     }

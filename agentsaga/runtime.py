@@ -109,7 +109,9 @@ class Runtime:
         self._cache_run: str | None = None
         self._steps_key: tuple[Any, ...] | None = None
         self._steps_value: dict[str, Step] = {}
-        self._env_memo: tuple[tuple[Any, ...], Any, dict[str, Any], dict[str, str]] | None = None
+        self._env_memo: (
+            tuple[tuple[Any, ...], Any, dict[str, Any], dict[str, str], dict[str, str]] | None
+        ) = None
         self._log_dir: tuple[str, Path] | None = None
 
     # --- each step's current attempt ------------------------------------------------
@@ -175,7 +177,9 @@ class Runtime:
     def namespace(
         self, run: RunRecord, pipeline: Pipeline, current: Mapping[str, AttemptRecord]
     ) -> dict[str, Any]:
-        return namespace.build(run, pipeline, StepsNamespace(current))
+        # A copy of ``env``: a step kind may hand the namespace on.
+        env = dict(self._envs(run, pipeline)[1])
+        return namespace.build(run, pipeline, StepsNamespace(current), env)
 
     # --- definitions and places -------------------------------------------------------
 
@@ -231,9 +235,14 @@ class Runtime:
 
     def base_env(self, run: RunRecord, pipeline: Pipeline) -> dict[str, str]:
         """The run's environment for a command (a new dict the caller may change): ours,
-        the venv's, the pipeline's ``env:``. Built again only when one of its inputs
-        changed (the environment, the run's workspace or vars, the pipeline): building
-        it was a sixth of a no-op step's Python."""
+        the venv's, the pipeline's ``env:``."""
+        return dict(self._envs(run, pipeline)[0])
+
+    def _envs(self, run: RunRecord, pipeline: Pipeline) -> tuple[dict[str, str], dict[str, str]]:
+        """The command's base environment, and ``env`` as expressions see it (ours and
+        the pipeline's ``env:``): the caller must not change them. Built again only when
+        one of their inputs changed (the environment, the run's workspace or vars, the
+        pipeline): building them was a sixth of a no-op step's Python."""
         snap = environ.snapshot()
         python = (run.workspace or {}).get("python")
         key = (snap, pipeline, run.id, run.pipeline_name, run.parent_run_id)
@@ -248,16 +257,18 @@ class Runtime:
             # PYTHONPATH entries are translated through the file system (resolve).
             and not (python or {}).get("import_roots")
         ):
-            return dict(memo[3])
+            return memo[3], memo[4]
         env = dict(snap)
         # The store URL may hold a password, and a step has no business with our store.
         env.pop("AGENTSAGA_STORE", None)
         # The user's venv, and the run's worktree ahead of an editable install's checkout.
         env.update(pyenv.step_env(python, env))
-        env.update(namespace.pipeline_env(run, pipeline))
+        top = namespace.pipeline_env(run, pipeline)
+        env.update(top)
         env["AGENTSAGA_RUN_ID"] = run.id
-        self._env_memo = (key, copy.deepcopy(run.workspace), dict(run.vars), env)
-        return dict(env)
+        seen = {**snap, **top}
+        self._env_memo = (key, copy.deepcopy(run.workspace), dict(run.vars), env, seen)
+        return env, seen
 
     def log_stem(self, run_id: str, step_id: str, attempt: int, suffix: str = "") -> Path:
         name = f"{step_id}-{attempt}" + (f".{suffix}" if suffix else "")

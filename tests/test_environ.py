@@ -57,8 +57,9 @@ def test_names_that_look_secret_and_one_that_does_not() -> None:
 def test_a_commands_environment_follows_the_environment_and_the_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """``Runtime.base_env`` is kept between steps, and built again when the environment,
-    the run's workspace (its venv) or its vars change; each caller gets its own dict."""
+    """``Runtime.base_env`` and ``env`` in the namespace are kept between steps, and
+    built again when the environment, the run's workspace (its venv) or its vars change;
+    each caller gets its own dict."""
     import threading
 
     from agentsaga.pipeline import load_text
@@ -94,3 +95,7 @@ def test_a_commands_environment_follows_the_environment_and_the_run(
     assert rt.base_env(run, pipeline)["VIRTUAL_ENV"] == str(tmp_path / "venv2")
     run.vars = {"who": "b"}
     assert rt.base_env(run, pipeline)["GREETING"] == "hi b"
+    seen = rt.namespace(run, pipeline, {})["env"]  # what ${{ env.* }} reads
+    assert seen["GREETING"] == "hi b" and seen["AGENTSAGA_T_THREE"] == "2"
+    monkeypatch.setenv("AGENTSAGA_T_THREE", "3")
+    assert rt.namespace(run, pipeline, {})["env"]["AGENTSAGA_T_THREE"] == "3"

@@ -57,9 +57,11 @@ def next_action(pipeline: Pipeline, view: RunView, start: int = 0) -> Action:
     restart = view.restart_index
     if restart is not None:
         return Restart(restart)
-    for step in pipeline.steps[start:]:
-        if not view.done(step.id):
-            return RunStep(step)
+    steps = pipeline.steps
+    # By index, not a slice: a slice copies the rest of a long run's steps at each step.
+    for index in range(start, len(steps)):
+        if not view.done(steps[index].id):
+            return RunStep(steps[index])
     return Finish(RunStatus.SUCCEEDED)
 
 

@@ -9,6 +9,7 @@ pipeline never imports an SDK, tiktoken or git.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,8 @@ class KindSpec:
     description: str
 
     def executor(self) -> Callable[[StepContext], dict[str, Any]]:
-        module = importlib.import_module(self.module)
+        # Imported on first use; then found in sys.modules without the import machinery.
+        module = sys.modules.get(self.module) or importlib.import_module(self.module)
         execute: Callable[[StepContext], dict[str, Any]] = module.execute
         return execute
 
