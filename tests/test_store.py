@@ -175,6 +175,40 @@ def test_a_failed_fsync_stops_the_next_step(
         store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
 
 
+def test_the_checkpoint_is_synced_without_waiting_for_the_thread(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine the sync thread may not get a core for a while: a sync it has
+    not begun is made by the next running record itself. Here the thread never runs."""
+    import threading
+
+    from agentsaga.store import wal_sync
+
+    class NeverScheduled:
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+    real_thread = threading.Thread
+    monkeypatch.setattr(wal_sync.threading, "Thread", NeverScheduled)
+    rid = _run(store)
+    events: list[str] = []
+    monkeypatch.setattr(store._wal_sync, "_fsync", _counting(store, events))
+    attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
+    store.finish_attempt(attempt.id, status="completed", output={"x": 1})
+    assert events == []
+    started = real_thread(
+        target=store.start_attempt,
+        args=(rid, "b", 1),
+        kwargs={"fingerprint": "f", "base_commit": None, "snapshot": None},
+    )
+    started.start()
+    started.join(timeout=60)  # a safety net: without the fix it waits for ever
+    assert not started.is_alive() and events == ["synced"]
+
+
 def _counting(store: SqliteStore, events: list[str], delay_s: float = 0.0) -> Any:
     """WalSync._fsync, recording each fsync (after ``delay_s``: a slow disk) and checking
     that it is the WAL file's."""

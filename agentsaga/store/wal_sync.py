@@ -28,6 +28,8 @@ class WalSync:
         self._asked = 0
         self._covered = 0
         self._error: OSError | None = None
+        #: The thread is in an fsync (settle waits for it rather than making its own).
+        self._syncing = False
         self._thread: threading.Thread | None = None
         #: One fsync at a time: the descriptor may be replaced (below).
         self._fd_lock = threading.Lock()
@@ -35,9 +37,11 @@ class WalSync:
     def now(self) -> None:
         """fsync the WAL in this thread: every commit so far is durable on return."""
         with self._cond:
+            while self._syncing:  # an fsync begun earlier may miss the latest commit
+                self._cond.wait()
+            self._syncing = True
             asked = self._asked
-        self._fsync()
-        self._covered_up_to(asked)
+        self._sync_claimed(asked, raise_error=True)
 
     def defer(self) -> None:
         """Ask the background thread to fsync the WAL; ``settle`` waits for it."""
@@ -51,7 +55,16 @@ class WalSync:
             self._cond.notify_all()
 
     def settle(self) -> None:
-        """Wait until every deferred sync is done; raise what the fsync raised."""
+        """Wait until every deferred sync is done; raise what the fsync raised. A sync the
+        thread has not begun yet is made here: on a loaded machine the thread may wait
+        for a core longer than the fsync takes."""
+        with self._cond:
+            claimed = self._covered < self._asked and not self._syncing
+            if claimed:
+                self._syncing = True
+            asked = self._asked
+        if claimed:
+            self._sync_claimed(asked, raise_error=True)
         with self._cond:
             while self._covered < self._asked and self._error is None:
                 self._cond.wait()
@@ -69,23 +82,30 @@ class WalSync:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._covered >= self._asked:
+                while self._covered >= self._asked or self._syncing:
                     self._cond.wait()
+                self._syncing = True
                 asked = self._asked
-            try:
-                self._fsync()
-            except OSError as exc:
-                with self._cond:
-                    self._error = exc
-                    self._covered = asked
-                    self._cond.notify_all()
-                continue
-            self._covered_up_to(asked)
+            self._sync_claimed(asked, raise_error=False)
 
-    def _covered_up_to(self, asked: int) -> None:
+    def _sync_claimed(self, asked: int, raise_error: bool) -> None:
+        """One fsync, by whoever set ``_syncing``; it covers the first ``asked`` requests.
+        An error goes to this caller, or (the thread's) to the next ``settle``: never
+        both, and a failed fsync is never retried as if it could clear the failure (the
+        kernel may have dropped the pages it could not write)."""
+        error: OSError | None = None
+        try:
+            self._fsync()
+        except OSError as exc:
+            error = exc
         with self._cond:
+            self._syncing = False
             self._covered = max(self._covered, asked)
+            if error is not None and not raise_error:
+                self._error = error
             self._cond.notify_all()
+        if error is not None and raise_error:
+            raise error
 
     def _fsync(self) -> None:
         with self._fd_lock:
