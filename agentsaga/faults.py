@@ -21,6 +21,7 @@ would. Unset (always, outside tests), ``point()`` is one dictionary lookup. The 
     git.in_commit         files staged on the run branch, the commit not made
     pool.release_after_move  a worktree's folder moved into the pool, its index not yet
     pool.claim_after_intent  a claim of a pooled worktree recorded, nothing moved yet
+    pool.claim_in_move       the run's path registered (locked), its folder not there yet
     pool.claim_after_move    the pooled folder at the run's path, not yet cleaned
     pool.claim_before_done   cleaned and proven clean, the claim not yet cleared
     git.in_reset          a reset half done: the tree restored, the branch not moved

@@ -651,6 +651,7 @@ SWEPT_ELSEWHERE = {
     "workspace.after_stash": "test_git_workspace.py",
     "pool.release_after_move": "test_worktree_pool.py",
     "pool.claim_after_intent": "test_worktree_pool.py",
+    "pool.claim_in_move": "test_worktree_pool.py",
     "pool.claim_after_move": "test_worktree_pool.py",
     "pool.claim_before_done": "test_worktree_pool.py",
 }

@@ -89,7 +89,13 @@ def test_a_symlinked_entry_is_never_recycled_nor_its_target_cleaned(
 
 
 @pytest.mark.parametrize(
-    "point", ["pool.claim_after_intent", "pool.claim_after_move", "pool.claim_before_done"]
+    "point",
+    [
+        "pool.claim_after_intent",
+        "pool.claim_in_move",
+        "pool.claim_after_move",
+        "pool.claim_before_done",
+    ],
 )
 def test_a_run_killed_while_claiming_then_rolled_back_leaves_no_claim_behind(
     repo: Path, point: str
@@ -108,7 +114,9 @@ def test_a_run_killed_while_claiming_then_rolled_back_leaves_no_claim_behind(
     assert capture(repo) == before
     # was: claims/r2 stayed for ever, and a half-recycled folder went back to the pool
     assert list((pool.pool_dir(repo) / "claims").iterdir()) == []
-    moved = point != "pool.claim_after_intent"  # the entry had left the pool for r2's path
+    # The entry had left the pool for r2's path (in_move: r2's path registered, locked,
+    # with no folder; the entry still pooled).
+    moved = point in ("pool.claim_after_move", "pool.claim_before_done")
     assert len(pool.entries(repo)) == (0 if moved else 1)
 
 

@@ -226,7 +226,13 @@ def test_a_kill_while_releasing_then_rollback_again_and_the_next_run_is_clean(
 
 
 @pytest.mark.parametrize(
-    "point", ["pool.claim_after_intent", "pool.claim_after_move", "pool.claim_before_done"]
+    "point",
+    [
+        "pool.claim_after_intent",
+        "pool.claim_in_move",
+        "pool.claim_after_move",
+        "pool.claim_before_done",
+    ],
 )
 def test_a_kill_while_claiming_never_leaves_a_half_recycled_worktree_in_use(
     repo: Path, point: str
@@ -254,32 +260,72 @@ def _claim_in_child(repo: Path, run_id: str, go: Any, out: Any) -> None:  # prag
 
 
 def test_concurrent_runs_never_share_a_pooled_worktree(repo: Path) -> None:
-    released = []
-    for i in range(pool.MAX_ENTRIES):
-        ws = new_ws(repo, f"old{i}")
-        released.append(ws.path.stat().st_ino)
+    # Both worktrees exist before either is released: released one after the other, the
+    # second run would recycle the first one's entry, and only one entry would be pooled.
+    spaces = [new_ws(repo, f"old{i}") for i in range(pool.MAX_ENTRIES)]
+    released = [ws.path.stat().st_ino for ws in spaces]
+    for i, ws in enumerate(spaces):
         litter(ws)
         gitops.delete_workspace(ws, f"old{i}")
+    assert len(set(released)) == len(pool.entries(repo)) == pool.MAX_ENTRIES
+    # Held open, an entry's inode cannot go to a fresh worktree if the entry were thrown
+    # away: a released inode below can only mean the entry was recycled.
+    held = [os.open(entry, os.O_RDONLY) for entry in pool.entries(repo)]
     ctx = multiprocessing.get_context("fork")
     go, out = ctx.Event(), ctx.Queue()
     children = [
         ctx.Process(target=_claim_in_child, args=(repo, f"c{i}", go, out)) for i in range(4)
     ]
-    for child in children:
-        child.start()
-    go.set()
-    got = [out.get(timeout=120) for _ in children]
-    for child in children:
-        child.join(timeout=60)
-        assert child.exitcode == 0
+    try:
+        for child in children:
+            child.start()
+        go.set()
+        got = [out.get(timeout=120) for _ in children]
+        for child in children:
+            child.join(timeout=60)
+            assert child.exitcode == 0
+    finally:
+        for fd in held:
+            os.close(fd)
     inodes = [inode for _, inode, _ in got]
     admins = [admin for _, _, admin in got]
-    assert len(set(inodes)) == len(set(admins)) == 4
-    assert set(released) <= set(inodes)  # both entries were used, each by one run
+    assert len(set(inodes)) == len(set(admins)) == 4  # no entry or git dir shared
+    # More runs than entries: every entry is recycled, each by exactly one run (the
+    # inodes are distinct). A run's prune never costs another run its entry.
+    assert set(released) <= set(inodes)
     assert pool.entries(repo) == []
     fresh = state(new_ws(repo, "ref", pool=False).path)
     for run_id, _, _ in got:
         assert state(repo / ".agentsaga" / "worktrees" / run_id) == fresh
+
+
+def test_a_prune_by_another_run_while_an_entry_moves_in_keeps_the_claim(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every run starting prunes worktrees, without the pool's lock. While a claim moves
+    its entry in, the run's path has no .git: a prune then deleted the run's git dir, the
+    claim failed and threw the entry away (test_concurrent_runs_never_share_a_pooled_worktree
+    failed about 1 in 15). Here the prune runs at that very moment."""
+    ws = new_ws(repo, "r1")
+    inode = ws.path.stat().st_ino
+    gitops.delete_workspace(ws, "r1")
+    rename, pruned = os.rename, []
+
+    def prune_first(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith("e-") and Path(dst).name == "r2":  # entry -> r2's path
+            git(repo, "worktree", "prune")
+            pruned.append(Path(dst).name)
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", prune_first)
+    again = new_ws(repo, "r2")
+    monkeypatch.undo()
+    assert pruned == ["r2"]
+    assert again.path.stat().st_ino == inode  # the entry was recycled, not thrown away
+    assert state(again.path) == state(new_ws(repo, "r3", pool=False).path)
+    assert "locked" not in git(repo, "worktree", "list", "--porcelain")
+    gitops.delete_workspace(again, "r2")  # not left locked: pooled again
+    assert len(pool.entries(repo)) == 1
 
 
 # --- through the engine and the CLI -------------------------------------------------------

@@ -262,14 +262,14 @@ def _restore_user(ws: Workspace, on_run_branch: bool, run_id: str) -> None:
 def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
     root = ws.repo_root
     registered = ws.path.resolve() in worktrees
-    # A claim cut short by a crash left a folder that may be half-recycled: not pooled
-    # (the next claim would clean it, but a plain deletion needs no proof).
+    pending = _is_run_folder(ws) and worktree_pool.claim_pending(root, ws.path.name)
+    if pending:
+        # A claim cut short by a crash left a folder that may be half-recycled: not pooled
+        # (the next claim would clean it, but a plain deletion needs no proof); trashed
+        # with its registration, which the claim may have left locked.
+        worktree_pool.abandon_claim(root, ws.path, ws.path.name)
     poolable = (
-        ws.pool
-        and registered
-        and _is_run_folder(ws)
-        and not _locked(ws.path)
-        and not worktree_pool.claim_pending(root, ws.path.name)
+        ws.pool and registered and not pending and _is_run_folder(ws) and not _locked(ws.path)
     )
     if poolable and worktree_pool.release(root, ws.path):
         # Kept for the repository's next run, which recycles it (gitops/pool.py).

@@ -18,17 +18,18 @@ differ. Layout, all under ``<repo>/.agentsaga/pool/``:
   worktree (or another entry). A run never works in a half-recycled worktree.
 
 Claiming makes an entry indistinguishable from a fresh ``git worktree add``: ``git
-worktree add --no-checkout`` registers ``.agentsaga/worktrees/<run>`` on the run branch
-(a new per-worktree git dir: no old reflog, lock, operation in progress or snapshot
+worktree add --no-checkout --lock`` registers ``.agentsaga/worktrees/<run>`` on the run
+branch (a new per-worktree git dir: no old reflog, operation in progress or snapshot
 index), the entry's folder takes the place of the empty one (the same path, so venv
 detection and the run's records are the same) and its index the place of the missing
-one; then ``reset --hard`` (only the files that differ are written), ``clean -ffdx``
-(untracked and ignored files, nested repositories), and ``status --ignored`` must be
-empty and no index entry may carry a skip-worktree or assume-unchanged bit. Anything
-unexpected (a failing git command, an incomplete entry) discards the entry into the trash
-and falls back to ``git worktree add``: the pool can only make a run faster, never
-different. One difference remains: git runs no ``post-checkout`` hook for a recycled
-worktree (a reset, not a checkout).
+one, and the lock goes (it kept another process's ``git worktree prune`` off the
+registration while the path had no ``.git``); then ``reset --hard`` (only the files that
+differ are written), ``clean -ffdx`` (untracked and ignored files, nested repositories),
+and ``status --ignored`` must be empty and no index entry may carry a skip-worktree or
+assume-unchanged bit. Anything unexpected (a failing git command, an incomplete entry)
+discards the entry into the trash and falls back to ``git worktree add``: the pool can
+only make a run faster, never different. One difference remains: git runs no
+``post-checkout`` hook for a recycled worktree (a reset, not a checkout).
 
 Not pooled: worktrees with submodules (their checkout is the furnishing step's job; a
 base commit with a ``.gitmodules`` never claims either), locked worktrees (``git worktree
@@ -55,6 +56,10 @@ from agentsaga.gitops.runner import STATE_DIR, _dot_git_dir, _git, _git_status, 
 #: Entries kept per repository: each is a full checkout on disk.
 MAX_ENTRIES = 2
 _CLAIMS = "claims"
+#: The reason of the ``git worktree lock`` a claim holds while the run's path has no
+#: ``.git``: any ``git worktree prune`` (another run starting, a rollback) would otherwise
+#: drop the registration under it.
+_CLAIMING = "agentsaga: recycling a pooled worktree"
 
 
 def pool_dir(repo_root: Path) -> Path:
@@ -98,6 +103,13 @@ def _discard(repo_root: Path, folder: Path) -> None:
         else:
             trash_mod.empty_in_background(trash)
     _git(repo_root, "worktree", "prune")
+
+
+def _discard_claimed(repo_root: Path, path: Path) -> None:
+    """Discard the folder a claim was recycling at a run's path, and its registration:
+    unlocked first (it may still hold the claim's lock), or the prune would keep it."""
+    _git_status(repo_root, "worktree", "unlock", str(path))
+    _discard(repo_root, path)
 
 
 def _index_of(entry: Path) -> Path:
@@ -190,7 +202,7 @@ def abandon_claim(repo_root: Path, path: Path, run_id: str) -> None:
     claim = _claim_file(repo_root, run_id)
     if not claim.exists():
         return
-    _discard(repo_root, path)
+    _discard_claimed(repo_root, path)
     claim.unlink(missing_ok=True)
 
 
@@ -202,7 +214,7 @@ def claim(repo_root: Path, path: Path, branch: str, base: str, create_branch: bo
         return _claim(repo_root, path, branch, base, create_branch)
     except OSError:
         if path.exists():
-            _discard(repo_root, path)
+            _discard_claimed(repo_root, path)
         return False
 
 
@@ -222,13 +234,13 @@ def _claim(repo_root: Path, path: Path, branch: str, base: str, create_branch: b
         try:
             _move_in(repo_root, entry, path, branch, base, create_branch)
         except (GitError, OSError):
-            _discard(repo_root, path)
+            _discard_claimed(repo_root, path)
             claim_file.unlink(missing_ok=True)
             return False
     try:
         _recycle(path)
     except (GitError, OSError):
-        _discard(repo_root, path)
+        _discard_claimed(repo_root, path)
         claim_file.unlink(missing_ok=True)
         return False
     faults.point("pool.claim_before_done")
@@ -241,14 +253,24 @@ def _move_in(
 ) -> None:
     """Register ``path`` as a worktree on the run branch with no files (``--no-checkout``),
     then put the entry's folder in place of the empty one and its index in place of the
-    missing one. Called with the pool locked."""
+    missing one. Called with the pool locked.
+
+    The registration is locked until then: between the moves the path has no ``.git``,
+    and a ``git worktree prune`` run meanwhile by another process (every run's
+    ``_ensure_worktree`` prunes, unlocked by the pool) deleted the run's git dir; the
+    claim then failed and threw the entry away (test_worktree_pool's concurrent claims,
+    about 1 in 15)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    add_worktree(repo_root, path, branch, base, create_branch, "--no-checkout")
+    lock = ("--lock", "--reason", _CLAIMING)
+    add_worktree(repo_root, path, branch, base, create_branch, "--no-checkout", *lock)
+    admin = _dot_git_dir(path)
     os.rename(path / ".git", entry / ".git")
     path.rmdir()
+    faults.point("pool.claim_in_move")
     os.rename(entry, path)
     faults.point("pool.claim_after_move")
-    os.rename(_index_of(entry), _dot_git_dir(path) / "index")
+    os.rename(_index_of(entry), admin / "index")
+    (admin / "locked").unlink()
 
 
 def _take_entry(repo_root: Path) -> Path | None:
