@@ -173,7 +173,9 @@ def _show_result(session: Any, result: Any, json_mode: bool, command: str) -> No
     if json_mode or command == "rollback":
         doc = run_document(session.store, result.run_id, result.notes)
     else:
-        doc = closing_document(session.store, result.run_id, result.notes)
+        # The result lists the pipeline's steps: the stored text is not parsed again.
+        ids = [s.id for s in result.steps]
+        doc = closing_document(session.store, result.run_id, result.notes, ids)
     if command == "rollback":
         from agentsaga.report import mark_merged
 

@@ -198,12 +198,18 @@ def run_document(store: Store, run_id: str, notes: list[str] | None = None) -> d
     return doc
 
 
-def closing_document(store: Store, run_id: str, notes: list[str] | None = None) -> dict[str, Any]:
+def closing_document(
+    store: Store,
+    run_id: str,
+    notes: list[str] | None = None,
+    pipeline_ids: list[str] | None = None,
+) -> dict[str, Any]:
     """What the closing summary of ``run``, ``resume`` and ``fork`` reads (``--json``
     prints the run document): the run document's fields, but a finished step lists no
     attempt (the summary counts it) and an unfinished one only its last (why it
     stopped). The attempts are read a page at a time: the whole run document of a
-    10,000-step run cost more memory at its end than the run itself."""
+    10,000-step run cost more memory at its end than the run itself. ``pipeline_ids``:
+    the run's pipeline's step ids, in order, when the caller has them (its result)."""
     import sys
 
     from agentsaga.report import step_ids
@@ -220,7 +226,7 @@ def closing_document(store: Store, run_id: str, notes: list[str] | None = None) 
             statuses[a.step_id] = sys.intern(status(a))
     comps = store.compensations(run_id) if statuses else []
     steps: list[Mapping[str, Any]] = []
-    for step_id in step_ids(store, run_id, latest):
+    for step_id in step_ids(store, run_id, latest, pipeline_ids):
         shown = statuses.get(step_id, "pending")
         if shown in ("completed", "skipped") or step_id not in latest:
             steps.append(_Row(step_id, shown))

@@ -30,11 +30,20 @@ def step_kinds(store: Store, run_id: str) -> dict[str, str]:
     return {step_id: kind for step_id, kind in _step_heads(store, run_id)}
 
 
-def step_ids(store: Store, run_id: str, attempted: Iterable[str] | None = None) -> list[str]:
+def step_ids(
+    store: Store,
+    run_id: str,
+    attempted: Iterable[str] | None = None,
+    pipeline_ids: Iterable[str] | None = None,
+) -> list[str]:
     """The steps a run knows: its pipeline's, in order, then any that only its attempts
     name (a step a resume with a changed pipeline dropped). ``attempted``: the steps the
-    attempts name, when the caller has them (else they are read)."""
-    ids = [step_id for step_id, _ in _step_heads(store, run_id)]
+    attempts name, when the caller has them (else they are read); ``pipeline_ids``: the
+    pipeline's, when the caller has them (else the stored text is parsed again: 44 ms at
+    the end of a 1,000-step run)."""
+    if pipeline_ids is None:
+        pipeline_ids = (step_id for step_id, _ in _step_heads(store, run_id))
+    ids = list(pipeline_ids)
     known = set(ids)
     if attempted is None:
         attempted = (a.step_id for a in store.iter_attempts(run_id))
