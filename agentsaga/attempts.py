@@ -79,7 +79,7 @@ def run_attempt(
         run_id,
         step.id,
         step.index,
-        fingerprint=namespace.fingerprint(step, pipeline, ns, run),
+        fingerprint=namespace.fingerprint(step, pipeline, ns, run, (params, step_env)),
         base_commit=base,
         snapshot=None,
         process=process_record,

@@ -52,6 +52,10 @@ class CurrentAttempts(Mapping[str, AttemptRecord]):
     def __contains__(self, step_id: object) -> bool:
         return step_id in self._facts
 
+    def get(self, step_id: str, default: Any = None) -> Any:
+        # Without the KeyError Mapping.get catches: asked for every step before it runs.
+        return self[step_id] if step_id in self._facts else default
+
     def keep(self, record: AttemptRecord) -> None:
         """``record`` is the attempt's latest state (just written or just read)."""
         self._recent[record.id] = record

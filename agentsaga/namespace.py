@@ -115,13 +115,25 @@ def step_env(step: Step, ns: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def fingerprint(step: Step, pipeline: Pipeline, ns: dict[str, Any], run: RunRecord) -> str | None:
+def fingerprint(
+    step: Step,
+    pipeline: Pipeline,
+    ns: dict[str, Any],
+    run: RunRecord,
+    rendered: tuple[dict[str, Any], dict[str, str]] | None = None,
+) -> str | None:
     """What the step is and every input it reads: its definition, its fields and env
-    rendered, the pipeline's env and the LLM defaults it inherits."""
+    rendered, the pipeline's env and the LLM defaults it inherits. ``rendered``: the
+    step's fields and env as just rendered for the run, used as they are when the step
+    holds no expression (they render the same whatever the namespace)."""
+    definition_hash, reads = step.definition()
     probe = {**ns, "run": _FINGERPRINT_RUN, "rewind": rewind_for(run, step)}
     try:
-        params = render_fields(step, probe)
-        env = step_env(step, probe)
+        if rendered is not None and not reads:
+            params, env = rendered
+        else:
+            params = render_fields(step, probe)
+            env = step_env(step, probe)
         top_env = {
             k: expressions.to_text(compensations.render_any(v, probe))
             for k, v in pipeline.env.items()
@@ -133,7 +145,7 @@ def fingerprint(step: Step, pipeline: Pipeline, ns: dict[str, Any], run: RunReco
         if step.kind in ("plan", "write", "agent")
         else {}
     )
-    return short_hash([step.definition_hash, params, env, top_env, inherited])
+    return short_hash([definition_hash, params, env, top_env, inherited])
 
 
 def truthy(condition: str, ns: dict[str, Any]) -> bool:

@@ -181,8 +181,12 @@ class Step:
 
     @property
     def definition_hash(self) -> str:
+        return self.definition()[0]
+
+    def definition(self) -> tuple[str, bool]:
+        """The hash of what the step is, and whether any of it holds an expression."""
         blob = json.dumps(self.raw, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return hashlib.sha256(blob.encode()).hexdigest()[:16], "${{" in blob
 
     @property
     def changes_workspace(self) -> bool:

@@ -160,7 +160,7 @@ class Runtime:
         masked, duration, tokens), is read back when asked."""
         current = self.current(run_id)
         assert isinstance(current, CurrentAttempts)
-        self._facts[attempt.step_id] = AttemptFact.of(attempt).ended(status, output)
+        self._facts[attempt.step_id] = AttemptFact.ended(attempt, status, output)
         current.drop(attempt.id)
 
     def mark(self, run_id: str, attempt_id: int, status: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
@@ -70,15 +70,26 @@ class AttemptFact:
 
     @classmethod
     def of(cls, record: AttemptLike) -> AttemptFact:
-        output = record.output or {}
-        commit, base = output.get("commit"), output.get("base")
+        return cls.ended(record, record.status, record.output, record.error is not None)
+
+    @classmethod
+    def ended(
+        cls,
+        record: AttemptLike,
+        status: str,
+        output: Mapping[str, Any] | None,
+        failed: bool = False,
+    ) -> AttemptFact:
+        """``record`` as it is once recorded with ``status`` and ``output`` (the runner
+        knows them when it writes them: it need not read the record back)."""
+        commit, base = (output or {}).get("commit"), (output or {}).get("base")
         # Interned: a run keeps one fact per step, and every record read back brings its
         # own copy of the step's id and of "completed".
         return cls(
             id=record.id,
             step_id=sys.intern(record.step_id),
             attempt=record.attempt,
-            status=sys.intern(str(record.status)),
+            status=sys.intern(str(status)),
             superseded=record.superseded,
             reused_from=record.reused_from,
             fingerprint=record.fingerprint,
@@ -86,19 +97,8 @@ class AttemptFact:
             base_commit=record.base_commit,
             commit=str(commit) if commit else None,
             commit_base=str(base) if base else None,
-            failed=record.error is not None,
+            failed=failed,
             started_at=record.started_at,
-        )
-
-    def ended(self, status: str, output: Mapping[str, Any] | None) -> AttemptFact:
-        """This attempt as it is recorded when it ends without an error."""
-        commit, base = (output or {}).get("commit"), (output or {}).get("base")
-        return replace(
-            self,
-            status=sys.intern(str(status)),
-            commit=str(commit) if commit else None,
-            commit_base=str(base) if base else None,
-            failed=False,
         )
 
     @property

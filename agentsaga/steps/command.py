@@ -19,7 +19,8 @@ _SCAN_CHARS = 2_000_000
 
 def execute(ctx: StepContext) -> dict[str, Any]:
     # The values of the run: string's expressions, which it reads as variables.
-    env = {**ctx.env, **ctx.params.get(VALUES_FIELD, {})}
+    values = ctx.params.get(VALUES_FIELD)
+    env = {**ctx.env, **values} if values else ctx.env
     junit: Path | None = None
     if ctx.step.kind == "test":
         junit = ctx.log_stem.with_name(ctx.log_stem.name + ".junit.xml")
