@@ -123,6 +123,8 @@ def run_command(
             try:
                 outputs = pump.child_ends() if pump else (out, err)
                 spawned = _spawn(argv, cwd, env, outputs)
+                if pump is not None:
+                    pump.spawned()
                 if isinstance(spawned, str):
                     err.write(spawned.encode() + b"\n")
                     code = 127 if spawned.startswith("command not found") else 126
@@ -130,7 +132,7 @@ def run_command(
                     return CommandResult(code, "", spawned, False, elapsed, out_path, err_path)
                 _GROUPS[token] = spawned.pid
                 faults.point("command.started")
-                timed_out = _wait(spawned, timeout_s, cancel)
+                timed_out = _wait(spawned, timeout_s, cancel, pump)
             finally:
                 if pump is not None:
                     pump.finish()
@@ -340,42 +342,58 @@ def _legacy_group(record: dict[str, Any]) -> set[int]:
 
 class _Pump:
     """Carries a command's stdout and stderr from pipes to its log files through a
-    MaskingWriter each, on one thread. ``finish()`` (after the command ended) drains what
-    the pipes still hold without waiting for an EOF that a background grandchild holding
-    the pipe open would delay for ever."""
+    MaskingWriter each. The thread waiting for the command pumps them between its waits
+    (:class:`_Waiter`: one poll on the pipes and the process); where it cannot (no
+    pidfd), a thread of its own does (``start_thread``). ``finish()`` (after the command
+    ended) drains what the pipes still hold without waiting for an EOF that a background
+    grandchild holding the pipe open would delay for ever."""
 
     def __init__(self, out: Any, err: Any, secrets: list[str]) -> None:
         self.out_r, self.out_w = os.pipe()
         self.err_r, self.err_w = os.pipe()
-        self.wake_r, self.wake_w = os.pipe()
         self.writers = {
             self.out_r: MaskingWriter(out, secrets),
             self.err_r: MaskingWriter(err, secrets),
         }
-        self.thread = threading.Thread(target=self._run, name="agentsaga-log-pump", daemon=True)
-        self.thread.start()
+        self.live = set(self.writers)
+        self.thread: threading.Thread | None = None
+        self.wake_r = self.wake_w = -1
 
     def child_ends(self) -> tuple[int, int]:
         return self.out_w, self.err_w
 
+    def spawned(self) -> None:
+        """The child has its copies of the write ends: ours go, so the pipes reach EOF
+        when the command and its children are done with them."""
+        for fd in (self.out_w, self.err_w):
+            os.close(fd)
+        self.out_w = self.err_w = -1
+
+    def read(self, fd: int) -> None:
+        """Carry what ``fd`` holds (it polled readable); at EOF it is done."""
+        data = os.read(fd, 65536)
+        if data:
+            self.writers[fd].write(data)
+        else:
+            self.live.discard(fd)
+
+    def start_thread(self) -> None:
+        self.wake_r, self.wake_w = os.pipe()
+        self.thread = threading.Thread(target=self._run, name="agentsaga-log-pump", daemon=True)
+        self.thread.start()
+
     def _run(self) -> None:
         poller = select.poll()
-        for fd in (*self.writers, self.wake_r):
+        for fd in (*self.live, self.wake_r):
             poller.register(fd, select.POLLIN)
-        live = set(self.writers)
-        while live:
+        while self.live:
             events = poller.poll()
             if any(fd == self.wake_r for fd, _ in events):
-                for fd in live:
-                    self._drain(fd)
-                break
+                return
             for fd, _ in events:
-                data = os.read(fd, 65536)
-                if data:
-                    self.writers[fd].write(data)
-                else:
+                self.read(fd)
+                if fd not in self.live:
                     poller.unregister(fd)
-                    live.discard(fd)
 
     def _drain(self, fd: int) -> None:
         os.set_blocking(fd, False)
@@ -389,68 +407,107 @@ class _Pump:
             self.writers[fd].write(data)
 
     def finish(self) -> None:
-        # Our copies of the write ends first: with them open, the pipes never reach EOF.
         for fd in (self.out_w, self.err_w):
-            os.close(fd)
-        os.write(self.wake_w, b"x")
-        self.thread.join()
+            if fd >= 0:
+                os.close(fd)
+        if self.thread is not None:
+            os.write(self.wake_w, b"x")
+            self.thread.join()
+        for fd in self.live:
+            self._drain(fd)
         for writer in self.writers.values():
             writer.close()
         for fd in (self.out_r, self.err_r, self.wake_r, self.wake_w):
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
 
 def _wait(
-    proc: subprocess.Popen[bytes], timeout_s: float | None, cancel: threading.Event | None
+    proc: subprocess.Popen[bytes],
+    timeout_s: float | None,
+    cancel: threading.Event | None,
+    pump: _Pump | None,
 ) -> bool:
-    """Wait for the process; stop its group on timeout or cancel. True if it timed out."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        step = 0.05 if cancel is not None else None
-        if remaining is not None and step is not None:
-            step = min(step, max(remaining, 0.0))
-        elif remaining is not None:
-            step = max(remaining, 0.0)
-        if _exited(proc, step):
-            return False
-        if cancel is not None and cancel.is_set():
-            stop_group(proc)
-            return False
-        if deadline is not None and time.monotonic() >= deadline:
-            stop_group(proc)
-            return True
-
-
-def _exited(proc: subprocess.Popen[bytes], wait_s: float | None) -> bool:
-    """Wait up to ``wait_s`` (None: for ever) for the process to exit; True if it did.
-
-    ``Popen.wait(timeout)`` polls with sleeps that double from 0.5 ms, so a command that
-    exits after 1 ms is noticed after 1.5-3.5 ms: most of a no-op step's overhead. A pidfd
-    (Linux 5.3+) becomes readable the instant the process exits; elsewhere, poll as before.
-    """
-    if wait_s is not None and hasattr(os, "pidfd_open") and proc.returncode is None:
-        try:
-            fd = os.pidfd_open(proc.pid)
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            try:
-                # poll, not select: select cannot watch a descriptor numbered >= 1024.
-                poller = select.poll()
-                poller.register(fd, select.POLLIN)
-                ready = poller.poll(max(0, math.ceil(wait_s * 1000)))
-            finally:
-                os.close(fd)
-            if not ready:
-                return False
-            proc.wait()
-            return True
+    """Wait for the process, pumping its output; stop its group on timeout or cancel.
+    True if it timed out."""
+    waiter = _Waiter(proc, pump)
     try:
-        proc.wait(timeout=wait_s)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            step = 0.05 if cancel is not None else None
+            if remaining is not None and step is not None:
+                step = min(step, max(remaining, 0.0))
+            elif remaining is not None:
+                step = max(remaining, 0.0)
+            if waiter.exited(step):
+                return False
+            if cancel is not None and cancel.is_set():
+                stop_group(proc)
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                stop_group(proc)
+                return True
+    finally:
+        waiter.close()
+
+
+class _Waiter:
+    """Waits for a process's exit on a pidfd (Linux 5.3+), which becomes readable the
+    instant the process exits: ``Popen.wait(timeout)`` polls with sleeps that double from
+    0.5 ms, so a command that exits after 1 ms is noticed after 1.5-3.5 ms. The same
+    poll carries the output a pump masks, so no thread has to wake for it. Elsewhere:
+    Popen's wait, and the pump's own thread."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], pump: _Pump | None) -> None:
+        self.proc, self.pump = proc, pump
+        self.pidfd = -1
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(proc.pid)
+            except OSError:
+                self.pidfd = -1
+        if self.pidfd < 0:
+            if pump is not None:
+                pump.start_thread()
+            return
+        # poll, not select: select cannot watch a descriptor numbered >= 1024.
+        self.poller = select.poll()
+        self.poller.register(self.pidfd, select.POLLIN)
+        for fd in pump.live if pump is not None else ():
+            self.poller.register(fd, select.POLLIN)
+
+    def exited(self, wait_s: float | None) -> bool:
+        """Wait up to ``wait_s`` (None: for ever) for the process to exit; True if it did."""
+        if self.proc.returncode is not None:
+            return True
+        if self.pidfd < 0:
+            try:
+                self.proc.wait(timeout=wait_s)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = self.poller.poll(None if left is None else math.ceil(left * 1000))
+            if not events:
+                return False
+            for fd, _ in events:
+                if fd == self.pidfd:
+                    self.proc.wait()
+                    return True
+                assert self.pump is not None
+                self.pump.read(fd)
+                if fd not in self.pump.live:
+                    self.poller.unregister(fd)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False  # a chatty command must not keep a cancel from being seen
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
