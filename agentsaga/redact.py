@@ -79,6 +79,8 @@ def redact_for_store(value: Any) -> Any:
     """What the store keeps of an output, an error or a run's state: secrets masked. The
     store masks every JSON it writes, so no caller can forget (an edit failure's
     "closest lines" may quote a file's secret; a failed step's output is a model reply)."""
+    if value is None:
+        return None  # a checkpoint's error: the environment need not be looked at
     return redact_json(value, secret_values())
 
 
