@@ -230,14 +230,17 @@ def test_every_durable_commit_fsyncs_the_wal(
 
     store = SqliteStore(tmp_path / "state.db")
     synced: list[str] = []
-    real = os.fsync
+    from agentsaga.store import wal_sync
 
-    def fsync(fd: int) -> None:
+    real = wal_sync._datasync
+    assert real is getattr(os, "fdatasync", os.fsync)  # what SQLite's FULL calls
+
+    def datasync(fd: int) -> None:
         real(fd)
         if os.path.samestat(os.fstat(fd), os.stat(tmp_path / "state.db-wal")):
             synced.append("wal")
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(wal_sync, "_datasync", datasync)
     try:
         with store.reading() as cur:
             assert cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
