@@ -92,3 +92,18 @@ def test_a_chatty_command_is_still_stopped_by_a_cancel(tmp_path: Path, waiting: 
 def test_a_timeout_stops_a_silent_command(tmp_path: Path, waiting: str) -> None:
     result = _within(60, lambda: _run(tmp_path, "exec sleep 600", timeout_s=0.2))
     assert result.timed_out and result.exit_code is None
+
+
+def test_a_log_file_exists_only_for_a_stream_that_had_output(tmp_path: Path, waiting: str) -> None:
+    """Log files are created at their first byte (owner-only); a file an earlier command
+    left at the path is removed, not shown as this command's output."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "x.err").write_text("stale output of another command\n")
+    result = _run(tmp_path, "echo only-stdout")
+    assert result.stdout_path.read_text() == "only-stdout\n"
+    assert (result.stdout_path.stat().st_mode & 0o777) == 0o600
+    assert not result.stderr_path.exists() and result.stderr_tail == ""
+    quiet = _run(tmp_path, "true")
+    assert not quiet.stdout_path.exists() and not quiet.stderr_path.exists()
+    assert quiet.stdout_tail == quiet.stderr_tail == "" and quiet.stdout_json() is None
