@@ -226,14 +226,21 @@ def _program_path(program: str, env: dict[str, str], cwd: Path) -> str:
             return f"command not found: {program}"
         return program if os.access(target, os.X_OK) else f"permission denied: {program}"
     path = env.get("PATH", os.defpath)
+    entries = path.split(os.pathsep)
+    if not all(os.path.isabs(entry) for entry in entries):
+        # A relative entry (".", "bin", or empty: the current folder) names a folder of
+        # the command's working directory, as execvp would see it from there; what is
+        # found there depends on that folder, so it is not remembered.
+        here = os.pathsep.join(str(cwd / (entry or ".")) for entry in entries)
+        found = shutil.which(program, path=here)
+        return found if found is not None else f"command not found: {program}"
     known = _FOUND.get((program, path))
     if known is not None and os.access(known, os.X_OK):
         return known  # found before and still there: one check instead of a PATH walk
     found = shutil.which(program, path=path)
     if found is None:
         return f"command not found: {program}"
-    if os.path.isabs(found):  # a relative PATH entry depends on the cwd: not kept
-        _FOUND[(program, path)] = found
+    _FOUND[(program, path)] = found
     return found
 
 

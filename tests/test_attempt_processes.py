@@ -157,3 +157,27 @@ def test_a_record_from_before_tokens_stops_its_process_group(
     assert process.stop_attempt_processes({**record, "start": start + 1}) == []  # pid reused
     assert process.stop_attempt_processes(record) == [pid]
     assert proc.wait(timeout=30) != 0
+
+
+def test_a_relative_path_entry_is_a_folder_of_the_commands_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PATH=bin: the program is the workspace's bin/tool, as execvp would find it from
+    the command's working directory, not a bin/tool of agentsaga's own directory."""
+    workspace, elsewhere = tmp_path / "ws", tmp_path / "elsewhere"
+    for folder, says in ((workspace, "workspace"), (elsewhere, "elsewhere")):
+        (folder / "bin").mkdir(parents=True)
+        tool = folder / "bin" / "agentsaga-rel-tool"
+        tool.write_text(f"#!/bin/sh\necho {says}\n")
+        tool.chmod(0o755)
+    monkeypatch.chdir(elsewhere)
+    env = {**os.environ, "PATH": f"bin{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = process.run_command(
+        ["agentsaga-rel-tool"], cwd=workspace, env=env, log_stem=tmp_path / "logs" / "r"
+    )
+    assert result.exit_code == 0 and result.stdout_tail == "workspace\n"
+    (workspace / "bin" / "agentsaga-rel-tool").unlink()
+    gone = process.run_command(
+        ["agentsaga-rel-tool"], cwd=workspace, env=env, log_stem=tmp_path / "logs" / "g"
+    )
+    assert gone.exit_code == 127 and "command not found" in gone.stderr_tail
