@@ -163,21 +163,26 @@ def test_a_relative_path_entry_is_a_folder_of_the_commands_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PATH=bin: the program is the workspace's bin/tool, as execvp would find it from
-    the command's working directory, not a bin/tool of agentsaga's own directory."""
+    the command's working directory, whatever agentsaga's own directory holds."""
     workspace, elsewhere = tmp_path / "ws", tmp_path / "elsewhere"
-    for folder, says in ((workspace, "workspace"), (elsewhere, "elsewhere")):
-        (folder / "bin").mkdir(parents=True)
-        tool = folder / "bin" / "agentsaga-rel-tool"
-        tool.write_text(f"#!/bin/sh\necho {says}\n")
-        tool.chmod(0o755)
-    monkeypatch.chdir(elsewhere)
+    (workspace / "bin").mkdir(parents=True)
+    tool = workspace / "bin" / "agentsaga-rel-tool"
+    tool.write_text("#!/bin/sh\necho workspace\n")
+    tool.chmod(0o755)
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # agentsaga's own directory: no bin/ there
     env = {**os.environ, "PATH": f"bin{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = process.run_command(
-        ["agentsaga-rel-tool"], cwd=workspace, env=env, log_stem=tmp_path / "logs" / "r"
-    )
-    assert result.exit_code == 0 and result.stdout_tail == "workspace\n"
-    (workspace / "bin" / "agentsaga-rel-tool").unlink()
-    gone = process.run_command(
-        ["agentsaga-rel-tool"], cwd=workspace, env=env, log_stem=tmp_path / "logs" / "g"
-    )
+
+    def run(stem: str) -> process.CommandResult:
+        return process.run_command(
+            ["agentsaga-rel-tool"], cwd=workspace, env=env, log_stem=tmp_path / "logs" / stem
+        )
+
+    found = run("a")
+    assert found.exit_code == 0 and found.stdout_tail == "workspace\n"
+    tool.unlink()
+    (elsewhere / "bin").mkdir()
+    (elsewhere / "bin" / "agentsaga-rel-tool").write_text("#!/bin/sh\necho elsewhere\n")
+    (elsewhere / "bin" / "agentsaga-rel-tool").chmod(0o755)
+    gone = run("b")
     assert gone.exit_code == 127 and "command not found" in gone.stderr_tail
