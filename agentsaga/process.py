@@ -24,6 +24,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,19 +278,22 @@ def _start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in process group ``pgid``."""
-    members = []
+def _live_processes() -> Iterator[tuple[Path, int]]:
+    """Each live (not zombie) process in ``/proc``: its folder and its process group."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
+            continue  # gone, or not ours to read
+        if fields[0] not in ("Z", "X"):
+            yield entry, int(fields[2])
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
+    return [int(entry.name) for entry, group in _live_processes() if group == pgid]
 
 
 def stop_attempt_processes(record: dict[str, Any]) -> list[int]:
@@ -325,23 +329,19 @@ def stop_attempt_processes(record: dict[str, Any]) -> list[int]:
 def _groups_of_token(token: str) -> set[int]:
     """The process groups of the live processes whose environment carries ``token``;
     never this process's own."""
-    wanted = token.encode()
-    mine = {os.getpgid(0)}
+    wanted, name = token.encode(), TOKEN_VAR.encode() + b"="
+    mine = os.getpgid(0)
     groups: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for entry, group in _live_processes():
+        if group == mine or group in groups:
             continue
         try:
             environ = (entry / "environ").read_bytes()
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone, or not ours to read
-        if fields[0] in ("Z", "X") or int(fields[2]) in mine:
-            continue
         for variable in environ.split(b"\0"):
-            name, _, value = variable.partition(b"=")
-            if name == TOKEN_VAR.encode() and wanted in value.split():
-                groups.add(int(fields[2]))
+            if variable.startswith(name) and wanted in variable[len(name) :].split():
+                groups.add(group)
     return groups
 
 

@@ -19,7 +19,7 @@ from agentsaga import gitops
 from agentsaga.gitops import pool, worktrees
 from tests.conftest import wait_until
 from tests.gitstate import capture, git, make_repo
-from tests.test_worktree_pool import _killed_in_child
+from tests.test_worktree_pool import CLAIM_POINTS, _killed_in_child
 
 FILES = {"src/calc.py": "def add(a, b):\n    return a + b\n", ".gitignore": "build/\n"}
 
@@ -88,15 +88,7 @@ def test_a_symlinked_entry_is_never_recycled_nor_its_target_cleaned(
     assert not (theirs / ".git").exists()
 
 
-@pytest.mark.parametrize(
-    "point",
-    [
-        "pool.claim_after_intent",
-        "pool.claim_in_move",
-        "pool.claim_after_move",
-        "pool.claim_before_done",
-    ],
-)
+@pytest.mark.parametrize("point", CLAIM_POINTS)
 def test_a_run_killed_while_claiming_then_rolled_back_leaves_no_claim_behind(
     repo: Path, point: str
 ) -> None:

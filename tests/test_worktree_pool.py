@@ -33,6 +33,16 @@ FILES = {
 }
 
 
+#: Every fault point of a pool claim, in the order a claim reaches them (the kill tests
+#: here and in test_pool_damage.py go through each).
+CLAIM_POINTS = [
+    "pool.claim_after_intent",
+    "pool.claim_in_move",
+    "pool.claim_after_move",
+    "pool.claim_before_done",
+]
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path, FILES)
@@ -225,15 +235,7 @@ def test_a_kill_while_releasing_then_rollback_again_and_the_next_run_is_clean(
     assert state(after.path) == state(new_ws(repo, "r3", pool=False).path)
 
 
-@pytest.mark.parametrize(
-    "point",
-    [
-        "pool.claim_after_intent",
-        "pool.claim_in_move",
-        "pool.claim_after_move",
-        "pool.claim_before_done",
-    ],
-)
+@pytest.mark.parametrize("point", CLAIM_POINTS)
 def test_a_kill_while_claiming_never_leaves_a_half_recycled_worktree_in_use(
     repo: Path, point: str
 ) -> None:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from agentsaga.pipeline import Compensation, Pipeline, Step
-from agentsaga.saga.view import AttemptFact, current_of, is_done
+from agentsaga.saga.view import AttemptFact, AttemptState, current_of, is_done
 from agentsaga.states import LIVE_ATTEMPT, StepStatus
 
 #: Write and agent steps undo themselves by default: their only side effect is on the run
@@ -79,22 +78,8 @@ def plan_resume(
     return items
 
 
-class _Attempt(Protocol):
-    """What ``restart_index`` reads of an attempt (a fact or a store record alike: a
-    resume of a 10,000-step run passes its records, not 10,000 facts made for this)."""
-
-    @property
-    def step_id(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def superseded(self) -> bool: ...
-    @property
-    def reused_from(self) -> int | None: ...
-
-
 def restart_index(
-    attempts: Sequence[_Attempt], plan: Sequence[PlanItem], new: Pipeline
+    attempts: Sequence[AttemptState], plan: Sequence[PlanItem], new: Pipeline
 ) -> int | None:
     """Where a resume must undo and re-run from: the first step the plan runs, when any
     completed step after it re-runs or a step the new pipeline dropped still has live

@@ -19,21 +19,27 @@ from agentsaga.states import LIVE_ATTEMPT, StepStatus
 EMPTY_REWIND: Mapping[str, Any] = MappingProxyType({"count": 0, "from": "", "error": ""})
 
 
-class AttemptLike(Protocol):
-    """What a record of one attempt offers (``store.AttemptRecord`` fits)."""
+class AttemptState(Protocol):
+    """What deciding where a run restarts reads of an attempt (a fact or a store record
+    alike)."""
 
     @property
-    def id(self) -> int: ...
-    @property
     def step_id(self) -> str: ...
-    @property
-    def attempt(self) -> int: ...
     @property
     def status(self) -> str: ...
     @property
     def superseded(self) -> bool: ...
     @property
     def reused_from(self) -> int | None: ...
+
+
+class AttemptLike(AttemptState, Protocol):
+    """What a record of one attempt offers (``store.AttemptRecord`` fits)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
     @property
     def fingerprint(self) -> str | None: ...
     @property
