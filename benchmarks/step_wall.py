@@ -3,11 +3,8 @@ process, with the calls on a step's critical path timed (wall clock, summed, per
 
 * **command**: ``process.run_command``, of which **spawn** (``Popen``: the ``vfork`` until
   the program execs) and **wait for exit** (the program running, on its pidfd);
-* **start_attempt**: the running record, of which **settle** (waiting for the previous
-  checkpoint's fsync, made by a thread while the step was prepared);
-* **finish_attempt**: the checkpoint's commit (its fsync deferred);
-* **fsync**: the WAL's fdatasync, whichever thread made it (not on the critical path
-  when the thread made it in time).
+* **start_attempt**: the running record (committed without an fsync);
+* **finish_attempt**: the checkpoint's commit, of which **fsync** (the WAL's fdatasync).
 
 The store is a fresh file in a temporary folder on the disk of ``--dir`` (default: the
 system's temporary folder; its filesystem matters: a tmpfs has no fsync to wait for).
@@ -66,9 +63,8 @@ def main() -> None:
     _timed(subprocess.Popen, "__init__", "  spawn")
     _timed(process._Waiter, "exited", "  wait for exit")
     _timed(sql.SqlStore, "start_attempt", "start_attempt")
-    _timed(wal_sync.WalSync, "settle", "  settle")
     _timed(sql.SqlStore, "finish_attempt", "finish_attempt")
-    _timed(wal_sync.WalSync, "_fsync", "fsync (either thread)")
+    _timed(wal_sync.WalSync, "now", "  fsync")
 
     with tempfile.TemporaryDirectory(prefix="step-wall-", dir=args.dir) as folder:
         work = Path(folder)

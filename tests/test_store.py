@@ -125,16 +125,16 @@ def test_a_running_record_skips_the_fsync_and_a_checkpoint_does_not(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One fsync per step: "running" commits without one (in the WAL, not yet on the
-    platter); the checkpoint's is made while the next step is prepared, and the next
-    step's running record waits for it; any other commit syncs at once."""
+    platter); the checkpoint's is made before it returns; any other commit syncs too."""
     rid = _run(store)
     events: list[str] = []
-    monkeypatch.setattr(store._wal_sync, "_fsync", _counting(store, events))
+    monkeypatch.setattr(store._wal_sync, "now", _counting(store, events))
     attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
     assert events == []
     store.finish_attempt(attempt.id, status="completed", output={"x": 1})
+    assert events == ["synced"]
     store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
-    assert events == ["synced"]  # the checkpoint's, waited for by the running record
+    assert events == ["synced"]
     store.start_attempt(
         rid, "c", 2, fingerprint="f", base_commit=None, snapshot=None, status="skipped"
     )
@@ -142,79 +142,44 @@ def test_a_running_record_skips_the_fsync_and_a_checkpoint_does_not(
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
-def test_the_next_step_starts_only_once_the_checkpoint_is_on_disk(
+def test_a_checkpoint_returns_only_once_it_is_on_disk(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A slow disk: the checkpoint's commit returns before its fsync (the engine goes on
-    preparing the next step), and the next running record returns only after it."""
+    """A slow disk: the engine goes on to the next step only after the checkpoint's
+    fsync."""
     rid = _run(store)
     events: list[str] = []
-    monkeypatch.setattr(store._wal_sync, "_fsync", _counting(store, events, delay_s=0.3))
+    monkeypatch.setattr(store._wal_sync, "now", _counting(store, events, delay_s=0.3))
     attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
     store.finish_attempt(attempt.id, status="completed", output={"x": 1})
     events.append("checkpoint returned")
-    store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
-    events.append("next step may start")
-    assert events == ["checkpoint returned", "synced", "next step may start"]
+    assert events == ["synced", "checkpoint returned"]
 
 
-def test_a_failed_fsync_stops_the_next_step(
+def test_a_failed_fsync_fails_the_checkpoint(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The disk refuses the checkpoint's fsync (EIO): the next step must not start as if
-    the checkpoint were safe; the error names the store."""
-    rid = _run(store)
-    attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
-
-    def failing() -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(store._wal_sync, "_fsync", failing)
-    store.finish_attempt(attempt.id, status="completed", output={"x": 1})
-    with pytest.raises(StoreError, match="cannot make the store's last commit durable"):
-        store.start_attempt(rid, "b", 1, fingerprint="f", base_commit=None, snapshot=None)
-
-
-def test_the_checkpoint_is_synced_without_waiting_for_the_thread(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On a loaded machine the sync thread may not get a core for a while: a sync it has
-    not begun is made by the next running record itself. Here the thread never runs."""
-    import threading
-
+    """The disk refuses the checkpoint's fsync (EIO): the checkpoint must not return as
+    if it were safe; the error names the store."""
     from agentsaga.store import wal_sync
 
-    class NeverScheduled:
-        def __init__(self, **kwargs: Any) -> None:
-            pass
-
-        def start(self) -> None:
-            pass
-
-    real_thread = threading.Thread
-    monkeypatch.setattr(wal_sync.threading, "Thread", NeverScheduled)
     rid = _run(store)
-    events: list[str] = []
-    monkeypatch.setattr(store._wal_sync, "_fsync", _counting(store, events))
     attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
-    store.finish_attempt(attempt.id, status="completed", output={"x": 1})
-    assert events == []
-    started = real_thread(
-        target=store.start_attempt,
-        args=(rid, "b", 1),
-        kwargs={"fingerprint": "f", "base_commit": None, "snapshot": None},
-    )
-    started.start()
-    started.join(timeout=60)  # a safety net: without the fix it waits for ever
-    assert not started.is_alive() and events == ["synced"]
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(wal_sync, "_datasync", failing)
+    with pytest.raises(StoreError, match="cannot make the store's last commit durable"):
+        store.finish_attempt(attempt.id, status="completed", output={"x": 1})
 
 
 def _counting(store: SqliteStore, events: list[str], delay_s: float = 0.0) -> Any:
-    """WalSync._fsync, recording each fsync (after ``delay_s``: a slow disk) and checking
+    """WalSync.now, recording each fsync (after ``delay_s``: a slow disk) and checking
     that it is the WAL file's."""
     sync = store._wal_sync
     assert sync is not None
-    real = sync._fsync
+    real = sync.now
 
     def fsync() -> None:
         time.sleep(delay_s)

@@ -220,11 +220,10 @@ def test_every_durable_commit_fsyncs_the_wal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the README claims about power loss rests on this and nothing else: the store
-    is in WAL mode and every durable commit is followed by an fsync of the WAL file (what
-    ``synchronous=FULL`` does; a step's checkpoint has it made by a thread, and the next
-    step's running record waits for it), so a checkpoint that was committed survives a
-    power cut (as far as the disk honours fsync). No test cuts power; the kill tests
-    above prove SIGKILL."""
+    is in WAL mode and every durable commit is followed by an fsync of the WAL file
+    (what ``synchronous=FULL`` does, before the commit returns), so a checkpoint that was
+    committed survives a power cut (as far as the disk honours fsync). No test cuts
+    power; the kill tests above prove SIGKILL."""
     from agentsaga.store import RunRecord, new_run_id
     from agentsaga.store.sqlite import SqliteStore
 
@@ -253,7 +252,6 @@ def test_every_durable_commit_fsyncs_the_wal(
         attempt = store.start_attempt(rid, "a", 0, fingerprint="f", base_commit=None, snapshot=None)
         assert synced == ["wal"]  # a running record: no fsync of its own
         store.finish_attempt(attempt.id, status="completed", output={})
-        store.settle()
         assert synced == ["wal", "wal"]
     finally:
         store.close()

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from agentsaga import faults
 from agentsaga.errors import StoreError
-from agentsaga.store.sql import Durability, SqlStore
+from agentsaga.store.sql import SqlStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -146,9 +146,9 @@ class PostgresStore(SqlStore):
         return conn
 
     @contextmanager
-    def transaction(self, durable: Durability = True) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
-        """One write transaction; a ``DEFERRED`` one is durable at its commit, as the
-        server syncs it (``settle`` has nothing to wait for)."""
+    def transaction(self, durable: bool = True) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+        """One write transaction; ``durable=False`` commits without waiting for the
+        server's WAL flush (below)."""
         import psycopg
 
         with self._lock:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import Any
 
 from agentsaga.errors import RunNotFound, StoreError
 from agentsaga.saga.view import AttemptFact
@@ -30,11 +30,6 @@ from agentsaga.store.lease_sql import LeaseSql
 from agentsaga.store.llm_sql import LLMCallsSql
 from agentsaga.store.migrations import BUMP_SCHEMA_VERSION, MIGRATIONS, statements
 from agentsaga.store.sql_base import _dumps, _loads, _masked
-
-#: A commit made durable by a thread while the caller goes on, and durable once
-#: ``settle()`` returns (a step's checkpoint: the next step's running record settles).
-DEFERRED: Literal["deferred"] = "deferred"
-Durability = bool | Literal["deferred"]
 
 _RUN_COLUMNS = (
     "id, parent_run_id, parent_step, pipeline_name, pipeline_path, pipeline_text, "
@@ -69,12 +64,8 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
 
     # --- provided by the dialect --------------------------------------------------------
 
-    def transaction(self, durable: Durability = True) -> AbstractContextManager[Any]:
+    def transaction(self, durable: bool = True) -> AbstractContextManager[Any]:
         raise NotImplementedError
-
-    def settle(self) -> None:
-        """Return once every ``DEFERRED`` commit is durable (a server-side store's are
-        at once)."""
 
     def _param(self, sql: str) -> str:
         return sql
@@ -343,10 +334,6 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
             owner_pid=os.getpid(),
             process=process,
         )
-        if running:
-            # Nothing of this attempt runs before the previous step's checkpoint is on
-            # disk: the deferred fsync it asked for has overlapped this step's set-up.
-            self.settle()
         return record
 
     def finish_attempt(
@@ -369,9 +356,7 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
         costs one transaction less.
         """
         now = utcnow()
-        # Deferred: durable before anything of the next step runs (its running record
-        # settles), the fsync overlapping the next step's set-up.
-        with self.transaction(durable=DEFERRED) as cur:
+        with self.transaction() as cur:
             started = self._exec(
                 cur, "SELECT started_at FROM step_attempts WHERE id = ?", (attempt_id,)
             ).fetchone()

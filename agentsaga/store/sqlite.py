@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agentsaga import faults
 from agentsaga.errors import StoreError
-from agentsaga.store.sql import DEFERRED, Durability, SqlStore
+from agentsaga.store.sql import SqlStore
 from agentsaga.store.wal_sync import WalSync
 
 _OPEN_PATIENCE_S = 30.0
@@ -77,8 +77,7 @@ class SqliteStore(SqlStore):
         (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if str(mode).lower() == "wal":
             # Commits go to the WAL without an fsync; a durable one is then synced by
-            # WalSync, at once or (a step's checkpoint) before the next step starts:
-            # what FULL gives, with the wait for the disk off the critical path.
+            # WalSync: what FULL gives, and a step's running record can skip it.
             conn.execute("PRAGMA synchronous=NORMAL")
             self._wal_sync = WalSync(self.path)
         else:
@@ -91,12 +90,11 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA busy_timeout=30000")
 
     @contextmanager
-    def transaction(self, durable: Durability = True) -> Iterator[sqlite3.Cursor]:
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Cursor]:
         """One write transaction. ``durable=False`` commits without the fsync: the commit
         is in the WAL file (another process, or this one restarted after a kill -9, sees
         it) but a power loss may take it back; the next durable commit's fsync covers it
-        (the WAL is one file, synced whole). ``DEFERRED``: synced by a thread, and
-        durable once ``settle()`` returns (docs/design.md, "Performance")."""
+        (the WAL is one file, synced whole)."""
         with self._lock:
             cur = self._conn.cursor()
             try:
@@ -115,19 +113,9 @@ class SqliteStore(SqlStore):
                 cur.close()
             if self._wal_sync is not None and durable:
                 try:
-                    if durable == DEFERRED:
-                        self._wal_sync.defer()
-                    else:
-                        self._wal_sync.now()
+                    self._wal_sync.now()
                 except OSError as exc:
                     raise StoreError(_cannot_sync(exc, self.path)) from exc
-
-    def settle(self) -> None:
-        if self._wal_sync is not None:
-            try:
-                self._wal_sync.settle()
-            except OSError as exc:
-                raise StoreError(_cannot_sync(exc, self.path)) from exc
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Cursor]:
