@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from agentsaga import process
 
@@ -61,7 +62,8 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _drive(tmp_path: Path, mode: str) -> dict[str, object]:
+def _drive(tmp_path: Path, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The driver's report, and the command's own (its pid, session and group)."""
     (tmp_path / "probe.py").write_text(PROBE)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     main, follower = pty.openpty()
@@ -80,18 +82,17 @@ def _drive(tmp_path: Path, mode: str) -> dict[str, object]:
         os.close(main)
         os.close(follower)
     assert done.returncode == 0, done.stderr
-    report: dict[str, object] = json.loads(done.stdout)
-    return report
+    report: dict[str, Any] = json.loads(done.stdout)
+    # A timeout or Ctrl-C stops the whole group, either way.
+    assert report["probe"]["pgid"] == report["probe"]["pid"]
+    return report, report["probe"]
 
 
 def test_without_a_terminal_a_command_has_its_own_process_group_in_our_session(
     tmp_path: Path,
 ) -> None:
-    report = _drive(tmp_path, "none")
-    probe = report["probe"]
-    assert isinstance(probe, dict)
+    report, probe = _drive(tmp_path, "none")
     assert report["own_session"] is False
-    assert probe["pgid"] == probe["pid"]  # a timeout or Ctrl-C stops the whole group
     assert probe["sid"] == report["sid"]  # no scheduler autogroup of its own
     assert report["exit_code"] == 0
 
@@ -99,11 +100,8 @@ def test_without_a_terminal_a_command_has_its_own_process_group_in_our_session(
 def test_at_a_terminal_a_command_cannot_be_stopped_by_reading_the_terminal(
     tmp_path: Path,
 ) -> None:
-    report = _drive(tmp_path, "terminal")
-    probe = report["probe"]
-    assert isinstance(probe, dict)
+    report, probe = _drive(tmp_path, "terminal")
     assert report["own_session"] is True
-    assert probe["pgid"] == probe["pid"]
     assert probe["sid"] == probe["pid"]  # its own session: no controlling terminal
     # Opening /dev/tty failed at once (ENXIO). In the terminal's session the read would
     # stop the command (SIGTTIN) until the timeout.
