@@ -156,8 +156,8 @@ def run_command(
         raise Interrupted()
     return CommandResult(
         exit_code=None if timed_out else spawned.returncode,
-        stdout_tail=read_tail(out_path),
-        stderr_tail=read_tail(err_path),
+        stdout_tail=_tail(out, out_path),
+        stderr_tail=_tail(err, err_path),
         timed_out=timed_out,
         duration_ms=(time.monotonic() - started) * 1000,
         stdout_path=out_path,
@@ -572,6 +572,14 @@ def read_tail(path: Path, chars: int = TAIL_CHARS) -> str:
     except OSError:
         return ""
     return data.decode("utf-8", errors="replace")[-chars:]
+
+
+def _tail(log: Any, path: Path) -> str:
+    """The tail of a command's log file; a lazy one never created is empty (no open that
+    fails: two per step for the commands that print nothing)."""
+    if isinstance(log, _LazyFile) and log.handle is None:
+        return ""
+    return read_tail(path)
 
 
 class _LazyFile:
