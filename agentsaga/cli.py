@@ -716,6 +716,7 @@ def _emit_plan(run_id: str, command: str, items: list[Any], json_mode: bool) -> 
 # Commands kept in their own modules register themselves on ``app`` when imported; each
 # imports its heavy parts inside the command.
 from agentsaga import cli_gates as _cli_gates  # noqa: E402,F401
+from agentsaga import cli_release as _cli_release  # noqa: E402,F401
 from agentsaga import cli_temporal as _cli_temporal  # noqa: E402,F401
 from agentsaga import cli_ui as _cli_ui  # noqa: E402,F401
 

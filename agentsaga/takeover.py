@@ -67,17 +67,19 @@ def _recreate_deleted_worktree(rt: Runtime, run_id: str, ws: GitWorkspace) -> No
     if not gitops.ref_exists(inner.repo_root, f"refs/heads/{inner.branch}"):
         return
     ws.reopen()
-    rt.emit(
-        Event(
-            "note",
-            run_id,
-            message=(
-                f"the run's worktree {inner.path} was deleted; recreated it from the run "
-                f"branch {inner.branch} (files that were not committed there are gone, "
-                "except what the step snapshots kept)"
-            ),
+    if "released" in rt.store.get_run(run_id).state:
+        # Handed back by `agentsaga release` (release.py): nothing was lost.
+        message = (
+            f"the run's worktree was released; re-added it at {inner.path} from the run "
+            f"branch {inner.branch}"
         )
-    )
+    else:
+        message = (
+            f"the run's worktree {inner.path} was deleted; recreated it from the run "
+            f"branch {inner.branch} (files that were not committed there are gone, "
+            "except what the step snapshots kept)"
+        )
+    rt.emit(Event("note", run_id, message=message))
 
 
 def _repair_broken_worktree(rt: Runtime, run_id: str, ws: GitWorkspace) -> None:

@@ -37,7 +37,12 @@ here, so callers write ``from agentsaga import gitops`` and ``gitops.snapshot(..
 
 from __future__ import annotations
 
-from agentsaga.gitops.compensation import delete_workspace, reset_to, revert_commits
+from agentsaga.gitops.compensation import (
+    delete_workspace,
+    release_worktree,
+    reset_to,
+    revert_commits,
+)
 from agentsaga.gitops.diffs import branches_containing, changed_files, diff, diff_worktree, diffstat
 from agentsaga.gitops.repo import (
     RepoInfo,
@@ -85,6 +90,7 @@ __all__ = [
     "create_workspace",
     "delete_refs",
     "delete_workspace",
+    "release_worktree",
     "diff",
     "diff_worktree",
     "diffstat",

@@ -259,7 +259,17 @@ def _restore_user(ws: Workspace, on_run_branch: bool, run_id: str) -> None:
             )
 
 
-def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
+def release_worktree(ws: Workspace) -> bool | None:
+    """A finished run's worktree handed back, its branch, commits and refs kept: into the
+    repository's pool (True) when it can be recycled, else deleted (False); None when
+    there is none (branch isolation, or already gone). Uncommitted files go with it."""
+    if ws.isolation != "worktree" or not (ws.path / ".git").exists():
+        return None
+    return _remove_worktree(ws, _registered_worktrees(ws.repo_root))
+
+
+def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> bool:
+    """Remove the run's worktree: into the pool (True) or deleted (False)."""
     root = ws.repo_root
     registered = ws.path.resolve() in worktrees
     pending = _is_run_folder(ws) and worktree_pool.claim_pending(root, ws.path.name)
@@ -271,7 +281,8 @@ def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
     poolable = (
         ws.pool and registered and not pending and _is_run_folder(ws) and not _locked(ws.path)
     )
-    if poolable and worktree_pool.release(root, ws.path):
+    pooled = bool(poolable and worktree_pool.release(root, ws.path))
+    if pooled:
         # Kept for the repository's next run, which recycles it (gitops/pool.py).
         registered = False
     if ws.path.exists() and _is_run_folder(ws) and not (registered and _locked(ws.path)):
@@ -290,6 +301,7 @@ def _remove_worktree(ws: Workspace, worktrees: dict[Path, str | None]) -> None:
         shutil.rmtree(ws.path)
     _git(root, "worktree", "prune")
     worktree_pool.forget_claim(root, ws.path.name)
+    return pooled
 
 
 def _locked(worktree: Path) -> bool:
