@@ -31,6 +31,7 @@ COMMANDS = {
     "validate": "validate",
     "validate --explain": "explain",
     "demo": "demo",
+    "release": "release",
 }
 
 
@@ -336,6 +337,20 @@ def _defs() -> dict[str, Any]:
             )
         }
     )
+    release = _obj(
+        {
+            "released": _list(
+                _obj(
+                    {
+                        "run_id": STR,
+                        "outcome": {"enum": ["pooled", "deleted", "none"]},
+                        "path": STR,
+                        "branch": STR,
+                    }
+                )
+            )
+        }
+    )
     return {
         "usage": usage,
         "error": error,
@@ -353,6 +368,7 @@ def _defs() -> dict[str, Any]:
         "validate": validate,
         "explain": explain,
         "demo": demo,
+        "release": release,
         "error_document": error_document,
     }
 

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import cli
 from tests.gitstate import capture, git, make_repo
 from tests.test_git_workspace import run_id_of, shell, worktree_of, write_pipeline
+from tests.test_newcomer import _valid
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,14 @@ def test_a_released_worktree_goes_to_the_pool_and_the_branch_stays(
     tip = git(repo, "rev-parse", f"agentsaga/{rid}").strip()
     released = cli("release", rid, "--json")
     assert released.exit_code == 0, released
-    assert released.json()["released"][0]["outcome"] == "pooled"
+    assert _valid(released, "release")["released"] == [
+        {
+            "run_id": rid,
+            "outcome": "pooled",
+            "path": str(worktree_of(repo, rid)),
+            "branch": f"agentsaga/{rid}",
+        }
+    ]
     assert not worktree_of(repo, rid).exists()
     assert str(worktree_of(repo, rid)) not in git(repo, "worktree", "list")
     assert git(repo, "rev-parse", f"agentsaga/{rid}").strip() == tip
