@@ -26,14 +26,16 @@ def release(
     """Hand back the worktree of succeeded runs: into the repository's pool, where the
     next run recycles it. Their branches, commits and records stay. Exit 2 if a run has
     not succeeded or its worktree holds uncommitted changes (unless --force)."""
+    from agentsaga.release import check
     from agentsaga.release import release as release_run
 
     session = _Session()
     ttl = float(session.config.get("lease_ttl", 30.0))
-    done = []
-    for ref in run_ids:
-        rid = session.store.resolve_run_id(ref)
-        done.append(release_run(session.store, rid, force=force, lease_ttl_s=ttl))
+    # Every run is checked before any is released: a refusal changes nothing.
+    rids = [session.store.resolve_run_id(ref) for ref in run_ids]
+    for rid in rids:
+        check(session.store, rid, force)
+    done = [release_run(session.store, rid, force=force, lease_ttl_s=ttl) for rid in rids]
     if json_mode:
         _echo_json({"released": [vars(r) for r in done]})
         return

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from agentsaga.errors import UserInputError
 from agentsaga.lease import HeldLease
@@ -39,34 +40,44 @@ class Released:
     branch: str
 
 
-def release(store: Store, run_id: str, force: bool = False, lease_ttl_s: float = 30.0) -> Released:
-    """Hand back ``run_id``'s worktree; see the module's docstring."""
+def check(store: Store, run_id: str, force: bool = False) -> Any:
+    """Raise what refuses ``run_id``'s release; else its git workspace (None: nothing to
+    release). Called for every run before any is released, and again under the lease."""
     from agentsaga import gitops
     from agentsaga.workspace import GitWorkspace
     from agentsaga.workspace import from_json as workspace_from_json
 
+    run = store.get_run(run_id)
+    if run.status != RunStatus.SUCCEEDED:
+        why = (
+            "its worktree is gone already"
+            if run.status == RunStatus.ROLLED_BACK
+            else f"resume needs its worktree; 'agentsaga rollback {run_id}' undoes it"
+        )
+        raise UserInputError(
+            f"run {run_id} is {run.status}: release hands back a succeeded run's worktree ({why})"
+        )
+    ws = workspace_from_json(run.workspace, run_id) if run.workspace else None
+    if not isinstance(ws, GitWorkspace):
+        return None
+    inner = ws.ws
+    if inner.isolation == "worktree" and (inner.path / ".git").exists() and not force:
+        _refuse_uncommitted(run_id, gitops.dirty_files(inner.path))
+    return inner
+
+
+def release(store: Store, run_id: str, force: bool = False, lease_ttl_s: float = 30.0) -> Released:
+    """Hand back ``run_id``'s worktree; see the module's docstring."""
+    from agentsaga import gitops
+
     owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     with HeldLease(store, run_id, owner, lease_ttl_s):
-        run = store.get_run(run_id)
-        if run.status != RunStatus.SUCCEEDED:
-            why = (
-                "its worktree is gone already"
-                if run.status == RunStatus.ROLLED_BACK
-                else f"resume needs its worktree; 'agentsaga rollback {run_id}' undoes it"
-            )
-            raise UserInputError(
-                f"run {run_id} is {run.status}: release hands back a succeeded run's "
-                f"worktree ({why})"
-            )
-        ws = workspace_from_json(run.workspace, run_id) if run.workspace else None
-        if not isinstance(ws, GitWorkspace):
+        inner = check(store, run_id, force)
+        if inner is None:
             return Released(run_id, "none", "", "")
-        inner = ws.ws
-        if inner.isolation == "worktree" and (inner.path / ".git").exists() and not force:
-            _refuse_uncommitted(run_id, gitops.dirty_files(inner.path))
         outcome = gitops.release_worktree(inner)
         if outcome is not None:
-            state = {**run.state, "released": {"at": utcnow(), "pooled": outcome}}
+            state = {**store.get_run(run_id).state, "released": {"at": utcnow(), "pooled": outcome}}
             store.update_run(run_id, state=state)
         kind = {None: "none", True: "pooled", False: "deleted"}[outcome]
         return Released(run_id, kind, str(inner.path), str(inner.branch))

@@ -101,3 +101,13 @@ def test_only_a_succeeded_run_is_released(repo: Path, tmp_path: Path) -> None:
     assert "is failed" in refused.output and "resume" in refused.output
     assert (worktree_of(repo, rid) / ".git").exists()  # resume still has it
     assert cli("release", "nosuch").exit_code == 2
+
+
+def test_one_refused_run_releases_none(repo: Path, tmp_path: Path) -> None:
+    good = _succeeded(repo, tmp_path)
+    path = write_pipeline(tmp_path, shell("f", "exit 3"), name="fails")
+    failed = run_id_of(cli("run", path, "--json"))
+    refused = cli("release", good, failed)
+    assert refused.exit_code == 2, refused
+    assert (worktree_of(repo, good) / ".git").exists()
+    assert _pool(repo) == []
