@@ -172,6 +172,7 @@ def _spawn(
     program = _program_path(argv[0], env, cwd)
     if program.startswith(_NOT_STARTED):
         return program
+    session = _own_session()
     try:
         return subprocess.Popen(
             argv,
@@ -186,8 +187,8 @@ def _spawn(
             # Its own process group: a timeout or Ctrl-C stops the command and its
             # children, and the terminal's Ctrl-C reaches us, not the command directly.
             # A session of its own only at a terminal (_own_session).
-            start_new_session=_own_session(),
-            process_group=None if _own_session() else 0,
+            start_new_session=session,
+            process_group=None if session else 0,
         )
     except FileNotFoundError:
         return f"command not found: {argv[0]}"

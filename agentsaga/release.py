@@ -20,12 +20,15 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agentsaga.errors import UserInputError
 from agentsaga.lease import HeldLease
 from agentsaga.states import RunStatus
 from agentsaga.store import Store, utcnow
+
+if TYPE_CHECKING:
+    from agentsaga.gitops import Workspace
 
 #: Files named when a worktree's uncommitted changes refuse the release.
 _LISTED = 10
@@ -40,7 +43,7 @@ class Released:
     branch: str
 
 
-def check(store: Store, run_id: str, force: bool = False) -> Any:
+def check(store: Store, run_id: str, force: bool = False) -> Workspace | None:
     """Raise what refuses ``run_id``'s release; else its git workspace (None: nothing to
     release). Called for every run before any is released, and again under the lease."""
     from agentsaga import gitops
@@ -60,7 +63,7 @@ def check(store: Store, run_id: str, force: bool = False) -> Any:
     ws = workspace_from_json(run.workspace, run_id) if run.workspace else None
     if not isinstance(ws, GitWorkspace):
         return None
-    inner = ws.ws
+    inner: Workspace = ws.ws
     if inner.isolation == "worktree" and (inner.path / ".git").exists() and not force:
         _refuse_uncommitted(run_id, gitops.dirty_files(inner.path))
     return inner
