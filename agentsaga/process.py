@@ -249,6 +249,9 @@ def _program_path(program: str, env: dict[str, str], cwd: Path) -> str:
             return f"command not found: {program}"
         return program if os.access(target, os.X_OK) else f"permission denied: {program}"
     path = env.get("PATH", os.defpath)
+    known = _FOUND.get((program, path))
+    if known is not None and os.access(known, os.X_OK):
+        return known  # found before (on a PATH of absolute folders only) and still there
     entries = path.split(os.pathsep)
     if not all(os.path.isabs(entry) for entry in entries):
         # A relative entry (".", "bin", or empty: the current folder) names a folder of
@@ -257,9 +260,6 @@ def _program_path(program: str, env: dict[str, str], cwd: Path) -> str:
         here = os.pathsep.join(str(cwd / (entry or ".")) for entry in entries)
         found = shutil.which(program, path=here)
         return found if found is not None else f"command not found: {program}"
-    known = _FOUND.get((program, path))
-    if known is not None and os.access(known, os.X_OK):
-        return known  # found before and still there: one check instead of a PATH walk
     found = shutil.which(program, path=path)
     if found is None:
         return f"command not found: {program}"

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +339,25 @@ def test_finish_attempt_records_output_tokens_and_run_state_together(store: SqlS
     store.set_attempt_snapshot(attempt.id, "c0ffee", "snap1")
     latest = store.attempts(rid)[0]
     assert (latest.base_commit, latest.snapshot) == ("c0ffee", "snap1")
+
+
+def test_an_attempts_duration_runs_from_its_own_start(store: SqlStore) -> None:
+    """The store keeps the start time of the attempt it last started (its checkpoint then
+    needs no read); an attempt finished after another one started is timed from its own
+    recorded start, as is the one started last."""
+    rid = _run(store)
+    first = store.start_attempt(rid, "a", 0, fingerprint=None, base_commit=None, snapshot=None)
+    second = store.start_attempt(rid, "b", 1, fingerprint=None, base_commit=None, snapshot=None)
+    store.finish_attempt(first.id, status="failed")
+    store.finish_attempt(second.id, status="completed")
+    for done in store.attempts(rid):
+        assert done.finished_at and done.duration_ms is not None
+        recorded = (_epoch(done.finished_at) - _epoch(done.started_at)) * 1000
+        assert done.duration_ms == pytest.approx(recorded, abs=0.01)
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 def test_finish_attempt_of_an_unknown_attempt_is_a_store_error(store: SqlStore) -> None:

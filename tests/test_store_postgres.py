@@ -96,6 +96,23 @@ def test_a_dropped_connection_is_reopened_between_transactions(pg_url: str) -> N
 
 
 @pytest.mark.postgres
+def test_only_a_running_record_commits_without_waiting_for_the_disk(pg_url: str) -> None:
+    """A step's running record is committed with synchronous_commit off; every other
+    commit waits for the server's WAL flush (the session's server default is off: the
+    store's session is turned on first, so both settings are seen)."""
+    store = PostgresStore(pg_url)
+    try:
+        store._conn.execute("SET synchronous_commit TO on")
+        store._conn.commit()
+        with store.transaction(durable=False) as cur:
+            assert cur.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        with store.transaction() as cur:
+            assert cur.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 @pytest.mark.slow
 def test_run_resume_rollback_through_the_command_against_postgres(
     env: Env, pg_fresh_url: Callable[[], str]

@@ -146,6 +146,8 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
     #: long as its pipeline (0.5 MB at 10,000 steps) and is read on every step; the
     #: database sends it only when its hash differs from the one already in hand.
     _last_text: tuple[str, str, str] | None = None
+    #: The attempt this store last started and its start time: its checkpoint needs no read.
+    _last_started: tuple[int, str] | None = None
 
     def get_run(self, run_id: str) -> RunRecord:
         known = self._last_text if self._last_text and self._last_text[0] == run_id else None
@@ -283,31 +285,26 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
         # loaded machine each costs milliseconds (docs/design.md, "Performance").
         running = status == StepStatus.RUNNING
         with self.transaction(durable=not running) as cur:
-            # Two lookups, each answered by a unique index (run_id, seq) and (run_id,
-            # step_id, attempt) in O(log n): one MAX over every attempt of the run made
-            # each step cost more than the one before it.
-            (seq,) = self._exec(
-                cur,
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM step_attempts WHERE run_id = ?",
-                (run_id,),
-            ).fetchone()
-            (attempt,) = self._exec(
-                cur,
-                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM step_attempts "
-                "WHERE run_id = ? AND step_id = ?",
-                (run_id, step_id),
-            ).fetchone()
+            # One statement: the next seq and attempt number are found by two subqueries,
+            # each answered by a unique index, (run_id, seq) and (run_id, step_id,
+            # attempt), in O(log n) (one MAX over every attempt of the run made each step
+            # cost more than the one before it); a statement each cost a round trip more.
             row = self._exec(
                 cur,
                 "INSERT INTO step_attempts (run_id, step_id, step_index, seq, attempt, status, "
                 "fingerprint, base_commit, snapshot, owner_pid, started_at, finished_at, "
-                "process_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "process_json) VALUES (?, ?, ?, "
+                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM step_attempts WHERE run_id = ?), "
+                "(SELECT COALESCE(MAX(attempt), 0) + 1 FROM step_attempts "
+                "WHERE run_id = ? AND step_id = ?), "
+                "?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, seq, attempt",
                 (
                     run_id,
                     step_id,
                     step_index,
-                    seq,
-                    attempt,
+                    run_id,
+                    run_id,
+                    step_id,
                     status,
                     fingerprint,
                     base_commit,
@@ -318,6 +315,8 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
                     _dumps(process) if process else None,
                 ),
             ).fetchone()
+        seq, attempt = row[1], row[2]
+        self._last_started = (int(row[0]), now)
         record = AttemptRecord(
             id=int(row[0]),
             run_id=run_id,
@@ -356,22 +355,33 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
         costs one transaction less.
         """
         now = utcnow()
+        # The start time this store just wrote needs no read (one statement less a step).
+        known = self._last_started
         with self.transaction() as cur:
-            started = self._exec(
-                cur, "SELECT started_at FROM step_attempts WHERE id = ?", (attempt_id,)
-            ).fetchone()
-            if started is None:
-                raise StoreError(f"attempt {attempt_id} is not in the store")
-            duration_ms = (_iso_to_epoch(now) - _iso_to_epoch(started[0])) * 1000
-            tokens = self._exec(
+            if known is not None and known[0] == attempt_id:
+                started_at = known[1]
+            else:
+                started = self._exec(
+                    cur, "SELECT started_at FROM step_attempts WHERE id = ?", (attempt_id,)
+                ).fetchone()
+                if started is None:
+                    raise StoreError(f"attempt {attempt_id} is not in the store")
+                started_at = started[0]
+            duration_ms = (_iso_to_epoch(now) - _iso_to_epoch(started_at)) * 1000
+            # The totals of its answered calls, and how many calls it made at all: with
+            # none (a command step), there is nothing to judge.
+            *tokens, calls = self._exec(
                 cur,
-                "SELECT COALESCE(SUM(tokens_input),0), COALESCE(SUM(tokens_output),0), "
-                "COALESCE(SUM(tokens_cache_read),0), COALESCE(SUM(tokens_cache_write),0), "
-                "COALESCE(MAX(tokens_estimated),0), SUM(cost_usd) "
-                "FROM llm_calls WHERE attempt_id = ? AND status = 'ok'",
+                "SELECT COALESCE(SUM(CASE WHEN status = 'ok' THEN tokens_input END), 0), "
+                "COALESCE(SUM(CASE WHEN status = 'ok' THEN tokens_output END), 0), "
+                "COALESCE(SUM(CASE WHEN status = 'ok' THEN tokens_cache_read END), 0), "
+                "COALESCE(SUM(CASE WHEN status = 'ok' THEN tokens_cache_write END), 0), "
+                "COALESCE(MAX(CASE WHEN status = 'ok' THEN tokens_estimated END), 0), "
+                "SUM(CASE WHEN status = 'ok' THEN cost_usd END), COUNT(*) "
+                "FROM llm_calls WHERE attempt_id = ?",
                 (attempt_id,),
             ).fetchone()
-            self._exec(
+            updated = self._exec(
                 cur,
                 "UPDATE step_attempts SET status = ?, output_json = ?, error_json = ?, "
                 "log_path = COALESCE(?, log_path), finished_at = ?, duration_ms = ?, "
@@ -387,14 +397,16 @@ class SqlStore(AgentTurnsSql, GateDecisionsSql, LLMCallsSql, LeaseSql):
                     *tokens,
                     attempt_id,
                 ),
-            )
+            ).rowcount
+            if not updated:
+                raise StoreError(f"attempt {attempt_id} is not in the store")
             if state is not None:
                 self._exec(
                     cur,
                     "UPDATE runs SET state_json = ?, updated_at = ? WHERE id = ?",
                     (_masked(state[1]), now, state[0]),
                 )
-            if judge:
+            if judge and calls:
                 self._judge(cur, attempt_id)
 
     def set_pipeline(self, run_id: str, path: str, text: str, text_hash: str) -> None:
