@@ -235,6 +235,7 @@ def run(
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a run of PIPELINE; prints its run id. Exit 1 if it fails (it stays resumable)."""
+    from agentsaga.cli_errors import print_warnings
     from agentsaga.pipeline import load_file
     from agentsaga.preflight import before_start
 
@@ -245,8 +246,7 @@ def run(
     # On Temporal the keys and the workspace are the worker's: only the pipeline's own
     # problems are this machine's to refuse.
     findings = before_start(loaded, repo_hint, "the run", machine_errors=not temporal)
-    for warning in [*loaded.warnings, *(f.text() for f in findings)]:
-        typer.echo(warning if warning.startswith("warning") else f"warning: {warning}", err=True)
+    print_warnings([*loaded.warnings, *(f.text() for f in findings)])
     session = _Session(repo_hint, writes=True)
     if memo:
         _check_memo(memo)
@@ -293,7 +293,10 @@ def resume(
     json_mode: JsonOpt = False,
 ) -> None:
     """Continue a failed or interrupted run from its first unfinished step."""
+    from agentsaga.cli_errors import print_warnings
     from agentsaga.pipeline import load_file
+    from agentsaga.preflight import before_resume
+    from agentsaga.saga.view import current_of
 
     session = _Session()
     rid = session.store.resolve_run_id(run_id)
@@ -312,7 +315,17 @@ def resume(
     if plan:
         _emit_plan(rid, "resume", engine.plan_resume(rid, new, from_step), json_mode)
         return
-    if target := _temporal_target(temporal, session, detach, record):
+    target = _temporal_target(temporal, session, detach, record)
+    findings = before_resume(
+        new or engine._pipeline_of(record),
+        lambda: {s for s, a in current_of(session.store.attempt_facts(rid)).items() if a.done},
+        session.config,
+        from_step=from_step,
+        was=engine._pipeline_of(record) if new is not None else None,
+        machine_errors=target is None,  # on Temporal the keys are the workers'
+    )
+    print_warnings([f.text() for f in findings])
+    if target:
         from agentsaga import gates
         from agentsaga.cli_temporal import submit_resume
 

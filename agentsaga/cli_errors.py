@@ -30,6 +30,12 @@ def mark_printed(printed: bool = True) -> None:
     _printed = printed
 
 
+def print_warnings(lines: list[str]) -> None:
+    """Each line on stderr, as ``warning: ...`` (a line may say so already)."""
+    for line in lines:
+        print(line if line.startswith("warning") else f"warning: {line}", file=sys.stderr)
+
+
 def json_requested(argv: list[str]) -> bool:
     """``--json`` among the options (not after ``--``, where it would be an argument)."""
     options = argv[: argv.index("--")] if "--" in argv else argv

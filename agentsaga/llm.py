@@ -26,7 +26,7 @@ from agentsaga.redact import redact_json, secret_values
 from agentsaga.store import Store, Usage
 
 DEFAULT_MAX_TOKENS = 4096
-DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o", "scripted": "scripted"}
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o", "scripted": "scripted"}
 
 
 @dataclass

@@ -12,10 +12,11 @@ offline: the first call says.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ class Finding:
     level: str  # error | warning
     step_id: str | None
     message: str
-    #: provider | key | price | workspace. A run submitted to Temporal reports key and
+    #: provider | key | price | model | workspace. A run submitted to Temporal reports key and
     #: workspace errors as warnings (they are the workers'); ``validate --offline`` skips
     #: them (they are about this machine, not the file).
     about: str = "provider"
@@ -120,7 +121,46 @@ def check(
             findings += _check_key(choice, providers.get(choice.provider) or {}, env)
         if prices:
             findings += _check_price(choice, config)
+        findings += _check_retiring(choice)
     return findings
+
+
+def _check_retiring(choice: ModelChoice) -> list[Finding]:
+    """A model its provider's SDK lists as deprecated: it stops answering on that date."""
+    if choice.kind != "anthropic" or choice.model not in (ends := _anthropic_retirements()):
+        return []
+    return [
+        Finding(
+            "warning",
+            choice.step_id,
+            f"model {choice.model} is deprecated: it reaches end of life on "
+            f"{ends[choice.model]} (the anthropic SDK's list); name a newer one (the step's "
+            "model:, the pipeline's defaults, or the provider's model in .agentsaga.yml)",
+            "model",
+        )
+    ]
+
+
+@functools.cache
+def _anthropic_retirements() -> dict[str, str]:
+    """Model -> end-of-life date, as the installed anthropic SDK lists them (it warns at
+    each call). Read from the SDK's file, not imported: importing the SDK takes seconds,
+    and validate a tenth of one. Nothing when the SDK or its list is not there."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("anthropic")
+        if spec is None or spec.origin is None:
+            return {}
+        text = (Path(spec.origin).parent / "_data" / "deprecated_models.py").read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
+                found = ast.literal_eval(node.value)
+                return {str(k): str(v) for k, v in found.items()}
+    except (OSError, ValueError, SyntaxError):
+        pass
+    return {}
 
 
 def _check_key(
@@ -207,6 +247,45 @@ def _check_workspace(
             )
         ]
     return []
+
+
+def before_resume(
+    pipeline: Pipeline,
+    finished: Callable[[], set[str]],
+    config: Mapping[str, Any],
+    *,
+    from_step: str | None = None,
+    was: Pipeline | None = None,
+    machine_errors: bool = True,
+) -> list[Finding]:
+    """``before_start`` for a resume, about the steps it will run: raise
+    :class:`PreflightError` before any of them runs, as ``run`` does before it creates
+    anything. A step is checked unless it finished (``finished()``: read only when an LLM
+    step is in the pipeline) and is neither at or after ``from_step`` nor changed from
+    ``was`` (the run's pipeline, when ``--pipeline`` gives another). The workspace is not
+    checked: the run has its own. A step that a later failure rewinds to is not checked
+    (it was not going to run), and fails at its call as before."""
+    if not any(step.kind in LLM_KINDS for step in pipeline.steps):
+        return []
+    done = finished()
+    after = pipeline.index_of(from_step) if from_step is not None else len(pipeline.steps)
+    before = {step.id: step.definition_hash for step in was.steps} if was is not None else {}
+    to_run = tuple(
+        step
+        for step in pipeline.steps
+        if step.id not in done
+        or step.index >= after
+        or (was is not None and before.get(step.id) != step.definition_hash)
+    )
+    findings = [
+        f for f in check(replace(pipeline, steps=to_run), config, None) if f.about != "workspace"
+    ]
+    if not machine_errors:
+        for f in findings:
+            if f.about == "key":
+                f.level = "warning"
+    refuse_on_errors(findings, "the resume")
+    return findings
 
 
 def refuse_on_errors(findings: list[Finding], what: str, hint: str = "") -> None:

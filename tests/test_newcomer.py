@@ -409,6 +409,84 @@ def test_a_fork_that_cannot_start_exits_2_and_creates_nothing(
     assert git(repo, "for-each-ref") == refs_before
 
 
+def test_a_resume_that_cannot_start_exits_2_and_runs_nothing(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume checks the steps it will run, as run does before it creates anything: a
+    key that went missing refuses it (exit 2) before a step runs again; a step that
+    finished is not run again, so its provider's key is not asked for."""
+    from tests.llm_server import FakeLLMServer
+
+    text = (
+        "name: r\nworkspace: {isolation: none}\nsteps:\n"
+        "  - {id: early, kind: plan, prompt: hi, provider: anthropic}\n"
+        "  - {id: gate, kind: shell, run: 'test -f ok'}\n"
+        "  - {id: late, kind: plan, prompt: hi, provider: openai}\n"
+    )
+    pipeline = write_pipeline(tmp_path, text)
+    with FakeLLMServer() as server:
+        server.reply("a plan").reply("a plan").reply("another plan")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        first = cli("run", pipeline, "--json")
+        assert first.exit_code == 1, first  # `gate` failed; `late` never ran
+        rid = first.json()["run_id"]
+        (repo / "ok").write_text("")
+        monkeypatch.delenv("OPENAI_API_KEY")  # a new shell, say
+
+        def attempts() -> list[tuple[str, str, int]]:
+            doc = cli("show", rid, "--json").json()
+            return [(s["step_id"], s["status"], len(s["attempts"])) for s in doc["steps"]]
+
+        before = attempts()
+        assert before == [("early", "completed", 1), ("gate", "failed", 1), ("late", "pending", 0)]
+        refused = cli("resume", rid)
+        assert refused.exit_code == 2, refused
+        assert "the resume cannot start; nothing was created" in refused.stderr
+        assert "step late: provider 'openai' needs an API key" in refused.stderr
+        assert "anthropic" not in refused.stderr  # `early` finished: not run again
+        assert attempts() == before  # `gate` did not run again
+        # Re-running `early` would need its key: asked for with --from.
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
+        refused = cli("resume", rid, "--from", "early")
+        assert refused.exit_code == 2 and "ANTHROPIC_API_KEY" in refused.stderr, refused
+        assert attempts() == before
+        # A local OpenAI-compatible server needs no key; `early` is reused.
+        resumed = cli("resume", rid)
+        assert resumed.exit_code == 0, resumed
+    assert [r.path for r in server.requests].count("/v1/messages") == 1
+
+
+def test_a_deprecated_model_is_warned_about_and_the_default_is_not_one(tmp_path: Path) -> None:
+    """The anthropic SDK lists the models it warns about at each call, with the day they
+    stop answering; validate (and run) say so before any call, and agentsaga's own
+    default is never one of them."""
+    from agentsaga.llm import DEFAULT_MODELS
+    from agentsaga.preflight import _anthropic_retirements
+
+    retiring = _anthropic_retirements()
+    assert retiring, "the installed anthropic SDK lists its deprecated models"
+    assert DEFAULT_MODELS["anthropic"] not in retiring
+    old = sorted(retiring)[0]
+    pipeline = write_pipeline(
+        tmp_path,
+        "name: p\nsteps:\n"
+        f"  - {{id: pinned, kind: plan, prompt: hi, provider: anthropic, model: {old}}}\n"
+        "  - {id: default, kind: plan, prompt: hi, provider: anthropic}\n",
+    )
+    checked = cli("validate", "--offline", pipeline)
+    assert checked.exit_code == 0, checked
+    warned = [line for line in checked.stderr.splitlines() if "is deprecated" in line]
+    assert warned == [
+        f"warning: step pinned: model {old} is deprecated: it reaches end of life on "
+        f"{retiring[old]} (the anthropic SDK's list); name a newer one (the step's model:, "
+        "the pipeline's defaults, or the provider's model in .agentsaga.yml)"
+    ]
+
+
 def test_validate_checks_this_machine_and_offline_the_file_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -875,16 +953,16 @@ def test_validate_checks_prices_through_a_cache_keyed_by_the_price_table(
         tmp_path,
         "name: p\nsteps:\n"
         "  - {id: plan, kind: plan, prompt: hi, provider: anthropic, model: no-such-model-9}\n"
-        "  - {id: more, kind: plan, prompt: hi, provider: anthropic, model: claude-sonnet-4-5}\n",
+        "  - {id: more, kind: plan, prompt: hi, provider: anthropic, model: claude-sonnet-4-6}\n",
     )
     first = cli("validate", pipeline)
     assert first.exit_code == 0, first
     assert "warning: step plan: no price known for anthropic/no-such-model-9" in first.stderr
-    assert "claude-sonnet-4-5" not in first.stderr
+    assert "claude-sonnet-4-6" not in first.stderr
     index = price_index.cache_path()
     document = json.loads(index.read_text())
     assert document["known"] == {
-        "anthropic/claude-sonnet-4-5": True,
+        "anthropic/claude-sonnet-4-6": True,
         "anthropic/no-such-model-9": False,
     }
     # The second validate answers from the file: a planted answer is believed...
