@@ -197,9 +197,12 @@ def _exit_code(status: str, command: str) -> int:
         return 3
     if status == "interrupted":
         return 130
+    if command == "decide --detach" and status in ("waiting", "running"):
+        # The decision is recorded, and the run waits for a driver or (on Temporal, where
+        # the waiting workflow took it) already goes on: done either way.
+        return 0
     if status == "waiting":
-        # --detach records a decision and leaves the run waiting for a driver: done.
-        return 0 if command == "decide --detach" else 5
+        return 5
     return 1
 
 

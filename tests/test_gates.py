@@ -467,3 +467,24 @@ def test_demo_review_waits_before_the_deploy_then_approve_deploys(tmp_path: Path
     approved = run_agentsaga("approve", data["run_id"], "--comment", "ship it")
     assert approved.exit_code == 0, approved
     assert list((tmp_path / "demo" / "deployments").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("status", "command", "code"),
+    [
+        ("waiting", "decide --detach", 0),
+        # On Temporal the waiting workflow takes the decision and goes on at once: the
+        # run may be running again before the command reads it back (seen under load).
+        ("running", "decide --detach", 0),
+        ("succeeded", "decide --detach", 0),
+        ("failed", "decide --detach", 1),
+        ("waiting", "resume", 5),
+        ("running", "resume", 1),
+    ],
+)
+def test_a_detached_decision_exits_0_once_recorded_whatever_the_run_does_next(
+    status: str, command: str, code: int
+) -> None:
+    from agentsaga.cli import _exit_code
+
+    assert _exit_code(status, command) == code
