@@ -163,7 +163,9 @@ def _emit_view(data: dict[str, Any], json_mode: bool, printer: Any) -> None:
 
 def _emit_result(session: _Session, result: Any, json_mode: bool, command: str) -> None:
     _show_result(session, result, json_mode, command)
-    raise typer.Exit(_exit_code(result.status, command))
+    from agentsaga.cli_errors import exit_code_of
+
+    raise typer.Exit(exit_code_of(result.status, command))
 
 
 def _show_result(session: Any, result: Any, json_mode: bool, command: str) -> None:
@@ -186,24 +188,6 @@ def _show_result(session: Any, result: Any, json_mode: bool, command: str) -> No
         from agentsaga.cli_render import print_result
 
         print_result(doc, command, doc["next"])
-
-
-def _exit_code(status: str, command: str) -> int:
-    if status == "succeeded":
-        return 0
-    if status == "rolled_back":
-        return 0 if command == "rollback" else 1
-    if status == "rollback_failed":
-        return 3
-    if status == "interrupted":
-        return 130
-    if command == "decide --detach" and status in ("waiting", "running"):
-        # The decision is recorded, and the run waits for a driver or (on Temporal, where
-        # the waiting workflow took it) already goes on: done either way.
-        return 0
-    if status == "waiting":
-        return 5
-    return 1
 
 
 # --- commands -----------------------------------------------------------------------------

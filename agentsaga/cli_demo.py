@@ -35,9 +35,9 @@ def run_demo(
     result = session.engine(json_mode).run(loaded, session.repo_root)
     doc = run_document(session.store, result.run_id, result.notes)
     data = token_report(session.store, result.run_id)
-    from agentsaga.cli import _exit_code
+    from agentsaga.cli_errors import exit_code_of
 
-    code = _exit_code(result.status, "run")
+    code = exit_code_of(result.status, "run")
     if json_mode:
         print(json.dumps({**doc, "report": data, "repo": str(repo)}, indent=2))
         return code

@@ -30,6 +30,25 @@ def mark_printed(printed: bool = True) -> None:
     _printed = printed
 
 
+def exit_code_of(status: str, command: str) -> int:
+    """The exit code of a command that drove or read back a run now ``status``."""
+    if status == "succeeded":
+        return 0
+    if status == "rolled_back":
+        return 0 if command == "rollback" else 1
+    if status == "rollback_failed":
+        return 3
+    if status == "interrupted":
+        return 130
+    if command == "decide --detach" and status in ("waiting", "running"):
+        # The decision is recorded, and the run waits for a driver or (on Temporal, where
+        # the waiting workflow took it) already goes on: done either way.
+        return 0
+    if status == "waiting":
+        return 5
+    return 1
+
+
 def print_warnings(lines: list[str]) -> None:
     """Each line on stderr, as ``warning: ...`` (a line may say so already)."""
     for line in lines:

@@ -226,8 +226,8 @@ def decide_on_temporal(
     if target is None:
         return
     from agentsaga import gates
-    from agentsaga.cli import _exit_code, _show_result
-    from agentsaga.cli_errors import report
+    from agentsaga.cli import _show_result
+    from agentsaga.cli_errors import exit_code_of, report
     from agentsaga.cli_gates import decider
     from agentsaga.errors import AgentsagaError
     from agentsaga.runners.temporal_client import decide_and_follow
@@ -264,7 +264,7 @@ def decide_on_temporal(
     result = engine.result(rid)
     command = "decide --detach" if detach else "resume"
     _show_result(session, result, json_mode, command)
-    _leave(_exit_code(result.status, command))
+    _leave(exit_code_of(result.status, command))
 
 
 def _input(target: TemporalTarget, run_id: str, mode: str, **fields: Any) -> RunInput:
@@ -299,8 +299,8 @@ def _submit(
     command: str,
     before_start: Any,
 ) -> None:
-    from agentsaga.cli import _exit_code, _print_error, _show_result
-    from agentsaga.cli_errors import report
+    from agentsaga.cli import _print_error, _show_result
+    from agentsaga.cli_errors import exit_code_of, report
     from agentsaga.errors import AgentsagaError
     from agentsaga.runners.temporal_client import submit_and_follow
     from agentsaga.runtime import Event
@@ -321,7 +321,7 @@ def _submit(
     if result.status == "interrupted":
         _print_error(f"interrupted; resume with: agentsaga resume {run_input.run_id}")
     _show_result(session, result, json_mode, command)
-    _leave(_exit_code(result.status, command))
+    _leave(exit_code_of(result.status, command))
 
 
 def _leave(code: int) -> None:

@@ -485,6 +485,6 @@ def test_demo_review_waits_before_the_deploy_then_approve_deploys(tmp_path: Path
 def test_a_detached_decision_exits_0_once_recorded_whatever_the_run_does_next(
     status: str, command: str, code: int
 ) -> None:
-    from agentsaga.cli import _exit_code
+    from agentsaga.cli_errors import exit_code_of
 
-    assert _exit_code(status, command) == code
+    assert exit_code_of(status, command) == code
