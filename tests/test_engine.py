@@ -371,6 +371,29 @@ def test_fork_of_a_failed_run_from_the_failed_step(env: Env) -> None:
     assert env.run_status(parent) == "failed"
 
 
+def test_a_long_plan_prints_as_plain_columns(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above PLAIN_ROWS rows a table is plain text (rich took 2.5 s for a 10,000-step
+    plan): the same cells, aligned in columns one space apart, in the same order."""
+    from agentsaga import cli_render
+
+    first = cli("run", env.write("p.yml", chain(4, fail_at=3)), "--json")
+    rid = first.json()["run_id"]
+    items = cli("resume", rid, "--plan", "--json").json()["plan"]
+    monkeypatch.setattr(cli_render, "PLAIN_ROWS", 2)
+    text = cli("resume", rid, "--plan")
+    assert text.exit_code == 0, text
+    rows = [("step", "attempt", "action", "why")] + [
+        (i["step_id"], "" if i["attempt"] is None else str(i["attempt"]), i["action"], i["reason"])
+        for i in items
+    ]
+    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    expected = [f"resume --plan for run {rid} (nothing changed)"] + [
+        " ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    assert text.stdout.splitlines() == expected
+
+
 def test_fork_plan_changes_nothing(env: Env) -> None:
     parent = cli("run", _fork_pipeline(env), "--json").json()["run_id"]
     plan = cli("fork", parent, "--from", "s2", "--plan", "--json")
