@@ -297,18 +297,19 @@ def resume(
         stored = {k: str(v) for k, v in record.vars.items() if k in declared.vars}
         new = load_text(declared.text, declared.path, stored)
     engine = session.engine(json_mode, force=force, discard_edits=discard_edits)
+    stored = engine._pipeline_of(record)
     if from_step is not None:
-        _check_step(from_step, new or engine._pipeline_of(record))
+        _check_step(from_step, new or stored)
     if plan:
         _emit_plan(rid, "resume", engine.plan_resume(rid, new, from_step), json_mode)
         return
     target = _temporal_target(temporal, session, detach, record)
     findings = before_resume(
-        new or engine._pipeline_of(record),
+        new or stored,
         lambda: {s for s, a in current_of(session.store.attempt_facts(rid)).items() if a.done},
         session.config,
         from_step=from_step,
-        was=engine._pipeline_of(record) if new is not None else None,
+        was=stored if new is not None else None,
         machine_errors=target is None,  # on Temporal the keys are the workers'
     )
     print_warnings([f.text() for f in findings])
@@ -378,6 +379,7 @@ def fork(
     json_mode: JsonOpt = False,
 ) -> None:
     """Start a new run that reuses RUN_ID's checkpoints before --from and runs the rest."""
+    from agentsaga.cli_errors import print_warnings
     from agentsaga.pipeline import load_file
     from agentsaga.preflight import before_start
 
@@ -395,8 +397,8 @@ def fork(
     import dataclasses
 
     runs_anew = dataclasses.replace(forked, steps=forked.steps[forked.index_of(from_step) :])
-    for finding in before_start(runs_anew, session.repo_root, "the fork", not temporal):
-        typer.echo(finding.text(), err=True)
+    findings = before_start(runs_anew, session.repo_root, "the fork", not temporal)
+    print_warnings([f.text() for f in findings])
     if target := _temporal_target(temporal, session, detach, session.store.get_run(rid)):
         from agentsaga.cli_temporal import submit_fork
 
@@ -548,6 +550,7 @@ def validate(
 ) -> None:
     """Check a pipeline without running anything: the file (file:line:col), and what a run
     needs from this machine (API keys, a repository with a commit). Exit 2 on an error."""
+    from agentsaga.cli_errors import print_warnings
     from agentsaga.pipeline import load_file
     from agentsaga.preflight import before_start
 
@@ -568,10 +571,7 @@ def validate(
         config = load_config(find_repo_root(repo_hint or Path.cwd()))
         chosen = {c.step_id: f"{c.provider}/{c.model}" for c in model_choices(loaded, config)}
         explain_pipeline(loaded, json_mode, chosen)
-        for line in [*loaded.warnings, *(f.text() for f in findings)]:
-            typer.echo(
-                line if line.startswith(("warning", "error")) else f"warning: {line}", err=True
-            )
+        print_warnings([*loaded.warnings, *(f.text() for f in findings)])
         return
     warnings = [f"warning: {w}" for w in loaded.warnings] + [f.text() for f in findings]
     if json_mode:

@@ -50,9 +50,11 @@ def exit_code_of(status: str, command: str) -> int:
 
 
 def print_warnings(lines: list[str]) -> None:
-    """Each line on stderr, as ``warning: ...`` (a line may say so already)."""
+    """Each line on stderr, as ``warning: ...`` (a preflight finding says its level
+    already: ``warning: ...``, or ``error: ...`` where validate lists an error)."""
     for line in lines:
-        print(line if line.startswith("warning") else f"warning: {line}", file=sys.stderr)
+        said = line.startswith(("warning", "error"))
+        print(line if said else f"warning: {line}", file=sys.stderr)
 
 
 def json_requested(argv: list[str]) -> bool:
